@@ -1,0 +1,42 @@
+"""Inference package of the radiograph triage service: model repository, decoding, two-stage pipeline."""
+
+from __future__ import annotations
+
+from classifiers.errors import (
+    ClassifierError,
+    ImageError,
+    ImageTooLarge,
+    ImageTooSmall,
+    InvalidOption,
+    ModelRepositoryError,
+    Overloaded,
+    TruncatedImage,
+    UnreadableImage,
+)
+from classifiers.imaging import ImageLimits, decode_image, load_image_file, resize_image
+from classifiers.manifest import BODY_PARTS
+from classifiers.pipeline import AGGREGATIONS, Pipeline, PipelineSettings
+from classifiers.results import StudyResult, ViewInput, ViewResult
+
+__all__ = [
+    "AGGREGATIONS",
+    "BODY_PARTS",
+    "ClassifierError",
+    "ImageError",
+    "ImageLimits",
+    "ImageTooLarge",
+    "ImageTooSmall",
+    "InvalidOption",
+    "ModelRepositoryError",
+    "Overloaded",
+    "Pipeline",
+    "PipelineSettings",
+    "StudyResult",
+    "TruncatedImage",
+    "UnreadableImage",
+    "ViewInput",
+    "ViewResult",
+    "decode_image",
+    "load_image_file",
+    "resize_image",
+]

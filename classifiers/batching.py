@@ -1,0 +1,137 @@
+"""A dynamic batcher per model: merges the views of concurrent callers into one batch."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from classifiers.errors import Overloaded
+
+
+@dataclass
+class _Request:
+    """Views waiting for one model call, and the slot their result comes back in."""
+
+    views: np.ndarray
+    done: threading.Event = field(default_factory=threading.Event)
+    result: np.ndarray | None = None
+    error: BaseException | None = None
+
+
+class DynamicBatcher:
+    """Run `run_batch` on merged batches of up to `max_batch_size` views from a bounded queue.
+
+    The first waiting request opens a batch; requests arriving within `max_wait_ms` join it until it
+    is full. A request larger than the batch runs in chunks. When more than `max_queue_views` views
+    wait, `submit` raises Overloaded at once instead of queueing without bound.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[np.ndarray], np.ndarray],
+        max_batch_size: int = 16,
+        max_wait_ms: float = 2.0,
+        max_queue_views: int = 256,
+        on_batch: Callable[[str, int], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_views < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size and max_queue_views must be >= 1 and max_wait_ms >= 0")
+        self.name = name
+        self._run_batch = run_batch
+        self._max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_ms / 1000.0
+        self._max_queue_views = max_queue_views
+        self._on_batch = on_batch
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._queued_views = 0
+        self._closed = False
+        self._worker = threading.Thread(target=self._serve, name=f"batcher-{name}", daemon=True)
+        self._worker.start()
+
+    @property
+    def queued_views(self) -> int:
+        """Views waiting or running now."""
+        return self._queued_views
+
+    def submit(self, views: np.ndarray) -> np.ndarray:
+        """Run the model on `views` (N, H, W, C) as part of a merged batch; return its (N, K) outputs."""
+        request = _Request(views)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"the {self.name} batcher is closed")
+            if self._queued_views and self._queued_views + len(views) > self._max_queue_views:
+                raise Overloaded(f"the {self.name} model has {self._queued_views} views queued; retry shortly")
+            self._queued_views += len(views)
+        self._queue.put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def close(self) -> None:
+        """Stop the worker after the requests already queued."""
+        with self._lock:
+            self._closed = True
+        self._queue.put(None)
+        self._worker.join(timeout=30)
+
+    def _serve(self) -> None:
+        """Worker loop: collect a batch, run it, hand each caller its rows."""
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            requests = self._collect(first)
+            self._run(requests)
+            if requests[-1] is None:
+                return
+
+    def _collect(self, first: _Request) -> list:
+        """Gather requests until the batch is full or `max_wait_ms` has passed since the first."""
+        requests: list = [first]
+        num_views = len(first.views)
+        deadline = time.monotonic() + self._max_wait_s
+        while num_views < self._max_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                request = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            requests.append(request)
+            if request is None:
+                break
+            num_views += len(request.views)
+        return requests
+
+    def _run(self, requests: list) -> None:
+        """Run the merged views in chunks of `max_batch_size` and split the outputs back."""
+        live = [request for request in requests if request is not None]
+        try:
+            views = live[0].views if len(live) == 1 else np.concatenate([r.views for r in live])
+            outputs = []
+            for start in range(0, len(views), self._max_batch_size):
+                chunk = views[start : start + self._max_batch_size]
+                outputs.append(self._run_batch(chunk))
+                if self._on_batch is not None:
+                    self._on_batch(self.name, len(chunk))
+            merged = np.concatenate(outputs)
+            offset = 0
+            for request in live:
+                request.result = merged[offset : offset + len(request.views)]
+                offset += len(request.views)
+        except BaseException as error:  # Every waiting caller must hear of the failure.
+            for request in live:
+                request.error = error
+        finally:
+            with self._lock:
+                self._queued_views -= sum(len(r.views) for r in live)
+            for request in live:
+                request.done.set()

@@ -1,0 +1,47 @@
+"""Typed errors of the inference package; the web layer maps them to HTTP statuses in one place."""
+
+from __future__ import annotations
+
+
+class ClassifierError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ImageError(ClassifierError):
+    """One view of a study cannot be used; the message names the view."""
+
+    def __init__(self, view_name: str, message: str) -> None:
+        super().__init__(f"{view_name}: {message}")
+        self.view_name = view_name
+
+
+class UnreadableImage(ImageError):
+    """The bytes are not an image format we decode (PNG, JPEG, BMP, TIFF)."""
+
+
+class TruncatedImage(ImageError):
+    """The image header is readable but its pixel data is cut short or corrupt."""
+
+
+class ImageTooLarge(ImageError):
+    """The image has more pixels than the configured limit (checked before decoding)."""
+
+
+class ImageTooSmall(ImageError):
+    """The image is too small to be a radiograph."""
+
+
+class InvalidOption(ClassifierError, ValueError):
+    """A caller option (body part, aggregation) is not one of the allowed values."""
+
+
+class Overloaded(ClassifierError):
+    """The batcher queue is full; the caller should retry after `retry_after_s` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ModelRepositoryError(ClassifierError):
+    """The model repository cannot be loaded; the message names the file and what to do."""

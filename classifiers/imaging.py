@@ -1,0 +1,119 @@
+"""Decode radiographs from bytes and resize them: the one path shared by serving, training and scoring."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from classifiers.errors import ImageTooLarge, ImageTooSmall, TruncatedImage, UnreadableImage
+
+SUPPORTED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+TWELVE_BIT_MAX = 4095
+SIXTEEN_BIT_MAX = 65535
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Limits applied to every view before its pixels are decoded."""
+
+    max_pixels: int = 40_000_000
+    min_side: int = 32
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "image") -> Image.Image:
+    """Decode image bytes into an 8-bit RGB Pillow image with EXIF orientation applied.
+
+    Grayscale (8- or 16-bit) is replicated to three channels; alpha is dropped.
+
+    Raises:
+        UnreadableImage: not a PNG, JPEG, BMP or TIFF.
+        ImageTooLarge: more than `limits.max_pixels` pixels (checked from the header, before decoding).
+        ImageTooSmall: shorter side under `limits.min_side`.
+        TruncatedImage: the pixel data is cut short or corrupt.
+    """
+    image = _open_checked(data, limits, name)
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise TruncatedImage(name, f"the image data is truncated or corrupt ({error}); send the whole file") from None
+    image = ImageOps.exif_transpose(image) or image
+    return _to_rgb8(image)
+
+
+def load_image_file(path: str | Path, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Read and decode one image file (see `decode_image`)."""
+    path = Path(path)
+    return decode_image(path.read_bytes(), limits, name=path.name)
+
+
+def resize_image(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB image to `size` = (height, width) with antialiased bilinear filtering.
+
+    Returns:
+        (height, width, 3) uint8 array in [0, 255].
+    """
+    height, width = size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _open_checked(data: bytes, limits: ImageLimits, name: str) -> Image.Image:
+    """Open the image header and apply the format and size limits without decoding pixels."""
+    if not data:
+        raise UnreadableImage(name, "the file is empty; send a PNG, JPEG, BMP or TIFF image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(name, f"the image has more than {limits.max_pixels:,} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise UnreadableImage(name, "not an image we can read; send a PNG, JPEG, BMP or TIFF image") from None
+    if image.format not in SUPPORTED_FORMATS:
+        raise UnreadableImage(name, f"format {image.format} is not supported; send a PNG, JPEG, BMP or TIFF image")
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            name, f"{width}x{height} is {width * height:,} pixels, over the limit of {limits.max_pixels:,}"
+        )
+    if min(width, height) < limits.min_side:
+        raise ImageTooSmall(
+            name, f"{width}x{height} is too small for a radiograph; the shorter side must be >= {limits.min_side} px"
+        )
+    return image
+
+
+def _to_rgb8(image: Image.Image) -> Image.Image:
+    """Convert any decoded mode to 8-bit RGB; 16-bit data is scaled to 0..255."""
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        image = _high_bit_depth_to_gray8(image)
+    elif image.mode in ("1", "LA", "La", "L"):
+        image = image.convert("L")
+    elif image.mode == "P":
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def _high_bit_depth_to_gray8(image: Image.Image) -> Image.Image:
+    """Scale 16-bit (or 32-bit) grayscale to 8 bits.
+
+    12-bit data stored in 16-bit files (maximum <= 4095) is scaled from 0..4095, other 16-bit data from
+    0..65535, and wider data from 0..its maximum.
+    """
+    pixels = np.asarray(image).astype(np.float64)
+    peak = float(pixels.max()) if pixels.size else 0.0
+    if peak <= TWELVE_BIT_MAX:
+        ceiling = TWELVE_BIT_MAX
+    elif peak <= SIXTEEN_BIT_MAX:
+        ceiling = SIXTEEN_BIT_MAX
+    else:
+        ceiling = peak
+    gray = np.clip(pixels / ceiling * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L")

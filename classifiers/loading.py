@@ -1,0 +1,128 @@
+"""Load one Keras model from a manifest entry, in any supported file format, with Keras 3 or tf_keras."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from classifiers.errors import ModelRepositoryError
+from classifiers.manifest import ROUTER
+
+# Files written by tf.keras 2.x (TensorFlow <= 2.15) carry a keras_version of "2.x"; Keras 3 refuses many
+# of them, so they are loaded with the tf_keras package, which is that same Keras 2 code.
+LEGACY_KERAS_MAJOR = "2"
+
+
+def load_model(folder: Path, entry: dict[str, Any], role: str) -> Any:
+    """Load the model of one manifest entry and check its input and output shapes.
+
+    Raises:
+        ModelRepositoryError: the file cannot be read or the model has the wrong shape for its role.
+    """
+    files = entry["files"]
+    main_file = folder / (files.get("model") or files["weights"])
+    try:
+        if "model" in files:
+            model = _load_full_model(main_file)
+        else:
+            model = _load_architecture_and_weights(folder / files["architecture"], main_file)
+    except ModelRepositoryError:
+        raise
+    except Exception as error:  # Keras raises many unrelated types for a bad file.
+        message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        raise ModelRepositoryError(
+            f"{main_file}: cannot load the {role} model ({type(error).__name__}: {message}); check that the file"
+            " is a Keras model saved as .json + .h5 weights, a full .h5 or a .keras file, and not truncated"
+        ) from None
+    check_model_shape(model, entry, role, main_file)
+    return model
+
+
+def keras_major_version_of_json(architecture_text: str) -> str:
+    """Return the Keras major version recorded in a model.to_json() text ("" when absent)."""
+    return str(json.loads(architecture_text).get("keras_version", "")).split(".")[0]
+
+
+def keras_major_version_of_h5(path: Path) -> str:
+    """Return the Keras major version recorded in a full-model .h5 file ("" when absent)."""
+    with h5py.File(path, "r") as handle:
+        version = handle.attrs.get("keras_version", "")
+    if isinstance(version, bytes):
+        version = version.decode()
+    return str(version).split(".")[0]
+
+
+def _load_architecture_and_weights(architecture_path: Path, weights_path: Path) -> Any:
+    """Load a `.json` architecture and its `.h5` / `.weights.h5` weights."""
+    architecture_text = architecture_path.read_text()
+    if keras_major_version_of_json(architecture_text) == LEGACY_KERAS_MAJOR:
+        import tf_keras
+
+        model = tf_keras.models.model_from_json(architecture_text)
+    else:
+        import keras
+
+        model = keras.models.model_from_json(architecture_text)
+    model.load_weights(str(weights_path))
+    return model
+
+
+def _load_full_model(path: Path) -> Any:
+    """Load a full model from a `.keras` or `.h5` file."""
+    if path.suffix == ".h5" and keras_major_version_of_h5(path) == LEGACY_KERAS_MAJOR:
+        import tf_keras
+
+        return tf_keras.models.load_model(str(path), compile=False)
+    import keras
+
+    return keras.models.load_model(str(path), compile=False)
+
+
+def model_input_shape(model: Any) -> tuple[int | None, int | None, int]:
+    """Return (height, width, channels) of a single-input image model."""
+    shape = model.inputs[0].shape
+    if len(shape) != 4:
+        raise ValueError(f"expected an image input (batch, height, width, channels); got {tuple(shape)}")
+    return (shape[1], shape[2], int(shape[3]))
+
+
+def final_activation_name(model: Any) -> str | None:
+    """Return the name of the last layer's activation, if the model exposes one."""
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", None) if activation is not None else None
+
+
+def check_model_shape(model: Any, entry: dict[str, Any], role: str, path: Path) -> None:
+    """Check input channels/size and the output layout against the role and the manifest entry."""
+    try:
+        height, width, channels = model_input_shape(model)
+    except ValueError as error:
+        raise ModelRepositoryError(f"{path}: {error}") from None
+    if channels not in (1, 3):
+        raise ModelRepositoryError(f"{path}: the model takes {channels} channels; only 1 or 3 are supported")
+    if entry.get("conventional") and height and width:
+        entry["input_size"] = [int(height), int(width)]
+    if height and width and [int(height), int(width)] != list(entry["input_size"]):
+        raise ModelRepositoryError(
+            f"{path}: the model's input is {height}x{width} but manifest.json says {entry['input_size']};"
+            " fix input_size"
+        )
+    units = int(model.outputs[0].shape[-1])
+    activation = final_activation_name(model)
+    if role == ROUTER:
+        if units != len(entry["classes"]) or activation not in (None, "softmax"):
+            raise ModelRepositoryError(
+                f"{path}: the router must end in a 7-way softmax; it has {units} output(s) ({activation})"
+            )
+        return
+    if entry.get("conventional"):
+        entry["classes"] = ["abnormal"] if units == 1 else ["negative", "positive"]
+    expected = {1: "sigmoid", 2: "softmax"}.get(units)
+    if expected is None or units != len(entry["classes"]) or activation not in (None, expected):
+        raise ModelRepositoryError(
+            f"{path}: the {role} expert must end in a 1-unit sigmoid or a 2-way softmax [negative, positive]"
+            f" matching its manifest classes {entry['classes']}; it has {units} output(s) ({activation})"
+        )

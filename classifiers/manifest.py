@@ -1,0 +1,208 @@
+"""The model repository's manifest.json: read, validate, verify checksums, write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from classifiers.errors import ModelRepositoryError
+from classifiers.preprocessing import PREPROCESSING_MODES
+
+BODY_PARTS = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+ROUTER = "router"
+EXPERT_CLASS_LAYOUTS = (["abnormal"], ["negative", "positive"])
+FILE_KEY_LAYOUTS = ({"architecture", "weights"}, {"model"})
+DEFAULT_INPUT_SIZE = (224, 224)
+DEFAULT_PREPROCESSING = "tf"
+DEFAULT_THRESHOLD = 0.5
+FIX_HINT = "fix manifest.json or regenerate it (see README, 'Model repository')"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make_model_entry(
+    folder: str | Path,
+    files: dict[str, str],
+    classes: list[str],
+    input_size: tuple[int, int],
+    preprocessing: str,
+    threshold: float | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build one manifest entry for files already in `folder`, with their sha256."""
+    folder = Path(folder)
+    entry: dict[str, Any] = {
+        "files": dict(files),
+        "classes": list(classes),
+        "input_size": [int(input_size[0]), int(input_size[1])],
+        "preprocessing": preprocessing,
+        "sha256": {name: sha256_file(folder / name) for name in files.values()},
+        "provenance": dict(provenance or {}),
+    }
+    if threshold is not None:
+        entry["threshold"] = float(threshold)
+    return entry
+
+
+def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> None:
+    """Write manifest.json atomically (a temporary file renamed over the old one)."""
+    path = Path(folder) / MANIFEST_NAME
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    temporary.replace(path)
+
+
+def update_manifest_entry(folder: str | Path, role: str, entry: dict[str, Any]) -> None:
+    """Add or replace the entry of `role` ("router" or a body part); creates manifest.json if missing."""
+    if role != ROUTER and role not in BODY_PARTS:
+        raise ValueError(f"unknown role {role!r}; valid roles: router, {', '.join(BODY_PARTS)}")
+    path = Path(folder) / MANIFEST_NAME
+    manifest = json.loads(path.read_text()) if path.exists() else {"format_version": FORMAT_VERSION}
+    if role == ROUTER:
+        manifest[ROUTER] = entry
+    else:
+        manifest.setdefault("experts", {})[role] = entry
+    write_manifest(folder, manifest)
+
+
+def read_manifest(folder: str | Path, verify_checksums: bool = True) -> dict[str, Any]:
+    """Read and validate a repository's manifest.json, verifying every file's sha256.
+
+    Without manifest.json, the conventional names (router.json/.h5 or body_part.json/.h5 and
+    XR_<PART>.json/.h5) load with default settings.
+
+    Raises:
+        ModelRepositoryError: the folder, manifest or a file is missing or invalid; says what to do.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelRepositoryError(f"{folder}: model repository folder not found; pass --models DIR")
+    path = folder / MANIFEST_NAME
+    if not path.exists():
+        return conventional_manifest(folder)
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelRepositoryError(f"{path}: not valid JSON ({error}); {FIX_HINT}") from None
+    validate_manifest(manifest, folder, verify_checksums)
+    return manifest
+
+
+def validate_manifest(manifest: Any, folder: Path, verify_checksums: bool = True) -> None:
+    """Check the manifest's structure, files and checksums; raise ModelRepositoryError on the first fault."""
+    where = folder / MANIFEST_NAME
+    if not isinstance(manifest, dict):
+        raise ModelRepositoryError(f"{where}: must be a JSON object; {FIX_HINT}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelRepositoryError(f"{where}: format_version must be {FORMAT_VERSION}; {FIX_HINT}")
+    if not isinstance(manifest.get(ROUTER), dict):
+        raise ModelRepositoryError(f"{where}: no 'router' entry; {FIX_HINT}")
+    _validate_entry(manifest[ROUTER], ROUTER, folder, verify_checksums)
+    router_classes = manifest[ROUTER]["classes"]
+    if sorted(router_classes) != sorted(BODY_PARTS):
+        raise ModelRepositoryError(
+            f"{where}: router classes must be the 7 body parts {', '.join(BODY_PARTS)}; got {router_classes}"
+        )
+    experts = manifest.get("experts")
+    if not isinstance(experts, dict):
+        raise ModelRepositoryError(f"{where}: no 'experts' object; {FIX_HINT}")
+    for body_part in BODY_PARTS:
+        if body_part not in experts:
+            raise ModelRepositoryError(f"{where}: no expert for {body_part}; every body part needs one")
+        _validate_entry(experts[body_part], body_part, folder, verify_checksums)
+    unknown = sorted(set(experts) - set(BODY_PARTS))
+    if unknown:
+        raise ModelRepositoryError(f"{where}: unknown expert(s) {unknown}; valid: {', '.join(BODY_PARTS)}")
+
+
+def _validate_entry(entry: Any, role: str, folder: Path, verify_checksums: bool) -> None:
+    """Validate one router or expert entry."""
+    where = f"{folder / MANIFEST_NAME} [{role}]"
+    if not isinstance(entry, dict):
+        raise ModelRepositoryError(f"{where}: must be an object; {FIX_HINT}")
+    files = entry.get("files")
+    if not isinstance(files, dict) or set(files) not in FILE_KEY_LAYOUTS:
+        raise ModelRepositoryError(
+            f"{where}: 'files' must be {{'architecture': X.json, 'weights': X.h5}} or {{'model': X.keras|X.h5}}"
+        )
+    classes = entry.get("classes")
+    if role != ROUTER and classes not in EXPERT_CLASS_LAYOUTS:
+        raise ModelRepositoryError(
+            f"{where}: expert classes must be ['abnormal'] (1-unit sigmoid) or ['negative', 'positive']"
+            f" (2-way softmax); got {classes}"
+        )
+    if role == ROUTER and (not isinstance(classes, list) or len(classes) != len(BODY_PARTS)):
+        raise ModelRepositoryError(f"{where}: router needs 7 class names in output order; got {classes}")
+    size = entry.get("input_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ModelRepositoryError(f"{where}: input_size must be [height, width] in pixels; got {size}")
+    if entry.get("preprocessing") not in PREPROCESSING_MODES:
+        valid = ", ".join(sorted(PREPROCESSING_MODES))
+        raise ModelRepositoryError(f"{where}: preprocessing {entry.get('preprocessing')!r} unknown; valid: {valid}")
+    threshold = entry.get("threshold", DEFAULT_THRESHOLD)
+    if role != ROUTER and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+        raise ModelRepositoryError(f"{where}: threshold must be a number in [0, 1]; got {threshold!r}")
+    _verify_files(entry, where, folder, verify_checksums)
+
+
+def _verify_files(entry: dict[str, Any], where: str, folder: Path, verify_checksums: bool) -> None:
+    """Check that every file exists and matches its recorded sha256."""
+    checksums = entry.get("sha256") or {}
+    for file_name in entry["files"].values():
+        file_path = folder / file_name
+        if not file_path.is_file():
+            raise ModelRepositoryError(f"{file_path}: model file missing; copy it into {folder} or fix manifest.json")
+        if not verify_checksums:
+            continue
+        expected = checksums.get(file_name)
+        if expected is None:
+            raise ModelRepositoryError(f"{where}: no sha256 for {file_name}; regenerate manifest.json")
+        actual = sha256_file(file_path)
+        if actual != expected:
+            raise ModelRepositoryError(
+                f"{file_path}: sha256 mismatch (expected {expected[:12]}…, file has {actual[:12]}…); the file is"
+                " corrupt or was replaced: restore the right file or regenerate manifest.json"
+            )
+
+
+def conventional_manifest(folder: Path) -> dict[str, Any]:
+    """Build a manifest for a folder that uses the conventional file names and default settings."""
+    router_names = [name for name in ("router", "body_part") if (folder / f"{name}.json").exists()]
+    if not router_names:
+        raise ModelRepositoryError(
+            f"{folder}: no manifest.json and no router.json/body_part.json; add a manifest"
+            " (python -m classifiers.legacy_import FOLDER for the original project's files)"
+        )
+    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "experts": {}}
+    manifest[ROUTER] = _conventional_entry(folder, router_names[0], list(BODY_PARTS))
+    for body_part in BODY_PARTS:
+        manifest["experts"][body_part] = _conventional_entry(folder, body_part, None)
+    validate_manifest(manifest, folder, verify_checksums=False)
+    return manifest
+
+
+def _conventional_entry(folder: Path, stem: str, classes: list[str] | None) -> dict[str, Any]:
+    """Entry for `<stem>.json` + `<stem>.weights.h5` or `<stem>.h5`; expert classes from the model later."""
+    weights = f"{stem}.weights.h5" if (folder / f"{stem}.weights.h5").exists() else f"{stem}.h5"
+    entry: dict[str, Any] = {
+        "files": {"architecture": f"{stem}.json", "weights": weights},
+        "classes": classes if classes is not None else ["abnormal"],
+        "input_size": list(DEFAULT_INPUT_SIZE),
+        "preprocessing": DEFAULT_PREPROCESSING,
+        "provenance": {"data": "unknown (no manifest.json)"},
+        "conventional": True,
+    }
+    if classes is None:
+        entry["threshold"] = DEFAULT_THRESHOLD
+    return entry

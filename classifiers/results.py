@@ -1,0 +1,72 @@
+"""Plain result dataclasses of the two-stage pipeline; the API and the batch scorer serialize them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ROUND_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class ViewInput:
+    """One view of a study as the caller sent it: a display name and the encoded image bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass
+class ViewResult:
+    """Router and expert output for one view."""
+
+    name: str
+    body_part: str
+    body_part_confidence: float
+    body_part_scores: dict[str, float]
+    abnormality: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form used by the HTTP API."""
+        return {
+            "name": self.name,
+            "body_part": self.body_part,
+            "body_part_confidence": round(self.body_part_confidence, ROUND_DIGITS),
+            "body_part_scores": {part: round(score, ROUND_DIGITS) for part, score in self.body_part_scores.items()},
+            "abnormality": round(self.abnormality, ROUND_DIGITS),
+        }
+
+
+@dataclass
+class StudyResult:
+    """The study's body part, abnormality and label, with per-view results and timings."""
+
+    body_part: str
+    body_part_confidence: float
+    abnormality: float
+    label: str
+    threshold: float
+    aggregation: str
+    n_images: int
+    warnings: list[str]
+    images: list[ViewResult]
+    models: dict[str, str]
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready /predict response body of DESIGN.md."""
+        return {
+            "study": {
+                "body_part": self.body_part,
+                "body_part_confidence": round(self.body_part_confidence, ROUND_DIGITS),
+                "abnormality": round(self.abnormality, ROUND_DIGITS),
+                "label": self.label,
+                "threshold": self.threshold,
+                "aggregation": self.aggregation,
+                "n_images": self.n_images,
+                "warnings": list(self.warnings),
+            },
+            "images": [view.to_dict() for view in self.images],
+            "models": dict(self.models),
+            "timing_ms": {stage: round(value, 2) for stage, value in self.timing_ms.items()},
+        }
