@@ -1,0 +1,1 @@
+"""Training: synthetic radiographs, MURA-layout data, model training and export."""
