@@ -28,7 +28,7 @@ def load_model(folder: Path, entry: dict[str, Any], role: str) -> Any:
         if "model" in files:
             model = _load_full_model(main_file)
         else:
-            model = _load_architecture_and_weights(folder / files["architecture"], main_file)
+            model = load_architecture_and_weights(folder / files["architecture"], main_file)
     except ModelRepositoryError:
         raise
     except Exception as error:  # Keras raises many unrelated types for a bad file.
@@ -55,7 +55,7 @@ def keras_major_version_of_h5(path: Path) -> str:
     return str(version).split(".")[0]
 
 
-def _load_architecture_and_weights(architecture_path: Path, weights_path: Path) -> Any:
+def load_architecture_and_weights(architecture_path: Path, weights_path: Path) -> Any:
     """Load a `.json` architecture and its `.h5` / `.weights.h5` weights."""
     architecture_text = architecture_path.read_text()
     if keras_major_version_of_json(architecture_text) == LEGACY_KERAS_MAJOR:

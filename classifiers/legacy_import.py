@@ -1,0 +1,124 @@
+"""Write manifest.json for a folder of the original MURA project's `.json` + `.h5` model pairs.
+
+Each file's role comes from its name: a name holding XR_ELBOW ... XR_WRIST belongs to that expert, the
+remaining pair is the router. Usage: python -m classifiers.legacy_import FOLDER [--preprocessing tf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from classifiers.errors import ModelRepositoryError
+from classifiers.manifest import (
+    BODY_PARTS,
+    DEFAULT_THRESHOLD,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    ROUTER,
+    make_model_entry,
+    read_manifest,
+    write_manifest,
+)
+from classifiers.preprocessing import PREPROCESSING_MODES
+
+# The original models were MobileNets: inputs scaled to [-1, 1] ("tf" mode) at 224x224.
+ORIGINAL_PREPROCESSING = "tf"
+ORIGINAL_INPUT_SIZE = (224, 224)
+
+
+def role_of_file(file_name: str) -> str:
+    """Return the body part named in a file name (XR_ELBOW ...), or "router" when it names none."""
+    upper = file_name.upper()
+    found = [part for part in BODY_PARTS if re.search(rf"{part}(?![A-Z])", upper)]
+    if len(found) > 1:
+        raise ModelRepositoryError(f"{file_name}: names several body parts {found}; rename it")
+    return found[0] if found else ROUTER
+
+
+def pair_files(folder: Path) -> dict[str, dict[str, str]]:
+    """Group the folder's `.json` and `.h5` files by role; each role needs exactly one of each."""
+    grouped: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(folder.iterdir()):
+        kind = {".json": "architecture", ".h5": "weights"}.get(path.suffix.lower())
+        if kind is None or path.name == MANIFEST_NAME:
+            continue
+        grouped.setdefault(role_of_file(path.name), {"architecture": [], "weights": []})[kind].append(path.name)
+    missing = [role for role in (ROUTER, *BODY_PARTS) if role not in grouped]
+    if missing:
+        raise ModelRepositoryError(f"{folder}: no .json + .h5 pair found for {', '.join(missing)}")
+    pairs = {}
+    for role, files in grouped.items():
+        if len(files["architecture"]) != 1 or len(files["weights"]) != 1:
+            raise ModelRepositoryError(
+                f"{folder}: the {role} needs exactly one .json and one .h5; found {files['architecture']} and"
+                f" {files['weights']} (move the extra files out)"
+            )
+        pairs[role] = {"architecture": files["architecture"][0], "weights": files["weights"][0]}
+    return pairs
+
+
+def build_legacy_manifest(folder: Path, preprocessing: str = ORIGINAL_PREPROCESSING,
+                          threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+    """Build the manifest for the original project's folder, reading each model's output layout."""
+    from classifiers.loading import load_architecture_and_weights, model_input_shape
+
+    provenance = {
+        "data": "MURA (imported from the original project's model folder)",
+        "imported_at": datetime.date.today().isoformat(),
+    }
+    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "experts": {}}
+    for role, files in pair_files(folder).items():
+        try:
+            model = load_architecture_and_weights(folder / files["architecture"], folder / files["weights"])
+        except Exception as error:  # Keras raises many unrelated types for a bad file.
+            raise ModelRepositoryError(
+                f"{folder / files['weights']}: cannot load the {role} model ({type(error).__name__}); check the pair"
+            ) from None
+        height, width, _ = model_input_shape(model)
+        input_size = (height, width) if height and width else ORIGINAL_INPUT_SIZE
+        units = int(model.outputs[0].shape[-1])
+        if role == ROUTER:
+            entry = make_model_entry(folder, files, list(BODY_PARTS), input_size, preprocessing,
+                                     provenance=provenance)
+            manifest[ROUTER] = entry
+            continue
+        classes = ["abnormal"] if units == 1 else ["negative", "positive"]
+        manifest["experts"][role] = make_model_entry(folder, files, classes, input_size, preprocessing,
+                                                     threshold=threshold, provenance=provenance)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: write FOLDER/manifest.json and check that the repository loads."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="folder holding the original .json + .h5 files")
+    parser.add_argument("--preprocessing", default=ORIGINAL_PREPROCESSING, choices=sorted(PREPROCESSING_MODES))
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="experts' decision threshold")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing manifest.json")
+    args = parser.parse_args(argv)
+    try:
+        if not args.folder.is_dir():
+            raise ModelRepositoryError(f"{args.folder}: folder not found")
+        if (args.folder / MANIFEST_NAME).exists() and not args.force:
+            raise ModelRepositoryError(f"{args.folder / MANIFEST_NAME} exists; pass --force to overwrite it")
+        manifest = build_legacy_manifest(args.folder, args.preprocessing, args.threshold)
+        write_manifest(args.folder, manifest)
+        read_manifest(args.folder)
+    except ModelRepositoryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    roles = [ROUTER, *BODY_PARTS]
+    for role in roles:
+        entry = manifest[ROUTER] if role == ROUTER else manifest["experts"][role]
+        print(f"{role:12s} {entry['files']['architecture']!r} + {entry['files']['weights']!r} -> {entry['classes']}")
+    print(f"wrote {args.folder / MANIFEST_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
