@@ -1,0 +1,122 @@
+"""Flask app factory of the radiograph triage service; `python app.py` runs the development server.
+
+Production: `gunicorn -c gunicorn.conf.py app:app`. The module-level `app` is built on first access, in
+the gunicorn worker, so importing this module loads neither TensorFlow nor any model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from web.config import DEFAULTS, check_limits, read_environment
+
+ROOT = Path(__file__).resolve().parent
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then TRIAGE_* environment variables, then `config`; load the pipeline."""
+    # The web layer imports classifiers (and so TensorFlow): imported here, not at module import.
+    from web.errors import register_error_handler
+    from web.loading import PipelineLoader, build_settings
+    from web.metrics import Metrics, register_request_metrics
+    from web.openapi import build_openapi
+    from web.requests import InMemoryRequest
+    from web.routes import blueprint
+
+    app = Flask(__name__, static_folder=str(ROOT / "static"), static_url_path="/static")
+    app.request_class = InMemoryRequest
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_mapping(read_environment())
+    if config is not None:
+        app.config.from_mapping(config)
+    check_limits(app.config)
+    app.json.sort_keys = False
+
+    models_dir = Path(app.config["MODELS_DIR"])
+    if not models_dir.is_absolute():
+        models_dir = (Path.cwd() / models_dir).resolve()
+    metrics = Metrics()
+    loader = PipelineLoader(models_dir, build_settings(app.config, on_batch=metrics.observe_batch))
+    metrics.watch_queues(loader.queue_depths)
+    app.extensions["pipeline_loader"] = loader
+    app.extensions["pipeline"] = None
+    app.extensions["metrics"] = metrics
+    app.extensions["openapi"] = build_openapi()
+
+    register_error_handler(app)
+    register_request_metrics(app, metrics)
+    app.after_request(add_security_headers)
+    app.register_blueprint(blueprint)
+
+    if app.config["LOAD_IN_BACKGROUND"]:
+        loader.load_in_background(app)
+    else:
+        app.extensions["pipeline"] = loader.load()
+    return app
+
+
+def add_security_headers(response: Any) -> Any:
+    """Forbid content sniffing, framing and any script or style not served by this app."""
+    for header, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(header, value)
+    return response
+
+
+_production_app: Flask | None = None
+_production_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Flask:
+    """Build `app` for gunicorn on first access (in the worker, after fork), loading in the background."""
+    global _production_app
+    if name != "app":
+        raise AttributeError(f"module 'app' has no attribute {name!r}")
+    with _production_lock:
+        if _production_app is None:
+            environment = read_environment()
+            _production_app = create_app({"LOAD_IN_BACKGROUND": environment.get("LOAD_IN_BACKGROUND", True)})
+    return _production_app
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse `python app.py` options."""
+    parser = argparse.ArgumentParser(description="Run the triage service with Flask's development server.")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    parser.add_argument("--models", default=None,
+                        help="model repository folder (default: $TRIAGE_MODELS or h5/)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load the models, then serve until interrupted; a repository that fails to load exits 1 with why."""
+    arguments = parse_arguments(argv)
+    config: dict[str, Any] = {"LOAD_IN_BACKGROUND": False}
+    if arguments.models is not None:
+        config["MODELS_DIR"] = arguments.models
+    from classifiers.errors import ModelRepositoryError
+
+    try:
+        flask_app = create_app(config)
+    except (ModelRepositoryError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    flask_app.run(host=arguments.host, port=arguments.port, threaded=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

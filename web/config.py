@@ -1,0 +1,76 @@
+"""Service configuration: defaults, environment variables and their parsing (no TensorFlow here)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# Defaults for create_app(); every key can be overridden by an environment variable (below) and then
+# by the mapping passed to create_app(), in that order.
+DEFAULTS: dict[str, Any] = {
+    "MODELS_DIR": "h5",
+    "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,  # whole request, bytes
+    "MAX_VIEWS": 12,  # images per study
+    "MAX_PIXELS": 40_000_000,  # per image, checked before decoding
+    "MIN_SIDE": 32,  # shorter side of an image, pixels
+    "MAX_BATCH_SIZE": 16,
+    "MAX_WAIT_MS": 2.0,
+    "MAX_QUEUE_VIEWS": 256,
+    "WARMUP": True,
+    "LOAD_IN_BACKGROUND": False,
+    "RETRY_AFTER_NOT_READY_S": 5,
+}
+
+
+def parse_bool(text: str) -> bool:
+    """Read a boolean written as 1/0, true/false, yes/no or on/off."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
+
+
+# Environment variable -> (config key, parser).
+ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "TRIAGE_MODELS": ("MODELS_DIR", str),
+    "TRIAGE_MAX_REQUEST_BYTES": ("MAX_CONTENT_LENGTH", int),
+    "TRIAGE_MAX_VIEWS": ("MAX_VIEWS", int),
+    "TRIAGE_MAX_PIXELS": ("MAX_PIXELS", int),
+    "TRIAGE_MIN_SIDE": ("MIN_SIDE", int),
+    "TRIAGE_MAX_BATCH_SIZE": ("MAX_BATCH_SIZE", int),
+    "TRIAGE_MAX_WAIT_MS": ("MAX_WAIT_MS", float),
+    "TRIAGE_MAX_QUEUE_VIEWS": ("MAX_QUEUE_VIEWS", int),
+    "TRIAGE_WARMUP": ("WARMUP", parse_bool),
+    "TRIAGE_LOAD_IN_BACKGROUND": ("LOAD_IN_BACKGROUND", parse_bool),
+}
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the config keys set by TRIAGE_* environment variables; a bad value names the variable."""
+    environ = os.environ if environ is None else environ
+    config: dict[str, Any] = {}
+    for variable, (key, parse) in ENVIRONMENT_VARIABLES.items():
+        if variable not in environ:
+            continue
+        try:
+            config[key] = parse(environ[variable])
+        except ValueError as error:
+            raise ValueError(
+                f"environment variable {variable}={environ[variable]!r} is not valid "
+                f"({parse.__name__} expected): {error}"
+            ) from None
+    return config
+
+
+def check_limits(config: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the key when a limit is not a positive number."""
+    for key in ("MAX_CONTENT_LENGTH", "MAX_VIEWS", "MAX_PIXELS", "MIN_SIDE", "MAX_BATCH_SIZE",
+                "MAX_QUEUE_VIEWS"):
+        value = config[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"config {key}={value!r} must be a positive integer")
+    if config["MAX_WAIT_MS"] < 0:
+        raise ValueError(f"config MAX_WAIT_MS={config['MAX_WAIT_MS']!r} must be >= 0")

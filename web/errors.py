@@ -1,0 +1,83 @@
+"""The one JSON error shape and the one handler every 4xx/5xx leaves through."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from classifiers import errors as classifier_errors
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the web layer raises itself: HTTP status, machine code, message in words."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+# classifiers error -> (HTTP status, code). Subclasses are listed before their bases.
+CLASSIFIER_ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
+    classifier_errors.TruncatedImage: (400, "truncated_image"),
+    classifier_errors.ImageTooLarge: (413, "image_too_large"),
+    classifier_errors.UnreadableImage: (415, "unsupported_media_type"),
+    classifier_errors.ImageTooSmall: (422, "image_too_small"),
+    classifier_errors.InvalidOption: (422, "invalid_option"),
+    classifier_errors.Overloaded: (503, "overloaded"),
+    classifier_errors.ModelRepositoryError: (503, "not_ready"),
+}
+
+# Flask / Werkzeug HTTP errors -> code; the message is ours, never Werkzeug's HTML.
+HTTP_ERROR_CODES: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "the request could not be read"),
+    404: ("not_found", "no such endpoint; see /openapi.json for the API"),
+    405: ("method_not_allowed", "this endpoint does not accept that HTTP method"),
+    413: ("payload_too_large", "the request is larger than this service accepts"),
+    415: ("unsupported_media_type", "unsupported content type"),
+}
+
+
+def error_response(status: int, code: str, message: str, retry_after_s: int | None = None) -> Response:
+    """Build the JSON error response {"error": {"status", "code", "message"}}."""
+    response = jsonify({"error": {"status": status, "code": code, "message": message}})
+    response.status_code = status
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(max(1, int(retry_after_s)))
+    return response
+
+
+def classify_exception(error: BaseException, max_request_bytes: int | None) -> tuple[int, str, str, int | None]:
+    """Map any exception to (status, code, message, retry_after_s) without leaking internals."""
+    if isinstance(error, ApiError):
+        return error.status, error.code, error.message, error.retry_after_s
+    for error_class, (status, code) in CLASSIFIER_ERROR_STATUS.items():
+        if isinstance(error, error_class):
+            retry_after_s = getattr(error, "retry_after_s", None) if status == 503 else None
+            if status == 503 and retry_after_s is None:
+                retry_after_s = 5
+            return status, code, str(error), retry_after_s
+    if isinstance(error, HTTPException) and error.code is not None and error.code < 500:
+        code, message = HTTP_ERROR_CODES.get(error.code, ("http_error", "the request was refused"))
+        if error.code == 413 and max_request_bytes:
+            message = f"the request is larger than the limit of {max_request_bytes} bytes; send fewer or smaller images"
+        return error.code, code, message, None
+    return 500, "internal_error", "internal server error; the details are in the service log", None
+
+
+def register_error_handler(app: Flask) -> None:
+    """Install the single handler that turns every exception and HTTP error into the JSON shape."""
+
+    @app.errorhandler(Exception)
+    def handle_any_error(error: Exception) -> Response:
+        status, code, message, retry_after_s = classify_exception(error, app.config.get("MAX_CONTENT_LENGTH"))
+        if status >= 500 and code == "internal_error":
+            # The trace goes to the log only; it never holds request bodies.
+            logger.error("unhandled error while serving a request", exc_info=error)
+        return error_response(status, code, message, retry_after_s)

@@ -1,0 +1,92 @@
+"""Load the pipeline once per app, in the foreground or in a background thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+
+from classifiers.errors import ModelRepositoryError
+from classifiers.imaging import ImageLimits
+from classifiers.pipeline import Pipeline, PipelineSettings
+from web.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+
+def build_settings(config: Mapping[str, Any], on_batch: Callable[[str, int], None]) -> PipelineSettings:
+    """Translate the app config into PipelineSettings."""
+    return PipelineSettings(
+        max_batch_size=config["MAX_BATCH_SIZE"],
+        max_wait_ms=config["MAX_WAIT_MS"],
+        max_queue_views=config["MAX_QUEUE_VIEWS"],
+        image_limits=ImageLimits(max_pixels=config["MAX_PIXELS"], min_side=config["MIN_SIDE"]),
+        warmup=config["WARMUP"],
+        on_batch=on_batch,
+    )
+
+
+class PipelineLoader:
+    """Holds the app's pipeline, or why it is not there yet."""
+
+    def __init__(self, repository: Path, settings: PipelineSettings):
+        self.repository = repository
+        self.settings = settings
+        self.pipeline: Pipeline | None = None
+        self.failure: str | None = None
+        self.loaded = threading.Event()
+
+    def load(self) -> Pipeline:
+        """Load and warm up every model; raises ModelRepositoryError with a message that says what to do."""
+        try:
+            self.pipeline = Pipeline.load(self.repository, self.settings)
+        except ModelRepositoryError as error:
+            self.failure = f"the model repository failed to load: {error}"
+            raise
+        except Exception as error:
+            self.failure = f"the model repository failed to load ({type(error).__name__}); see the service log"
+            raise
+        finally:
+            self.loaded.set()
+        return self.pipeline
+
+    def load_in_background(self, app: Flask) -> threading.Thread:
+        """Start loading in a daemon thread so /healthz answers at once; /readyz says 503 meanwhile."""
+
+        def run() -> None:
+            try:
+                pipeline = self.load()
+            except Exception:
+                logger.exception("%s", self.failure)
+                return
+            app.extensions["pipeline"] = pipeline
+            logger.info("models loaded from %s; ready", self.repository)
+
+        thread = threading.Thread(target=run, name="pipeline-loader", daemon=True)
+        thread.start()
+        return thread
+
+    def queue_depths(self) -> dict[str, int]:
+        """Queue depth per model, empty before the pipeline is loaded."""
+        return self.pipeline.queue_depths() if self.pipeline is not None else {}
+
+    def not_ready_reason(self) -> str | None:
+        """None when ready, otherwise why not (still loading, or the load failure)."""
+        if self.pipeline is not None:
+            return None
+        if self.failure is not None:
+            return self.failure
+        return "the models are still loading; retry shortly"
+
+
+def get_pipeline() -> Pipeline:
+    """The current app's pipeline, or a 503 not_ready error with Retry-After."""
+    loader: PipelineLoader = current_app.extensions["pipeline_loader"]
+    reason = loader.not_ready_reason()
+    if reason is not None:
+        raise ApiError(503, "not_ready", reason, retry_after_s=current_app.config["RETRY_AFTER_NOT_READY_S"])
+    return loader.pipeline  # type: ignore[return-value]

@@ -1,0 +1,67 @@
+"""The HTTP endpoints: they only translate between HTTP and classifiers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from web.errors import error_response
+from web.loading import PipelineLoader, get_pipeline
+from web.requests import parse_predict_request
+
+blueprint = Blueprint("triage", __name__)
+
+
+@blueprint.get("/")
+def predict_page() -> Response:
+    """Serve the predict page."""
+    response = current_app.send_static_file("predict.html")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@blueprint.post("/predict")
+def predict() -> Response:
+    """Triage one study sent as multipart, a raw image body or JSON."""
+    pipeline = get_pipeline()
+    parsed = parse_predict_request(request, current_app.config["MAX_VIEWS"])
+    result = pipeline.predict_study(parsed.views, body_part=parsed.body_part, aggregation=parsed.aggregation)
+    return jsonify(result.to_dict())
+
+
+@blueprint.get("/models")
+def models() -> Response:
+    """Describe what is loaded; the repository is named by its folder, never its server path."""
+    description = dict(get_pipeline().describe())
+    if description.get("repository") is not None:
+        description["repository"] = Path(str(description["repository"])).name
+    return jsonify(description)
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    """Answer 200 while the process serves, loaded or not."""
+    return jsonify({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+def readyz() -> Response:
+    """Answer 200 once every model is loaded and warmed up, 503 with the reason before."""
+    loader: PipelineLoader = current_app.extensions["pipeline_loader"]
+    reason = loader.not_ready_reason()
+    if reason is not None:
+        return error_response(503, "not_ready", reason, current_app.config["RETRY_AFTER_NOT_READY_S"])
+    return jsonify({"status": "ready"})
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics of this process."""
+    return current_app.extensions["metrics"].render()
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3 document."""
+    return jsonify(current_app.extensions["openapi"])

@@ -1,0 +1,127 @@
+"""marshmallow schemas: they validate every request field and describe every response (OpenAPI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from classifiers.manifest import BODY_PARTS
+from classifiers.pipeline import AGGREGATIONS
+
+PROBABILITY = validate.Range(min=0.0, max=1.0)
+
+
+class BodyPartField(fields.String):
+    """A body part written XR_WRIST, wrist or Wrist; loads as XR_WRIST."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip().upper()
+        body_part = text if text.startswith("XR_") else f"XR_{text}"
+        if body_part not in BODY_PARTS:
+            raise ValidationError(f"unknown body part {value!r}; valid: {', '.join(BODY_PARTS)}")
+        return body_part
+
+
+class PredictOptionsSchema(Schema):
+    """Optional study options: form fields, JSON keys or query arguments."""
+
+    body_part = BodyPartField(
+        metadata={"enum": list(BODY_PARTS),
+                  "description": "Skip routing and send every view to this body part's expert "
+                                 "(XR_WRIST, wrist and Wrist are the same)."},
+    )
+    aggregation = fields.String(
+        validate=validate.OneOf(list(AGGREGATIONS), error="unknown aggregation {input!r}; valid: {choices}"),
+        metadata={"description": "How view abnormalities become the study's: mean (default) or max."},
+    )
+
+
+class PredictJsonSchema(PredictOptionsSchema):
+    """JSON body of POST /predict: one image, or several, as base64 or data URLs."""
+
+    image = fields.String(metadata={"description": "One view: base64 or a data URL (data:image/png;base64,...)."})
+    name = fields.String(metadata={"description": "Name echoed back for `image`."})
+    images = fields.List(fields.String(), metadata={"description": "Several views of one study, base64 or data URLs."})
+    names = fields.List(fields.String(), metadata={"description": "Names echoed back for `images`, same order."})
+
+
+class PredictFormSchema(PredictOptionsSchema):
+    """multipart/form-data body of POST /predict."""
+
+    image = fields.List(
+        fields.Raw(metadata={"type": "string", "format": "binary"}),
+        required=True,
+        metadata={"description": "One part per view of the study (repeat the field)."},
+    )
+
+
+class StudySchema(Schema):
+    """The study-level result."""
+
+    body_part = fields.String(required=True, validate=validate.OneOf(BODY_PARTS))
+    body_part_confidence = fields.Float(required=True, validate=PROBABILITY)
+    abnormality = fields.Float(required=True, validate=PROBABILITY,
+                               metadata={"description": "Aggregated probability that the study is abnormal."})
+    label = fields.String(required=True, validate=validate.OneOf(("normal", "abnormal")))
+    threshold = fields.Float(required=True, validate=PROBABILITY,
+                             metadata={"description": "The expert's decision threshold: abnormal when >= it."})
+    aggregation = fields.String(required=True, validate=validate.OneOf(list(AGGREGATIONS)))
+    n_images = fields.Integer(required=True, validate=validate.Range(min=1))
+    warnings = fields.List(fields.String(), required=True,
+                           metadata={"description": "Why the result deserves a second look (low confidence, ...)."})
+
+
+class ViewSchema(Schema):
+    """The result for one view (image) of the study."""
+
+    name = fields.String(required=True, metadata={"description": "The uploaded file name, as sent."})
+    body_part = fields.String(required=True, validate=validate.OneOf(BODY_PARTS))
+    body_part_confidence = fields.Float(required=True, validate=PROBABILITY)
+    body_part_scores = fields.Dict(keys=fields.String(), values=fields.Float(validate=PROBABILITY), required=True)
+    abnormality = fields.Float(required=True, validate=PROBABILITY)
+
+
+class PredictResponseSchema(Schema):
+    """200 answer of POST /predict."""
+
+    study = fields.Nested(StudySchema, required=True)
+    images = fields.List(fields.Nested(ViewSchema), required=True)
+    models = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                         metadata={"description": "Names of the router and expert models used."})
+    timing_ms = fields.Dict(keys=fields.String(), values=fields.Float(), required=True,
+                            metadata={"description": "Milliseconds spent per stage and in total."})
+
+
+class ErrorDetailSchema(Schema):
+    """What went wrong, in words."""
+
+    status = fields.Integer(required=True)
+    code = fields.String(required=True, metadata={"description": "Machine-readable, e.g. unsupported_media_type."})
+    message = fields.String(required=True)
+
+
+class ErrorSchema(Schema):
+    """Every 4xx/5xx answer."""
+
+    error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+class ModelsResponseSchema(Schema):
+    """GET /models: what is loaded."""
+
+    repository = fields.String(required=True, metadata={"description": "The repository's folder name."})
+    device = fields.String(required=True, metadata={"description": "e.g. GPU:0 (...) or CPU (16 cores)."})
+    load_seconds = fields.Float(required=True)
+    versions = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    body_parts = fields.List(fields.String(validate=validate.OneOf(BODY_PARTS)), required=True)
+    models = fields.Dict(keys=fields.String(), values=fields.Dict(), required=True,
+                         metadata={"description": "Per role (router, XR_ELBOW, ...): version, input size, "
+                                                  "preprocessing, classes, threshold."})
+    manifest = fields.Dict(required=True, metadata={"description": "manifest.json as loaded."})
+
+
+class StatusSchema(Schema):
+    """GET /healthz and /readyz."""
+
+    status = fields.String(required=True, validate=validate.OneOf(("ok", "ready")))
