@@ -1,0 +1,206 @@
+// The predict page: pick or drop views, POST them as one study, show the result.
+// Every string that comes from the server or from a file name is inserted with textContent, never as HTML.
+"use strict";
+
+(function () {
+  const form = document.getElementById("study-form");
+  const fileInput = document.getElementById("file-input");
+  const dropZone = document.getElementById("drop-zone");
+  const previews = document.getElementById("previews");
+  const submitButton = document.getElementById("submit-button");
+  const clearButton = document.getElementById("clear-button");
+  const statusLine = document.getElementById("status");
+  const errorBox = document.getElementById("error");
+  const resultSection = document.getElementById("result");
+
+  let files = [];
+  let previewUrls = [];
+
+  const bodyPartNames = {
+    XR_ELBOW: "Elbow", XR_FINGER: "Finger", XR_FOREARM: "Forearm", XR_HAND: "Hand",
+    XR_HUMERUS: "Humerus", XR_SHOULDER: "Shoulder", XR_WRIST: "Wrist",
+  };
+
+  function percent(probability) {
+    return (100 * probability).toFixed(1) + " %";
+  }
+
+  function partName(bodyPart) {
+    return bodyPartNames[bodyPart] || bodyPart;
+  }
+
+  function setText(id, text) {
+    document.getElementById(id).textContent = text;
+  }
+
+  function showError(message) {
+    errorBox.textContent = message;
+    errorBox.hidden = false;
+  }
+
+  function clearMessages() {
+    errorBox.hidden = true;
+    errorBox.textContent = "";
+    statusLine.textContent = "";
+  }
+
+  function renderPreviews() {
+    previewUrls.forEach((url) => URL.revokeObjectURL(url));
+    previewUrls = [];
+    previews.replaceChildren();
+    files.forEach((file, index) => {
+      const item = document.createElement("li");
+      const image = document.createElement("img");
+      const url = URL.createObjectURL(file);
+      previewUrls.push(url);
+      image.src = url;
+      image.alt = "Preview of view " + (index + 1) + ": " + file.name;
+      const caption = document.createElement("span");
+      caption.textContent = file.name;
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "remove";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", "Remove " + file.name);
+      remove.addEventListener("click", () => {
+        files.splice(index, 1);
+        renderPreviews();
+      });
+      item.append(image, caption, remove);
+      previews.append(item);
+    });
+    submitButton.disabled = files.length === 0;
+    clearButton.disabled = files.length === 0;
+  }
+
+  function addFiles(fileList) {
+    clearMessages();
+    for (const file of fileList) {
+      files.push(file);
+    }
+    renderPreviews();
+  }
+
+  fileInput.addEventListener("change", () => {
+    addFiles(fileInput.files);
+    fileInput.value = "";
+  });
+
+  dropZone.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      fileInput.click();
+    }
+  });
+  ["dragenter", "dragover"].forEach((type) => dropZone.addEventListener(type, (event) => {
+    event.preventDefault();
+    dropZone.classList.add("dragging");
+  }));
+  ["dragleave", "drop"].forEach((type) => dropZone.addEventListener(type, (event) => {
+    event.preventDefault();
+    dropZone.classList.remove("dragging");
+  }));
+  dropZone.addEventListener("drop", (event) => {
+    if (event.dataTransfer && event.dataTransfer.files.length) {
+      addFiles(event.dataTransfer.files);
+    }
+  });
+
+  clearButton.addEventListener("click", () => {
+    files = [];
+    renderPreviews();
+    clearMessages();
+    resultSection.hidden = true;
+  });
+
+  function renderResult(result) {
+    const study = result.study;
+    setText("result-body-part", partName(study.body_part));
+    setText("result-body-part-confidence", "(confidence " + percent(study.body_part_confidence) + ")");
+    setText("result-abnormality", percent(study.abnormality));
+    const label = document.getElementById("result-label");
+    label.textContent = study.label;
+    label.className = "label " + (study.label === "abnormal" ? "abnormal" : "normal");
+    setText("result-threshold", "threshold " + percent(study.threshold) + ", " + study.aggregation + " of "
+      + study.n_images + (study.n_images === 1 ? " view" : " views"));
+
+    const bar = document.getElementById("abnormality-bar");
+    bar.setAttribute("aria-valuenow", (100 * study.abnormality).toFixed(1));
+    bar.setAttribute("aria-valuetext", percent(study.abnormality) + ", " + study.label);
+    const fill = document.getElementById("abnormality-fill");
+    fill.style.width = (100 * study.abnormality).toFixed(1) + "%";
+    fill.className = "bar-fill " + (study.label === "abnormal" ? "abnormal" : "normal");
+    document.getElementById("threshold-mark").style.left = (100 * study.threshold).toFixed(1) + "%";
+
+    const warningList = document.getElementById("warning-list");
+    warningList.replaceChildren();
+    study.warnings.forEach((warning) => {
+      const item = document.createElement("li");
+      item.textContent = warning;
+      warningList.append(item);
+    });
+    document.getElementById("warnings").hidden = study.warnings.length === 0;
+
+    const rows = document.getElementById("views-body");
+    rows.replaceChildren();
+    result.images.forEach((view) => {
+      const row = document.createElement("tr");
+      [view.name, partName(view.body_part), percent(view.body_part_confidence), percent(view.abnormality)]
+        .forEach((text) => {
+          const cell = document.createElement("td");
+          cell.textContent = text;
+          row.append(cell);
+        });
+      rows.append(row);
+    });
+    setText("result-models", "Models: router " + result.models.router + ", expert " + result.models.expert
+      + " · " + Math.round(result.timing_ms.total) + " ms");
+    resultSection.hidden = false;
+  }
+
+  async function readError(response) {
+    try {
+      const body = await response.json();
+      if (body && body.error && body.error.message) {
+        return body.error.message + " (HTTP " + response.status + ")";
+      }
+    } catch (ignored) {
+      // Not JSON: fall through to the status line.
+    }
+    return "The service answered HTTP " + response.status + " " + response.statusText + ".";
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (files.length === 0) {
+      showError("Choose at least one image first.");
+      return;
+    }
+    clearMessages();
+    resultSection.hidden = true;
+    const body = new FormData();
+    files.forEach((file) => body.append("image", file, file.name));
+    const bodyPart = document.getElementById("body-part").value;
+    if (bodyPart) {
+      body.append("body_part", bodyPart);
+    }
+    body.append("aggregation", document.getElementById("aggregation").value);
+    submitButton.disabled = true;
+    statusLine.textContent = "Analysing " + files.length + (files.length === 1 ? " view…" : " views…");
+    try {
+      const response = await fetch("/predict", { method: "POST", body: body });
+      if (!response.ok) {
+        statusLine.textContent = "";
+        showError(await readError(response));
+        return;
+      }
+      renderResult(await response.json());
+      statusLine.textContent = "Done.";
+    } catch (error) {
+      statusLine.textContent = "";
+      showError("Could not reach the service: " + error.message);
+    } finally {
+      submitButton.disabled = files.length === 0;
+    }
+  });
+})();
