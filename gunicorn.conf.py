@@ -1,0 +1,33 @@
+"""gunicorn settings for the triage service: `gunicorn -c gunicorn.conf.py app:app`.
+
+TensorFlow does not survive fork, so the app (and its models) is built in each worker after the fork:
+no preload_app. The app loads its models in a background thread, so /healthz answers at once and
+/readyz says 503 until every model is loaded and warmed up. Each worker loads all eight models:
+keep workers low (one per GPU) and raise threads; concurrent requests are batched inside the worker.
+"""
+
+from __future__ import annotations
+
+import os
+
+# TRIAGE_BIND: where to listen. Default 127.0.0.1:8000 (loopback only); the Docker image sets 0.0.0.0:8000.
+bind = [address.strip() for address in os.environ.get("TRIAGE_BIND", "127.0.0.1:8000").split(",")]
+workers = int(os.environ.get("TRIAGE_WORKERS", "1"))
+worker_class = "gthread"
+threads = int(os.environ.get("TRIAGE_THREADS", "8"))
+preload_app = False  # TensorFlow does not survive fork: build the app in each worker.
+
+# A cold GPU (CUDA init, first kernels) can take minutes; warm-up happens before /readyz says 200,
+# but a worker must not be killed while a slow first batch runs.
+timeout = int(os.environ.get("TRIAGE_TIMEOUT", "180"))
+graceful_timeout = 30
+keepalive = 5
+# Heartbeat files on tmpfs: a container's overlay disk can stall them and get workers killed.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# Access log: client, method, path (no query string), status, bytes sent, milliseconds, user agent.
+# Bodies (the images) are never logged.
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("TRIAGE_LOG_LEVEL", "info")
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
