@@ -1,0 +1,60 @@
+"""Score a folder or CSV of radiograph studies with the two-stage pipeline; see docs/SCORING.md.
+
+    python score.py INPUT --out predictions.csv [--models h5/] [--aggregation mean|max]
+                    [--report DIR] [--worklist [PATH]] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_MODELS = Path(__file__).resolve().parent / "h5"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser; each option maps to one ScoringOptions field."""
+    parser = argparse.ArgumentParser(
+        prog="score.py",
+        description="Score radiograph studies (MURA-layout folder, leaf-folder tree or CSV of image paths); "
+        "one CSV row per study, resumable.",
+    )
+    parser.add_argument("input", type=Path, help="folder of studies or CSV of image paths")
+    parser.add_argument("--out", type=Path, required=True, help="predictions CSV (appended; rerun resumes)")
+    parser.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="model repository (default: h5/)")
+    parser.add_argument("--aggregation", default="mean", help="study score from view scores: mean or max")
+    parser.add_argument("--report", type=Path, help="folder for report.md, report.json and plots (needs labels)")
+    parser.add_argument("--worklist", type=Path, nargs="?", const=True, default=None,
+                        help="write the triage worklist (default path: <out stem>_worklist.csv)")
+    parser.add_argument("--errors", type=Path, help="errors CSV (default: <out stem>_errors.csv)")
+    parser.add_argument("--workers", type=int, default=8, help="studies scored at once (default 8)")
+    parser.add_argument("--decode-workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="image decoding threads")
+    parser.add_argument("--bootstrap-replicates", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the scoring job and return the exit code."""
+    arguments = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from scoring.command import ScoringOptions, run_scoring
+
+    worklist = arguments.worklist
+    if worklist is True:
+        worklist = arguments.out.with_name(f"{arguments.out.stem}_worklist.csv")
+    return run_scoring(ScoringOptions(
+        input_path=arguments.input, out=arguments.out, models=arguments.models,
+        aggregation=arguments.aggregation, report=arguments.report, worklist=worklist,
+        errors=arguments.errors, workers=arguments.workers, decode_workers=arguments.decode_workers,
+        bootstrap_replicates=arguments.bootstrap_replicates, seed=arguments.seed,
+        progress=not arguments.no_progress,
+    ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""What `score.py` does, as one function: find studies, resume, score, then report and worklist.
+
+Exit codes: 0 done (unreadable images do not fail the run; they are in the errors file), 1 scoring
+failed part-way (rows so far are kept; rerun to resume), 2 nothing was scored because the input,
+output, options or models need fixing first, 130 interrupted (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from classifiers.studies import StudySourceError, find_studies
+from scoring.bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED
+from scoring.output import OutputError, open_outputs, read_predictions
+from scoring.runner import StudyOutcome, score_studies
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """The options of one `score.py` run, one-to-one with its command-line flags."""
+
+    input_path: Path
+    out: Path
+    models: Path
+    aggregation: str = "mean"
+    report: Path | None = None
+    worklist: Path | None = None
+    errors: Path | None = None
+    workers: int = 8
+    decode_workers: int = 4
+    bootstrap_replicates: int = DEFAULT_REPLICATES
+    seed: int = DEFAULT_SEED
+    progress: bool = True
+
+    @property
+    def errors_path(self) -> Path:
+        """The errors CSV: `--errors`, else `<out stem>_errors.csv` beside the output."""
+        return self.errors or self.out.with_name(f"{self.out.stem}_errors.csv")
+
+
+def say(message: str) -> None:
+    """Print a status line on stderr without breaking the progress bar."""
+    tqdm.write(f"score.py: {message}", file=sys.stderr)
+
+
+def _check_options(options: ScoringOptions) -> str | None:
+    """Return what is wrong with the plain options, or None."""
+    from classifiers.pipeline import AGGREGATIONS
+
+    if options.aggregation not in AGGREGATIONS:
+        return f"unknown aggregation {options.aggregation!r}; valid: {', '.join(AGGREGATIONS)}"
+    if options.workers < 1 or options.decode_workers < 1:
+        return "--workers and --decode-workers must be at least 1"
+    if options.bootstrap_replicates < 1:
+        return "--bootstrap-replicates must be at least 1"
+    return None
+
+
+def run_scoring(options: ScoringOptions) -> int:
+    """Run a whole scoring job and return the process exit code (see the module docstring)."""
+    problem = _check_options(options)
+    if problem:
+        say(f"error: {problem}")
+        return EXIT_USAGE
+    try:
+        studies = find_studies(options.input_path)
+        predictions, errors, done = open_outputs(options.out, options.errors_path)
+    except (StudySourceError, OutputError) as error:
+        say(f"error: {error}")
+        return EXIT_USAGE
+    todo = [study for study in studies if study.study_id not in done]
+    say(f"{len(studies)} studies in {options.input_path}; {len(studies) - len(todo)} already in "
+        f"{options.out}, {len(todo)} to score")
+    try:
+        exit_code = _score(options, todo, predictions, errors) if todo else EXIT_OK
+    finally:
+        predictions.close()
+        errors.close()
+    if exit_code == EXIT_OK:
+        exit_code = _write_extras(options)
+    return exit_code
+
+
+def _load_pipeline(models: Path):
+    """Load the pipeline; return None after saying why if the repository does not load."""
+    from classifiers import ClassifierError, Pipeline
+
+    try:
+        return Pipeline.load(models)
+    except ClassifierError as error:
+        say(f"error: the models in {models} do not load: {error}")
+    except OSError as error:
+        say(f"error: cannot read the models in {models} ({error}); pass --models FOLDER")
+    return None
+
+
+def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
+    """Score the studies not yet in the output, appending rows as they finish."""
+    pipeline = _load_pipeline(options.models)
+    if pipeline is None:
+        return EXIT_USAGE
+    started = time.perf_counter()
+    counts = {"studies": 0, "images": 0, "unreadable": 0}
+    progress = tqdm(total=len(todo), unit="study", file=sys.stderr, disable=not options.progress,
+                    dynamic_ncols=True, smoothing=0.1)
+
+    def on_outcome(outcome: StudyOutcome) -> None:
+        predictions.append(outcome.row)
+        for failure in outcome.failures:
+            errors.append({"study": outcome.study.study_id, "image": str(failure.image_path),
+                           "error": failure.error, "message": failure.message})
+            say(f"warning: {outcome.study.study_id}: {failure.message}")
+        counts["studies"] += 1
+        counts["images"] += int(outcome.row["n_images"])
+        counts["unreadable"] += len(outcome.failures)
+        progress.update(1)
+        progress.set_postfix_str(f"{counts['images'] / (time.perf_counter() - started):.1f} images/s")
+
+    try:
+        score_studies(pipeline, todo, on_outcome, options.aggregation, options.workers,
+                      options.decode_workers)
+    except KeyboardInterrupt:
+        progress.close()
+        say(f"interrupted: {counts['studies']} studies saved in {options.out} this run; "
+            "rerun the same command to score the rest")
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - any failure: keep the rows, tell the user, no traceback
+        progress.close()
+        say(f"error: scoring failed ({type(error).__name__}: {error}); the {counts['studies']} studies "
+            f"scored this run are saved in {options.out}; rerun the same command to resume")
+        return EXIT_FAILED
+    finally:
+        pipeline.close()
+    progress.close()
+    seconds = time.perf_counter() - started
+    say(f"scored {counts['studies']} studies ({counts['images']} images, {counts['unreadable']} unreadable) "
+        f"in {seconds:.1f} s, {counts['images'] / seconds:.1f} images/s; rows in {options.out}"
+        + (f", unreadable images in {options.errors_path}" if counts["unreadable"] else ""))
+    return EXIT_OK
+
+
+def _write_extras(options: ScoringOptions) -> int:
+    """Write the report and the worklist from the complete predictions file."""
+    if options.report is None and options.worklist is None:
+        return EXIT_OK
+    rows = read_predictions(options.out)
+    try:
+        if options.worklist is not None:
+            from scoring.worklist import write_worklist
+
+            count = write_worklist(options.worklist, rows)
+            say(f"worklist of {count} studies, most likely abnormal first: {options.worklist}")
+        if options.report is not None:
+            _write_report(options, rows)
+    except OSError as error:
+        say(f"error: cannot write {error.filename} ({error.strerror}); choose a writable path")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _write_report(options: ScoringOptions, rows: list[dict[str, str]]) -> None:
+    from scoring.report import write_report
+
+    if not any(row["true_label"] in ("0", "1") for row in rows):
+        say("no study has a known label (MURA *_positive/*_negative folders or *_labeled_studies.csv), "
+            "so no report was written")
+        return
+    report = write_report(options.report, rows, options.bootstrap_replicates, options.seed)
+    overall = report["abnormality"]["overall"]
+    say(f"report in {options.report}/report.md: overall kappa {overall['kappa']['value']:.3f}, "
+        f"AUROC {overall['auroc']['value']:.3f}, routing accuracy "
+        f"{report['routing']['accuracy']['value']:.3f}")
