@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 Point = tuple[float, float]
+# Findings are at least this big (canonical units, about 4 px at 128 px) so small bones show them too.
+MIN_FINDING_SIZE = 0.04
 
 
 @dataclass(frozen=True)
@@ -196,16 +198,20 @@ def _fracture(bone: Part, rng: np.random.Generator) -> tuple[list[Part], Point]:
     """Break a bone into two displaced, angulated pieces with a clear gap."""
     fraction = rng.uniform(0.35, 0.65)
     mean_radius = (bone.start_radius + bone.end_radius) / 2
-    gap = max(0.025, 0.4 * mean_radius) / 2
+    gap = max(MIN_FINDING_SIZE, 0.4 * mean_radius) / 2
     length = math.hypot(bone.end[0] - bone.start[0], bone.end[1] - bone.start[1])
-    shift = rng.uniform(0.7, 1.0) * mean_radius * rng.choice([-1, 1])
+    shift = max(MIN_FINDING_SIZE, rng.uniform(0.7, 1.0) * mean_radius) * rng.choice([-1, 1])
     radius_at_break = bone.start_radius + (bone.end_radius - bone.start_radius) * fraction
     near = replace(bone, end=_point_along(bone.start, bone.end, fraction - gap / length),
                    end_radius=radius_at_break, end_flare=0.0)
     far = replace(bone, start=_point_along(bone.start, bone.end, fraction + gap / length, shift),
                   end=_point_along(bone.start, bone.end, 1.0, shift * rng.uniform(1.5, 3.0)),
                   start_radius=radius_at_break, start_flare=0.0)
-    return [near, far], _point_along(bone.start, bone.end, fraction)
+    site = _point_along(bone.start, bone.end, fraction)
+    swelling_radius = max(2 * MIN_FINDING_SIZE, 2.5 * mean_radius)  # soft-tissue swelling around the break
+    swelling = Part(site, _point_along(bone.start, bone.end, fraction + 0.5 * swelling_radius / length),
+                    swelling_radius, swelling_radius, kind="tissue", density=0.6)
+    return [near, far, swelling], site
 
 
 def _hardware(bone: Part, rng: np.random.Generator) -> tuple[list[Part], Point]:
@@ -216,14 +222,16 @@ def _hardware(bone: Part, rng: np.random.Generator) -> tuple[list[Part], Point]:
     metal = []
     if style == "plate":
         side = radius * 1.05 * rng.choice([-1, 1])
-        metal.append(Part(_point_along(bone.start, bone.end, start, side), _point_along(bone.start, bone.end, end, side),
-                          max(0.012, 0.28 * radius), max(0.012, 0.28 * radius), kind="metal", density=4.0))
+        plate_radius = max(0.014, 0.28 * radius)
+        plate_start = _point_along(bone.start, bone.end, start, side)
+        plate_end = _point_along(bone.start, bone.end, end, side)
+        metal.append(Part(plate_start, plate_end, plate_radius, plate_radius, kind="metal", density=4.0))
     count = {"plate": rng.integers(3, 6), "screws": rng.integers(2, 4), "wires": 2}[style]
     for index in range(count):
         fraction = start + (end - start) * (index + 0.5) / count
-        reach = radius * (1.4 if style != "wires" else 4.0)
+        reach = max(1.5 * MIN_FINDING_SIZE, radius * 1.4) * (1.0 if style != "wires" else 2.8)
         slant = 0.0 if style != "wires" else (1 if index % 2 else -1) * 2.5 * radius
-        thickness = max(0.006, 0.16 * radius) if style != "screws" else max(0.01, 0.3 * radius)
+        thickness = max(0.008, 0.16 * radius) if style != "screws" else max(0.011, 0.3 * radius)
         metal.append(Part(_point_along(bone.start, bone.end, fraction - slant / 4, -reach),
                           _point_along(bone.start, bone.end, fraction + slant / 4, reach),
                           thickness, thickness, kind="metal", density=4.0))
@@ -233,7 +241,7 @@ def _hardware(bone: Part, rng: np.random.Generator) -> tuple[list[Part], Point]:
 def _lesion(bone: Part, rng: np.random.Generator) -> tuple[list[Part], Point]:
     """Return an expansile lytic lesion: a swollen thin shell with a dark centre."""
     fraction = rng.uniform(0.3, 0.7)
-    radius = (bone.start_radius + bone.end_radius) / 2 * rng.uniform(1.25, 1.5)
+    radius = max(1.2 * MIN_FINDING_SIZE, (bone.start_radius + bone.end_radius) / 2 * rng.uniform(1.25, 1.5))
     length = math.hypot(bone.end[0] - bone.start[0], bone.end[1] - bone.start[1])
     half = min(0.3, radius * rng.uniform(0.4, 1.0) / length)
     lesion = Part(_point_along(bone.start, bone.end, max(0.05, fraction - half)),
@@ -259,7 +267,8 @@ def add_findings(parts: list[Part], rng: np.random.Generator, count: int = 1) ->
         new_parts, point = FINDINGS[kind](parts[chosen], rng)
         bone = parts[chosen]
         if kind == "fracture":
-            parts[chosen:chosen + 1] = [replace(piece, fracturable=False) for piece in new_parts]
+            parts[chosen:chosen + 1] = [replace(piece, fracturable=False) for piece in new_parts[:2]]
+            parts.insert(0, new_parts[2])
         else:
             parts[chosen] = replace(bone, fracturable=False)
             parts += new_parts

@@ -29,6 +29,7 @@ VIEW_COUNT_PROBABILITIES = {1: 0.15, 2: 0.35, 3: 0.35, 4: 0.15}
 SPLIT_PATIENT_OFFSETS = {"train": 0, "valid": 70000, "test": 85000}
 MAX_STUDIES_PER_SPLIT = 14999
 LONG_SIDE_RANGE = (300, 512)
+PNG_COMPRESS_LEVEL = 6  # noisy images barely compress further; level 6 takes twice the time
 _GLYPHS = {"L": ["1....", "1....", "1....", "1....", "1....", "1....", "11111"],
            "R": ["1111.", "1...1", "1...1", "1111.", "1.1..", "1..1.", "1...1"]}
 
@@ -49,8 +50,11 @@ class ViewGeometry:
 def _radius_profile(part: Part, along: np.ndarray, scale: float) -> np.ndarray:
     """Return the pixel radius at fractions `along` of the capsule, flares included."""
     radius = (part.start_radius + (part.end_radius - part.start_radius) * along) * scale
-    flare = part.start_flare * np.exp(-((along / 0.12) ** 2)) + part.end_flare * np.exp(-(((1 - along) / 0.12) ** 2))
-    return radius * (1.0 + flare)
+    if part.start_flare:
+        radius *= 1.0 + part.start_flare * np.exp(-((along * (1 / 0.12)) ** 2))
+    if part.end_flare:
+        radius *= 1.0 + part.end_flare * np.exp(-(((1 - along) * (1 / 0.12)) ** 2))
+    return radius
 
 
 def _render_part(attenuation: np.ndarray, part: Part, geometry: ViewGeometry) -> None:
@@ -63,13 +67,17 @@ def _render_part(attenuation: np.ndarray, part: Part, geometry: ViewGeometry) ->
     if x0 >= x1 or y0 >= y1:
         return
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    vector = end - start
-    length_squared = float(vector @ vector)
+    # Plain floats keep the arithmetic in float32 (NumPy 2 promotes float32 arrays by float64 scalars).
+    start_x, start_y = float(start[0]), float(start[1])
+    vector_x, vector_y = float(end[0]) - start_x, float(end[1]) - start_y
+    length_squared = vector_x**2 + vector_y**2
+    xs -= start_x
+    ys -= start_y
     if length_squared > 1e-9:
-        along = np.clip(((xs - start[0]) * vector[0] + (ys - start[1]) * vector[1]) / length_squared, 0.0, 1.0)
+        along = np.clip((xs * vector_x + ys * vector_y) * (1 / length_squared), 0.0, 1.0)
     else:
         along = np.zeros_like(xs)
-    distance = np.hypot(xs - start[0] - along * vector[0], ys - start[1] - along * vector[1])
+    distance = np.hypot(xs - along * vector_x, ys - along * vector_y)
     radius = _radius_profile(part, along, geometry.scale)
     ratio_squared = (distance / radius) ** 2
     outer = np.sqrt(np.clip(1.0 - ratio_squared, 0.0, None))
@@ -109,7 +117,7 @@ def _choose_geometry(phantom: Phantom, size: tuple[int, int], compress: float, m
         linear = rotation @ np.diag([compress * (-1 if mirrored else 1), 1.0])
         mapped = corners @ linear.T
         extent = mapped.max(axis=0) - mapped.min(axis=0)
-        scale = min(width / extent[0], height / extent[1]) * rng.uniform(0.82, 1.08)
+        scale = float(min(width / extent[0], height / extent[1]) * rng.uniform(0.82, 1.08))
         centre = (mapped.max(axis=0) + mapped.min(axis=0)) / 2 * scale
         jitter = rng.uniform(-0.04, 0.04, 2) * (width, height)
         geometry = ViewGeometry(linear * scale, np.array([width / 2, height / 2]) - centre + jitter, scale)
@@ -141,11 +149,11 @@ def render_view(phantom: Phantom, size: tuple[int, int], compress: float, latera
     attenuation = np.zeros((height, width), dtype=np.float32)
     for part in phantom.parts:
         _render_part(attenuation, part, geometry)
-    attenuation *= rng.uniform(0.85, 1.15)
+    attenuation *= float(rng.uniform(0.85, 1.15))
     brightness = 1.0 - np.exp(-np.clip(attenuation, 0.0, None))
-    background = rng.uniform(0.02, 0.08)
-    ramp = np.linspace(-1, 1, height, dtype=np.float32)[:, None] * rng.uniform(-0.06, 0.06)
-    image = background + (0.92 - background) * brightness ** rng.uniform(0.8, 1.25) * (1 + ramp)
+    background = float(rng.uniform(0.02, 0.08))
+    ramp = np.linspace(-1, 1, height, dtype=np.float32)[:, None] * float(rng.uniform(-0.06, 0.06))
+    image = background + (0.92 - background) * brightness ** float(rng.uniform(0.8, 1.25)) * (1 + ramp)
     if rng.random() < 0.25:  # collimation: a lighter unexposed border outside the field
         left, top, right, bottom = (rng.uniform(0.0, 0.07, 4) * (width, height, width, height)).astype(int)
         border = rng.uniform(0.2, 0.4)
@@ -153,7 +161,7 @@ def render_view(phantom: Phantom, size: tuple[int, int], compress: float, latera
         image[height - bottom:, :] = border
         image[:, :left] = border
         image[:, width - right:] = border
-    image += rng.normal(0.0, rng.uniform(0.006, 0.02), image.shape).astype(np.float32)
+    image += rng.standard_normal(image.shape, dtype=np.float32) * float(rng.uniform(0.006, 0.02))
     _draw_marker(image, laterality, rng)
     return np.clip(image, 0.0, 1.0)
 
@@ -165,7 +173,7 @@ def save_png(image: np.ndarray, path: Path, sixteen_bit: bool) -> None:
         pixels = np.round((image - low) / max(high - low, 1e-6) * 65535).astype(np.uint16)
     else:
         pixels = np.round(image * 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path, format="PNG")
+    Image.fromarray(pixels).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
 
 def _study_rng(seed: int, split: str, index: int) -> np.random.Generator:
