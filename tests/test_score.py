@@ -1,0 +1,294 @@
+"""score.py end to end on synthetic MURA trees with the tiny real models, plus its report pieces."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk_metrics
+
+import score
+from classifiers.manifest import BODY_PARTS
+from scoring.bootstrap import bootstrap_interval
+from scoring.output import PREDICTION_COLUMNS, open_outputs, read_predictions
+from scoring.plots import roc_curve_points
+from scoring.report import build_report
+from scoring.worklist import order_worklist
+from training.synthetic import generate_dataset
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+NUM_STUDIES = 14
+UNSCORED_STUDY = "XR_WRIST/patient99999/study1_positive"
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def mura_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic MURA-v1.1/valid tree with one truncated image and one study of unreadable files only."""
+    root = tmp_path_factory.mktemp("data") / "MURA-v1.1"
+    study_folders = generate_dataset(root, NUM_STUDIES, seed=3, split="valid")
+    first_image = sorted(study_folders[0].glob("*.png"))[0]
+    truncated = study_folders[0] / "image9.png"
+    truncated.write_bytes(first_image.read_bytes()[:200])
+    unscored = root / "valid" / UNSCORED_STUDY
+    unscored.mkdir(parents=True)
+    (unscored / "image1.png").write_text("this is not a PNG")
+    return root
+
+
+@pytest.fixture(scope="module")
+def scored_tree(mura_root: Path, tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One full in-process run over the tree with report and worklist; returns its paths and exit code."""
+    out_folder = tmp_path_factory.mktemp("scored")
+    out = out_folder / "predictions.csv"
+    exit_code = score.main([
+        str(mura_root / "valid"), "--out", str(out), "--models", str(tiny_repository), "--report",
+        str(out_folder / "report"), "--worklist", "--bootstrap-replicates", "50", "--no-progress",
+        "--workers", "4",
+    ])
+    return {"exit_code": exit_code, "out": out, "folder": out_folder}
+
+
+def test_scoring_a_mura_tree_writes_one_row_per_study(scored_tree: dict, mura_root: Path) -> None:
+    assert scored_tree["exit_code"] == 0
+    rows = _read_csv(scored_tree["out"])
+    assert tuple(rows[0].keys()) == PREDICTION_COLUMNS
+    study_ids = sorted(row["study"] for row in rows)
+    expected_ids = sorted(
+        str(folder.relative_to(mura_root / "valid").as_posix())
+        for folder in (mura_root / "valid").glob("XR_*/patient*/study*")
+    )
+    assert study_ids == expected_ids and len(rows) == NUM_STUDIES + 1
+    for row in rows:
+        assert row["true_body_part"] in BODY_PARTS
+        assert row["true_label"] == ("1" if row["study"].endswith("_positive") else "0")
+        if row["study"] != UNSCORED_STUDY:
+            assert row["body_part"] in BODY_PARTS
+            assert 0.0 <= float(row["abnormality"]) <= 1.0
+            assert row["label"] == ("abnormal" if float(row["abnormality"]) >= float(row["threshold"]) else "normal")
+            assert int(row["n_images"]) == len(list((mura_root / "valid" / row["study"]).glob("*.png"))) - int(
+                row["n_unreadable"])
+
+
+def test_bad_images_are_named_in_warnings_and_errors_file(scored_tree: dict) -> None:
+    rows = {row["study"]: row for row in _read_csv(scored_tree["out"])}
+    errors = _read_csv(scored_tree["folder"] / "predictions_errors.csv")
+    assert sorted((row["error"], Path(row["image"]).name) for row in errors) == [
+        ("TruncatedImage", "image9.png"), ("UnreadableImage", "image1.png")]
+    truncated_study = next(row["study"] for row in errors if row["error"] == "TruncatedImage")
+    assert "image9.png" in rows[truncated_study]["warnings"]
+    assert rows[truncated_study]["n_unreadable"] == "1" and rows[truncated_study]["label"] in ("normal", "abnormal")
+    unscored = rows[UNSCORED_STUDY]
+    assert (unscored["label"], unscored["n_images"], unscored["abnormality"]) == ("unscored", "0", "")
+    assert "no readable image" in unscored["warnings"] and "image1.png" in unscored["warnings"]
+
+
+def test_worklist_lists_unscored_first_then_by_abnormality(scored_tree: dict) -> None:
+    worklist = _read_csv(scored_tree["folder"] / "predictions_worklist.csv")
+    assert len(worklist) == NUM_STUDIES + 1
+    assert worklist[0]["study"] == UNSCORED_STUDY and worklist[0]["priority"] == "unscored: read first"
+    scores = [float(row["abnormality"]) for row in worklist[1:]]
+    assert scores == sorted(scores, reverse=True)
+    assert [row["rank"] for row in worklist] == [str(rank) for rank in range(1, NUM_STUDIES + 2)]
+
+
+def test_report_figures_match_scikit_learn_on_the_same_predictions(scored_tree: dict) -> None:
+    report = json.loads((scored_tree["folder"] / "report" / "report.json").read_text())
+    rows = [row for row in _read_csv(scored_tree["out"]) if row["label"] != "unscored"]
+    y_true = np.array([int(row["true_label"]) for row in rows])
+    y_score = np.array([float(row["abnormality"]) for row in rows])
+    y_pred = np.array([int(row["label"] == "abnormal") for row in rows])
+    overall = report["abnormality"]["overall"]
+    assert overall["n_studies"] == NUM_STUDIES and report["studies"]["unscored"] == 1
+    assert overall["auroc"]["value"] == pytest.approx(sk_metrics.roc_auc_score(y_true, y_score))
+    assert overall["accuracy"]["value"] == pytest.approx(sk_metrics.accuracy_score(y_true, y_pred))
+    assert overall["sensitivity"]["value"] == pytest.approx(sk_metrics.recall_score(y_true, y_pred))
+    true_parts = [row["true_body_part"] for row in rows]
+    routed_parts = [row["body_part"] for row in rows]
+    assert report["routing"]["accuracy"]["value"] == pytest.approx(sk_metrics.accuracy_score(true_parts, routed_parts))
+    assert report["routing"]["confusion_matrix"] == sk_metrics.confusion_matrix(
+        true_parts, routed_parts, labels=list(BODY_PARTS)).tolist()
+    markdown = (scored_tree["folder"] / "report" / "report.md").read_text()
+    assert "0.705 (0.700, 0.710)" in markdown and "| **Overall** |" in markdown
+    assert (scored_tree["folder"] / "report" / "roc_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rerun_over_a_complete_output_scores_nothing_more(scored_tree: dict, mura_root: Path,
+                                                          tiny_repository: Path, capsys) -> None:
+    before = scored_tree["out"].read_bytes()
+    exit_code = score.main([str(mura_root / "valid"), "--out", str(scored_tree["out"]), "--models",
+                            str(tiny_repository), "--no-progress"])
+    assert exit_code == 0
+    assert scored_tree["out"].read_bytes() == before
+    assert f"{NUM_STUDIES + 1} already in" in capsys.readouterr().err
+
+
+def test_mura_csv_input_gives_csv_study_ids_and_labels(mura_root: Path, tiny_repository: Path,
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "from_csv.csv"
+    exit_code = score.main([str(mura_root / "valid_image_paths.csv"), "--out", str(out), "--models",
+                            str(tiny_repository), "--no-progress"])
+    assert exit_code == 0
+    rows = _read_csv(out)
+    assert len(rows) == NUM_STUDIES  # the CSV does not list the study added to the tree afterwards
+    assert all(row["study"].startswith("MURA-v1.1/valid/XR_") for row in rows)
+    labelled = [line.split(",") for line in (mura_root / "valid_labeled_studies.csv").read_text().split()]
+    expected = {path.rstrip("/"): label for path, label in labelled}
+    assert {row["study"]: row["true_label"] for row in rows} == expected
+
+
+def _copy_tree_with_many_studies(source: Path, target: Path, copies: int) -> int:
+    """Copy the tree's studies `copies` times under new patient folders; return the study count."""
+    count = 0
+    for study in sorted(source.glob("XR_*/patient*/study*")):
+        if not any(image.stat().st_size > 1000 for image in study.glob("*.png")):
+            continue
+        for copy_index in range(copies):
+            destination = target / study.parent.parent.name / f"{study.parent.name}_{copy_index}" / study.name
+            shutil.copytree(study, destination)
+            count += 1
+    return count
+
+
+def test_resume_after_sigkill_leaves_no_study_missing_or_doubled(mura_root: Path, tiny_repository: Path,
+                                                                 tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    num_studies = _copy_tree_with_many_studies(mura_root / "valid", tree, copies=25)
+    out = tmp_path / "predictions.csv"
+    command = [sys.executable, str(REPOSITORY_ROOT / "score.py"), str(tree), "--out", str(out), "--models",
+               str(tiny_repository), "--workers", "1", "--decode-workers", "1", "--no-progress"]
+    environment = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(command, cwd=REPOSITORY_ROOT, env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= 4:  # header + 3 rows
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    rows_after_kill = len(read_predictions(out))
+    assert 3 <= rows_after_kill < num_studies, "the kill must land mid-run for this test to mean anything"
+    with open(out, "a", encoding="utf-8") as handle:
+        handle.write("XR_WRIST/patient_torn/study1_pos")  # a torn last write, as a crash can leave
+    finished = subprocess.run(command, cwd=REPOSITORY_ROOT, env=environment, capture_output=True, text=True,
+                              timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert f"{rows_after_kill} already in" in finished.stderr
+    study_ids = [row["study"] for row in _read_csv(out)]
+    assert len(study_ids) == len(set(study_ids)) == num_studies
+    assert not any("torn" in study_id for study_id in study_ids)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["{tmp}/missing", "--out", "{tmp}/out.csv"], "does not exist"),
+        (["{tmp}/empty", "--out", "{tmp}/out.csv"], "no images found"),
+        (["{tree}", "--out", "{tmp}/a_file/out.csv"], "cannot write"),
+        (["{tree}", "--out", "{tmp}/out.csv", "--models", "{tmp}/empty"], "do not load"),
+        (["{tree}", "--out", "{tmp}/out.csv", "--aggregation", "median"], "unknown aggregation"),
+        (["{tree}", "--out", "{tmp}/foreign.csv"], "columns"),
+    ],
+)
+def test_unusable_input_output_or_models_exit_non_zero_without_traceback(
+    arguments: list[str], message: str, mura_root: Path, tiny_repository: Path, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a_file").write_text("a file, not a folder")
+    (tmp_path / "foreign.csv").write_text("name,value\nx,1\n")
+    filled = [argument.format(tmp=tmp_path, tree=mura_root / "valid") for argument in arguments]
+    if "--models" not in filled:
+        filled += ["--models", str(tiny_repository)]
+    exit_code = score.main([*filled, "--no-progress"])
+    error_output = capsys.readouterr().err
+    assert exit_code == 2
+    assert message in error_output and "Traceback" not in error_output
+
+
+def test_open_outputs_drops_torn_line_and_duplicate_rows(tmp_path: Path) -> None:
+    out, errors = tmp_path / "out.csv", tmp_path / "out_errors.csv"
+    header = ",".join(PREDICTION_COLUMNS)
+    row_a = "a,1,0,XR_HAND,0.9,0.7,abnormal,0.5,,XR_HAND,1"
+    row_b = "b,1,0,XR_HAND,0.9,0.2,normal,0.5,,XR_HAND,0"
+    out.write_text(f"{header}\n{row_a}\n{row_b}\n{row_a}\nc,1,0,XR_HA")
+    errors.write_text("study,image,error,message\na,x.png,UnreadableImage,m\nc,y.png,UnreadableImage,m\n")
+    predictions, error_file, done = open_outputs(out, errors)
+    predictions.close()
+    error_file.close()
+    assert done == {"a", "b"}
+    assert out.read_text() == f"{header}\n{row_a}\n{row_b}\n"
+    assert [row["study"] for row in _read_csv(errors)] == ["a"]  # c is scored again, its error too
+
+
+def test_build_report_matches_scikit_learn_on_random_rows() -> None:
+    generator = np.random.default_rng(7)
+    num_rows = 300
+    y_true = generator.integers(0, 2, num_rows)
+    y_score = np.round(np.clip(0.35 * y_true + 0.65 * generator.random(num_rows), 0, 1), 2)
+    true_parts = generator.choice(BODY_PARTS, num_rows)
+    routed_parts = np.where(generator.random(num_rows) < 0.8, true_parts, generator.choice(BODY_PARTS, num_rows))
+    rows = [{"study": f"s{index}", "n_unreadable": "0", "abnormality": f"{y_score[index]:.6f}",
+             "label": "abnormal" if y_score[index] >= 0.5 else "normal", "true_label": str(y_true[index]),
+             "true_body_part": str(true_parts[index]), "body_part": str(routed_parts[index])}
+            for index in range(num_rows)]
+    report = build_report(rows, replicates=200, seed=1)
+    y_pred = (y_score >= 0.5).astype(int)
+    for part in [*BODY_PARTS, "overall"]:
+        members = np.ones(num_rows, bool) if part == "overall" else true_parts == part
+        figures = report["abnormality"][part]
+        assert figures["n_studies"] == members.sum()
+        expected = {
+            "auroc": sk_metrics.roc_auc_score(y_true[members], y_score[members]),
+            "kappa": sk_metrics.cohen_kappa_score(y_true[members], y_pred[members]),
+            "sensitivity": sk_metrics.recall_score(y_true[members], y_pred[members]),
+            "specificity": sk_metrics.recall_score(y_true[members], y_pred[members], pos_label=0),
+            "accuracy": sk_metrics.accuracy_score(y_true[members], y_pred[members]),
+        }
+        for name, value in expected.items():
+            assert figures[name]["value"] == pytest.approx(value), (part, name)
+            assert figures[name]["low"] <= value <= figures[name]["high"], (part, name)
+    assert report["routing"]["accuracy"]["value"] == pytest.approx(np.mean(true_parts == routed_parts))
+
+
+def test_bootstrap_interval_is_seeded_and_narrows_with_more_data() -> None:
+    generator = np.random.default_rng(0)
+    small = (generator.integers(0, 2, 40), generator.integers(0, 2, 40))
+    large = (generator.integers(0, 2, 4000), generator.integers(0, 2, 4000))
+    first = bootstrap_interval(sk_metrics.accuracy_score, small, replicates=300, seed=5)
+    assert first == bootstrap_interval(sk_metrics.accuracy_score, small, replicates=300, seed=5)
+    wide = first["high"] - first["low"]
+    large_interval = bootstrap_interval(sk_metrics.accuracy_score, large, replicates=300, seed=5)
+    assert large_interval["high"] - large_interval["low"] < wide / 4
+
+
+def test_roc_curve_points_match_scikit_learn_with_ties() -> None:
+    generator = np.random.default_rng(2)
+    y_true = generator.integers(0, 2, 200)
+    y_score = np.round(generator.random(200), 1)
+    false_rate, true_rate = roc_curve_points(y_true, y_score)
+    expected_false, expected_true, _ = sk_metrics.roc_curve(y_true, y_score, drop_intermediate=False)
+    np.testing.assert_allclose(false_rate, expected_false)
+    np.testing.assert_allclose(true_rate, expected_true)
+
+
+def test_worklist_order_breaks_ties_by_study_id() -> None:
+    rows = [{"study": "b", "abnormality": "0.5", "label": "abnormal"},
+            {"study": "a", "abnormality": "0.5", "label": "abnormal"},
+            {"study": "c", "abnormality": "0.9", "label": "abnormal"},
+            {"study": "d", "abnormality": "0.1", "label": "normal"},
+            {"study": "e", "abnormality": "", "label": "unscored"}]
+    assert [row["study"] for row in order_worklist(rows)] == ["e", "c", "a", "b", "d"]
