@@ -1,0 +1,142 @@
+"""Every error leaves as one JSON shape with the right status, and the service keeps serving."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+
+import pytest
+
+from tests.web_fixtures import make_radiograph, validate_against_spec
+
+pytest_plugins = ["tests.web_fixtures"]
+
+PNG = make_radiograph(seed=3)
+NOISY_PNG = make_radiograph(width=200, height=200, seed=4)
+TRUNCATED_PNG = NOISY_PNG[: len(NOISY_PNG) // 2]
+HUGE_PNG = make_radiograph(width=1000, height=600, seed=5)  # 600,000 pixels > MAX_PIXELS 500,000
+TINY_PNG = make_radiograph(width=20, height=20, seed=6)  # shorter side 20 < MIN_SIDE 32
+
+
+def parts(*named_images: tuple[str, bytes], **fields: str) -> dict:
+    """A multipart body with one 'image' part per (name, bytes), plus form fields."""
+    return {"image": [(io.BytesIO(data), name) for name, data in named_images], **fields}
+
+
+# (id, method, path, request keyword arguments, status, code, text the message must contain)
+ERROR_CASES = [
+    ("truncated-png", "POST", "/predict", {"data": parts(("cut.png", TRUNCATED_PNG))}, 400, "truncated_image",
+     "cut.png"),
+    ("bad-view-among-good", "POST", "/predict", {"data": parts(("ok.png", PNG), ("bad.png", TRUNCATED_PNG))}, 400,
+     "truncated_image", "bad.png"),
+    ("malformed-json", "POST", "/predict", {"data": b'{"image": ', "content_type": "application/json"}, 400,
+     "bad_request", "JSON object"),
+    ("json-not-object", "POST", "/predict", {"json": [PNG.hex()]}, 400, "bad_request", "JSON object"),
+    ("json-image-not-string", "POST", "/predict", {"json": {"image": 5}}, 400, "bad_request", "image"),
+    ("bad-base64", "POST", "/predict", {"json": {"image": "not*base64!"}}, 400, "bad_request", "base64"),
+    ("data-url-not-base64", "POST", "/predict", {"json": {"image": "data:image/png,abc"}}, 400, "bad_request",
+     "base64"),
+    ("json-no-image", "POST", "/predict", {"json": {"body_part": "XR_HAND"}}, 400, "missing_image", "no image"),
+    ("multipart-no-image", "POST", "/predict",
+     {"data": {"body_part": "XR_HAND"}, "content_type": "multipart/form-data"}, 400, "missing_image", "no image"),
+    ("urlencoded-form", "POST", "/predict", {"data": {"body_part": "XR_HAND"}}, 415, "unsupported_media_type",
+     "application/x-www-form-urlencoded"),
+    ("empty-raw-body", "POST", "/predict", {"data": b"", "content_type": "image/png"}, 400, "missing_image",
+     "no image"),
+    ("too-many-pixels", "POST", "/predict", {"data": parts(("big.png", HUGE_PNG))}, 413, "image_too_large",
+     "big.png"),
+    ("too-many-views", "POST", "/predict", {"data": parts(*[(f"v{index}.png", PNG) for index in range(4)])}, 413,
+     "too_many_views", "limit is 3"),
+    ("too-many-bytes", "POST", "/predict", {"data": b"\x89PNG" + bytes(1_100_000), "content_type": "image/png"},
+     413, "payload_too_large", "1000000 bytes"),
+    ("text-file-as-image", "POST", "/predict", {"data": parts(("notes.txt", b"hello, not an image"))}, 415,
+     "unsupported_media_type", "notes.txt"),
+    ("wrong-content-type", "POST", "/predict", {"data": PNG, "content_type": "text/plain"}, 415,
+     "unsupported_media_type", "text/plain"),
+    ("no-content-type", "POST", "/predict", {"data": PNG}, 415, "unsupported_media_type", "multipart/form-data"),
+    ("image-too-small", "POST", "/predict", {"data": parts(("tiny.png", TINY_PNG))}, 422, "image_too_small",
+     "tiny.png"),
+    ("unknown-body-part", "POST", "/predict", {"data": parts(("a.png", PNG), body_part="XR_KNEE")}, 422,
+     "invalid_option", "XR_WRIST"),
+    ("unknown-aggregation", "POST", "/predict", {"data": PNG, "content_type": "image/png",
+                                                 "query_string": {"aggregation": "median"}}, 422,
+     "invalid_option", "mean"),
+    ("unknown-path", "GET", "/nowhere", {}, 404, "not_found", "openapi.json"),
+    ("get-predict", "GET", "/predict", {}, 405, "method_not_allowed", "method"),
+    ("delete-healthz", "DELETE", "/healthz", {}, 405, "method_not_allowed", "method"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "request_arguments", "status", "code", "message_part"),
+                         [case[1:] for case in ERROR_CASES], ids=[case[0] for case in ERROR_CASES])
+def test_errors_have_one_json_shape_and_the_service_keeps_serving(
+        client, openapi_spec, tiny_repository, method, path, request_arguments, status, code, message_part):
+    response = client.open(path, method=method, **request_arguments)
+    body = response.get_json()
+    assert response.status_code == status, body
+    assert response.mimetype == "application/json"
+    validate_against_spec(openapi_spec, "Error", body)
+    assert body["error"]["status"] == status
+    assert body["error"]["code"] == code
+    assert message_part in body["error"]["message"]
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text and str(tiny_repository) not in text and "<html" not in text.lower()
+    assert client.post("/predict", data=PNG, content_type="image/png").status_code == 200
+
+
+def test_unexpected_exception_is_a_500_without_trace_or_path(tmp_path):
+    from app import create_app
+
+    flask_app = create_app({"MODELS_DIR": str(tmp_path / "none"), "LOAD_IN_BACKGROUND": True})
+
+    @flask_app.get("/explode")
+    def explode():
+        raise RuntimeError(f"secret detail in {tmp_path}")
+
+    response = flask_app.test_client().get("/explode")
+    assert response.status_code == 500
+    assert response.get_json()["error"] == {"status": 500, "code": "internal_error",
+                                            "message": "internal server error; the details are in the service log"}
+    assert str(tmp_path) not in response.get_data(as_text=True)
+
+
+def test_failed_repository_keeps_readyz_503_with_the_reason(tmp_path):
+    from app import create_app
+
+    flask_app = create_app({"MODELS_DIR": str(tmp_path / "empty"), "LOAD_IN_BACKGROUND": True})
+    flask_app.extensions["pipeline_loader"].loaded.wait(timeout=120)
+    client = flask_app.test_client()
+    assert client.get("/healthz").status_code == 200
+    for path, method in (("/readyz", "GET"), ("/predict", "POST"), ("/models", "GET")):
+        response = client.open(path, method=method, data=PNG, content_type="image/png")
+        assert response.status_code == 503, path
+        assert response.headers["Retry-After"] == "5"
+        error = response.get_json()["error"]
+        assert error["code"] == "not_ready"
+        assert error["message"].startswith("the model repository failed to load")
+
+
+def test_full_batch_queue_answers_503_overloaded_with_retry_after(tiny_repository):
+    from app import create_app
+
+    # One queued view fills the router's queue; the batcher holds it up to 1.5 s waiting for more.
+    flask_app = create_app({"MODELS_DIR": str(tiny_repository), "MAX_QUEUE_VIEWS": 1, "MAX_WAIT_MS": 1500.0,
+                            "WARMUP": False})
+    pipeline = flask_app.extensions["pipeline"]
+    first_status: list[int] = []
+    first = threading.Thread(target=lambda: first_status.append(
+        flask_app.test_client().post("/predict", data=PNG, content_type="image/png").status_code))
+    first.start()
+    deadline = time.monotonic() + 30
+    while pipeline.queue_depths()["router"] == 0:
+        assert time.monotonic() < deadline, "the first request never reached the router queue"
+        time.sleep(0.005)
+    response = flask_app.test_client().post("/predict", json={"image": base64.b64encode(PNG).decode()})
+    first.join(timeout=60)
+    pipeline.close()
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "overloaded"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert first_status == [200]
