@@ -1,0 +1,183 @@
+"""Model repository: every file format loads, every manifest fault stops start-up with its message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifiers import ModelRepositoryError, Pipeline, PipelineSettings
+from classifiers.manifest import BODY_PARTS, read_manifest, sha256_file, update_manifest_entry, write_manifest
+from tests.model_factory import (
+    ALL_FORMATS,
+    build_tiny_expert,
+    build_tiny_router,
+    write_repository,
+    write_tiny_repository,
+)
+
+PROBE = np.random.default_rng(7).integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+FAST = PipelineSettings(warmup=False)
+
+
+def _probe_outputs(pipeline: Pipeline) -> dict[str, np.ndarray]:
+    return {role: loaded.compiled.predict(PROBE) for role, loaded in pipeline.models.items()}
+
+
+@pytest.fixture(scope="module")
+def reference_outputs(tiny_repository: Path) -> dict[str, np.ndarray]:
+    pipeline = Pipeline.load(tiny_repository, FAST)
+    try:
+        return _probe_outputs(pipeline)
+    finally:
+        pipeline.close()
+
+
+@pytest.mark.parametrize("file_format", ALL_FORMATS)
+def test_every_format_loads_and_predicts_like_the_saved_model(tmp_path: Path, file_format: str,
+                                                              reference_outputs: dict[str, np.ndarray]) -> None:
+    # The factory seeds every model the same way, so each format must reproduce the reference outputs.
+    write_tiny_repository(tmp_path, file_format=file_format)
+    pipeline = Pipeline.load(tmp_path, FAST)
+    try:
+        for role, outputs in _probe_outputs(pipeline).items():
+            np.testing.assert_allclose(outputs, reference_outputs[role], atol=1e-5, err_msg=role)
+        backend = pipeline.describe()["models"]["router"]["backend"]
+        assert backend.startswith("tf_keras") == file_format.startswith("tf_keras")
+    finally:
+        pipeline.close()
+
+
+def _tf_keras_mobilenet_router():
+    """A tf.keras 2 Sequential wrapping a MobileNet, as the original MURA project built its models."""
+    import tf_keras
+
+    backbone = tf_keras.applications.MobileNet(input_shape=(32, 32, 3), alpha=0.25, include_top=False,
+                                               weights=None, pooling="avg")
+    return tf_keras.Sequential([backbone, tf_keras.layers.Dense(7, activation="softmax")])
+
+
+@pytest.mark.parametrize("layout", ["json+h5", "h5"])
+def test_tf_keras_sequential_mobilenet_with_batchnorm_loads(tmp_path: Path, layout: str) -> None:
+    import keras
+
+    router = _tf_keras_mobilenet_router()
+    experts = {part: build_tiny_expert(library="tf_keras", two_way=True, seed=3) for part in BODY_PARTS}
+    write_repository(tmp_path, router, experts, file_format=f"tf_keras:{layout}", preprocessing="tf")
+    if layout == "json+h5":
+        # Keras 3 alone cannot read this file: that is why tf_keras is a dependency.
+        with pytest.raises(Exception):  # noqa: B017 - Keras raises TypeError or ValueError by version
+            keras.models.model_from_json((tmp_path / "router.json").read_text())
+    pipeline = Pipeline.load(tmp_path, FAST)
+    try:
+        images = PROBE.astype(np.float32) / 127.5 - 1
+        expected = router(images, training=False).numpy()
+        np.testing.assert_allclose(pipeline.models["router"].compiled.predict(PROBE), expected, atol=1e-5)
+    finally:
+        pipeline.close()
+
+
+def _edit_manifest(folder: Path, edit) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    write_manifest(folder, manifest)
+
+
+def _replace_model(folder: Path, stem: str, model) -> None:
+    """Overwrite one model's files and record their new checksums, as a careless retrain would."""
+    (folder / f"{stem}.json").write_text(model.to_json())
+    model.save_weights(str(folder / f"{stem}.weights.h5"))
+
+    def edit(manifest):
+        entry = manifest["router"] if stem == "router" else manifest["experts"][stem]
+        entry["sha256"] = {name: sha256_file(folder / name) for name in entry["files"].values()}
+
+    _edit_manifest(folder, edit)
+
+
+@pytest.fixture
+def repository_copy(tiny_repository: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_repository, tmp_path / "repository"))
+
+
+def _break_sha(folder: Path) -> None:
+    with open(folder / "XR_HAND.weights.h5", "ab") as handle:
+        handle.write(b"\0")
+
+
+def _delete_file(folder: Path) -> None:
+    (folder / "XR_WRIST.json").unlink()
+
+
+def _garbage_weights(folder: Path) -> None:
+    (folder / "XR_ELBOW.weights.h5").write_bytes(b"not an hdf5 file")
+    _edit_manifest(folder, lambda m: m["experts"]["XR_ELBOW"]["sha256"].update(
+        {"XR_ELBOW.weights.h5": sha256_file(folder / "XR_ELBOW.weights.h5")}))
+
+
+MANIFEST_FAULTS = [
+    ("sha256 mismatch", _break_sha, r"XR_HAND\.weights\.h5: sha256 mismatch"),
+    ("missing file", _delete_file, r"XR_WRIST\.json: model file missing"),
+    ("unreadable file", _garbage_weights, r"XR_ELBOW\.weights\.h5: cannot load the XR_ELBOW model"),
+    ("invalid json", lambda f: (f / "manifest.json").write_text("{not json"), r"manifest\.json: not valid JSON"),
+    ("no router", lambda f: _edit_manifest(f, lambda m: m.pop("router")), r"no 'router' entry"),
+    ("missing expert", lambda f: _edit_manifest(f, lambda m: m["experts"].pop("XR_FINGER")),
+     r"no expert for XR_FINGER"),
+    ("bad version", lambda f: _edit_manifest(f, lambda m: m.update(format_version=9)), r"format_version must be 1"),
+    ("bad preprocessing", lambda f: _edit_manifest(f, lambda m: m["router"].update(preprocessing="densenet")),
+     r"preprocessing 'densenet' unknown; valid: caffe, tf, torch, unit"),
+    ("wrong input size", lambda f: _edit_manifest(f, lambda m: m["router"].update(input_size=[64, 64])),
+     r"input is 32x32 but manifest\.json says \[64, 64\]"),
+    ("bad threshold", lambda f: _edit_manifest(f, lambda m: m["experts"]["XR_HAND"].update(threshold=1.5)),
+     r"threshold must be a number in \[0, 1\]"),
+    ("bad expert classes",
+     lambda f: _edit_manifest(f, lambda m: m["experts"]["XR_HAND"].update(classes=["x", "y", "z"])),
+     r"expert classes must be"),
+    ("router not 7-way", lambda f: _replace_model(f, "router", build_tiny_expert(two_way=True)),
+     r"router\.weights\.h5: the router must end in a 7-way softmax; it has 2 output"),
+    ("expert 7-way", lambda f: _replace_model(f, "XR_SHOULDER", build_tiny_router()),
+     r"XR_SHOULDER\.weights\.h5: the XR_SHOULDER expert must end in a 1-unit sigmoid or a 2-way softmax"),
+]
+
+
+@pytest.mark.parametrize(("fault", "make_fault", "message"), MANIFEST_FAULTS, ids=[f[0] for f in MANIFEST_FAULTS])
+def test_repository_fault_stops_loading_with_a_message(repository_copy: Path, fault: str, make_fault,
+                                                       message: str) -> None:
+    make_fault(repository_copy)
+    with pytest.raises(ModelRepositoryError, match=message):
+        Pipeline.load(repository_copy, FAST)
+
+
+def test_missing_repository_folder(tmp_path: Path) -> None:
+    with pytest.raises(ModelRepositoryError, match="model repository folder not found"):
+        read_manifest(tmp_path / "nowhere")
+
+
+def test_conventional_names_load_without_a_manifest(tmp_path: Path) -> None:
+    router = build_tiny_router()
+    (tmp_path / "body_part.json").write_text(router.to_json())
+    router.save_weights(str(tmp_path / "body_part.weights.h5"))
+    for index, part in enumerate(BODY_PARTS):
+        expert = build_tiny_expert(two_way=index == 0)
+        (tmp_path / f"{part}.json").write_text(expert.to_json())
+        expert.save_weights(str(tmp_path / f"{part}.weights.h5"))
+    pipeline = Pipeline.load(tmp_path, FAST)
+    try:
+        assert pipeline.models["XR_ELBOW"].entry["classes"] == ["negative", "positive"]
+        assert pipeline.models["XR_HAND"].entry["classes"] == ["abnormal"]
+        assert pipeline.models["router"].input_size == (32, 32)
+    finally:
+        pipeline.close()
+
+
+def test_update_manifest_entry_creates_and_replaces(tmp_path: Path, tiny_repository: Path) -> None:
+    entry = read_manifest(tiny_repository)["experts"]["XR_HAND"]
+    update_manifest_entry(tmp_path, "XR_HAND", entry)
+    update_manifest_entry(tmp_path, "XR_HAND", {**entry, "threshold": 0.3})
+    written = json.loads((tmp_path / "manifest.json").read_text())
+    assert written["format_version"] == 1 and written["experts"]["XR_HAND"]["threshold"] == 0.3
+    with pytest.raises(ValueError, match="unknown role 'XR_KNEE'"):
+        update_manifest_entry(tmp_path, "XR_KNEE", entry)
