@@ -17,11 +17,14 @@ import pytest
 from sklearn import metrics as sk_metrics
 
 import score
+from classifiers import Pipeline, PipelineSettings
 from classifiers.manifest import BODY_PARTS
+from classifiers.studies import find_studies
 from scoring.bootstrap import bootstrap_interval
 from scoring.output import PREDICTION_COLUMNS, open_outputs, read_predictions
 from scoring.plots import roc_curve_points
 from scoring.report import build_report
+from scoring.runner import score_studies
 from scoring.worklist import order_worklist
 from training.synthetic import generate_dataset
 
@@ -148,6 +151,23 @@ def test_mura_csv_input_gives_csv_study_ids_and_labels(mura_root: Path, tiny_rep
     labelled = [line.split(",") for line in (mura_root / "valid_labeled_studies.csv").read_text().split()]
     expected = {path.rstrip("/"): label for path, label in labelled}
     assert {row["study"]: row["true_label"] for row in rows} == expected
+
+
+def test_views_of_several_studies_share_batches(mura_root: Path, tiny_repository: Path) -> None:
+    batch_sizes: list[tuple[str, int]] = []
+    settings = PipelineSettings(max_wait_ms=50.0, on_batch=lambda model, size: batch_sizes.append((model, size)))
+    pipeline = Pipeline.load(tiny_repository, settings)
+    studies = find_studies(mura_root / "valid")
+    outcomes = []
+    try:
+        score_studies(pipeline, studies, outcomes.append, workers=4, decode_workers=2)
+    finally:
+        pipeline.close()
+    assert sorted(outcome.study.study_id for outcome in outcomes) == [study.study_id for study in studies]
+    largest_study = max(len(study.image_paths) for study in studies)
+    router_batches = [size for model, size in batch_sizes if model == "router"]
+    assert sum(router_batches) == sum(int(outcome.row["n_images"]) for outcome in outcomes)
+    assert max(router_batches) > largest_study
 
 
 def _copy_tree_with_many_studies(source: Path, target: Path, copies: int) -> int:
