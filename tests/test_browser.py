@@ -1,0 +1,114 @@
+"""The predict page in a real headless Chromium (Debian's), against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+from werkzeug.serving import make_server
+
+from tests.web_fixtures import free_port, make_radiograph
+
+pytest_plugins = ["tests.web_fixtures"]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+HOSTILE_NAME = "<img src=x onerror=alert(1)>.png"
+
+
+@pytest.fixture(scope="module")
+def server_url(web_app) -> str:
+    """The session's app served by a threaded Werkzeug server on a free loopback port."""
+    server = make_server("127.0.0.1", free_port(), web_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium driven by Playwright."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server_url) -> Page:
+    """A fresh page on the predict page; console errors and outside requests are collected."""
+    context = browser.new_context(viewport={"width": 1000, "height": 1100})
+    new_page = context.new_page()
+    new_page.console_errors = []
+    new_page.outside_requests = []
+    new_page.on("console", lambda message: message.type == "error" and new_page.console_errors.append(message.text))
+    new_page.on("request", lambda request: request.url.startswith(("http://", "https://"))
+                and not request.url.startswith(server_url) and new_page.outside_requests.append(request.url))
+    new_page.goto(server_url + "/")
+    yield new_page
+    context.close()
+
+
+def image_file(name: str, data: bytes, mime_type: str = "image/png") -> dict:
+    """A file payload for set_input_files."""
+    return {"name": name, "mimeType": mime_type, "buffer": data}
+
+
+def test_page_shows_the_result_of_a_two_view_study(page, tmp_path):
+    page.get_by_label("Choose images").set_input_files([
+        image_file("frontal.png", make_radiograph(seed=11)),
+        image_file(HOSTILE_NAME, make_radiograph(seed=12)),
+    ])
+    expect(page.get_by_role("img", name="Preview of view 1: frontal.png")).to_be_visible()
+    page.get_by_label("Body part").select_option("XR_WRIST")
+    page.get_by_role("button", name="Analyse study").click()
+
+    expect(page.locator("#result")).to_be_visible(timeout=30_000)
+    expect(page.locator("#result-body-part")).to_have_text("Wrist")
+    expect(page.locator("#result-abnormality")).to_have_text(re.compile(r"^\d{1,3}\.\d %$"))
+    label = page.locator("#result-label").text_content()
+    assert label in ("normal", "abnormal")
+    rows = page.locator("#views-body tr")
+    expect(rows).to_have_count(2)
+    assert rows.nth(0).locator("td").first.text_content() == "frontal.png"
+    # The hostile file name is shown as text, never parsed as HTML.
+    assert rows.nth(1).locator("td").first.text_content() == HOSTILE_NAME
+    assert page.locator("#views-body img").count() == 0
+    width = page.locator("#abnormality-fill").evaluate("element => element.style.width")
+    assert width.endswith("%") and 0.0 <= float(width[:-1]) <= 100.0
+    screenshot = Path(os.environ.get("TRIAGE_SCREENSHOT_DIR", tmp_path)) / "predict-result.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
+    assert page.console_errors == [] and page.outside_requests == []
+
+
+def test_page_shows_an_error_in_words_for_a_text_file(page, tmp_path):
+    page.get_by_label("Choose images").set_input_files([image_file("notes.txt", b"just some text", "text/plain")])
+    page.get_by_role("button", name="Analyse study").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_be_visible(timeout=30_000)
+    expect(alert).to_contain_text("notes.txt: not an image")
+    expect(alert).to_contain_text("HTTP 415")
+    expect(page.locator("#result")).to_be_hidden()
+    screenshot = Path(os.environ.get("TRIAGE_SCREENSHOT_DIR", tmp_path)) / "predict-error.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+
+
+def test_page_is_usable_from_the_keyboard(page):
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement.id")
+    assert focused == "drop-zone"
+    with page.expect_file_chooser() as chooser_info:
+        page.keyboard.press("Enter")
+    chooser_info.value.set_files([image_file("view.png", make_radiograph(seed=13))])
+    expect(page.get_by_role("button", name="Remove view.png")).to_be_visible()
+    page.get_by_role("button", name="Analyse study").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#views-body tr")).to_have_count(1, timeout=30_000)
