@@ -1,0 +1,94 @@
+"""Production serving: real gunicorn with gunicorn.conf.py on a free loopback port, a 2-view study over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.web_fixtures import free_port, make_radiograph
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT_S = 180
+
+
+def multipart_body(named_images: list[tuple[str, bytes]], fields: dict[str, str]) -> tuple[bytes, str]:
+    """Encode 'image' parts and form fields as multipart/form-data; returns (body, content type)."""
+    boundary = uuid.uuid4().hex
+    chunks = []
+    for key, value in fields.items():
+        chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
+    for name, data in named_images:
+        chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+                      f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+def get_status(url: str) -> int | None:
+    """HTTP status of GET url, or None when nothing answers yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+@pytest.fixture
+def gunicorn_url(tiny_repository, tmp_path):
+    """gunicorn -c gunicorn.conf.py app:app on a free port over the tiny repository; always stopped."""
+    port = free_port()
+    environment = {**os.environ, "TRIAGE_BIND": f"127.0.0.1:{port}", "TRIAGE_MODELS": str(tiny_repository),
+                   "TRIAGE_WORKERS": "1", "TRIAGE_THREADS": "4", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+                                   cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}", process, log_path
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_gunicorn_serves_a_two_view_study(gunicorn_url):
+    url, process, log_path = gunicorn_url
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while get_status(url + "/readyz") != 200:
+        assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, f"/readyz not 200 within {STARTUP_TIMEOUT_S} s"
+        time.sleep(0.5)
+    assert get_status(url + "/healthz") == 200
+
+    body, content_type = multipart_body([("frontal.png", make_radiograph(seed=21)),
+                                         ("lateral.png", make_radiograph(seed=22))], {"aggregation": "max"})
+    request = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": content_type},
+                                     method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200
+        result = json.load(response)
+    assert [view["name"] for view in result["images"]] == ["frontal.png", "lateral.png"]
+    assert result["study"]["n_images"] == 2
+    assert result["study"]["abnormality"] == max(view["abnormality"] for view in result["images"])
+
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    output = log_path.read_text(errors="replace")
+    access_lines = [line for line in output.splitlines() if '"POST /predict' in line]
+    assert len(access_lines) == 1 and " 200 " in access_lines[0]
+    assert "frontal.png" not in output  # file names and image bytes never reach the log
