@@ -131,7 +131,8 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
         say(f"interrupted: {counts['studies']} studies saved in {options.out} this run; "
             "rerun the same command to score the rest")
         return EXIT_INTERRUPTED
-    except Exception as error:  # noqa: BLE001 - any failure: keep the rows, tell the user, no traceback
+    except Exception as error:
+        # Any failure: the rows so far are kept; say what happened and how to resume, without a traceback.
         progress.close()
         say(f"error: scoring failed ({type(error).__name__}: {error}); the {counts['studies']} studies "
             f"scored this run are saved in {options.out}; rerun the same command to resume")

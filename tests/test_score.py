@@ -17,7 +17,7 @@ import pytest
 from sklearn import metrics as sk_metrics
 
 import score
-from classifiers import Pipeline, PipelineSettings
+from classifiers import Pipeline, PipelineSettings, metrics
 from classifiers.manifest import BODY_PARTS
 from classifiers.studies import find_studies
 from scoring.bootstrap import bootstrap_interval
@@ -288,10 +288,10 @@ def test_bootstrap_interval_is_seeded_and_narrows_with_more_data() -> None:
     generator = np.random.default_rng(0)
     small = (generator.integers(0, 2, 40), generator.integers(0, 2, 40))
     large = (generator.integers(0, 2, 4000), generator.integers(0, 2, 4000))
-    first = bootstrap_interval(sk_metrics.accuracy_score, small, replicates=300, seed=5)
-    assert first == bootstrap_interval(sk_metrics.accuracy_score, small, replicates=300, seed=5)
+    first = bootstrap_interval(metrics.accuracy, small, replicates=300, seed=5)
+    assert first == bootstrap_interval(metrics.accuracy, small, replicates=300, seed=5)
     wide = first["high"] - first["low"]
-    large_interval = bootstrap_interval(sk_metrics.accuracy_score, large, replicates=300, seed=5)
+    large_interval = bootstrap_interval(metrics.accuracy, large, replicates=300, seed=5)
     assert large_interval["high"] - large_interval["low"] < wide / 4
 
 
