@@ -86,6 +86,12 @@ def test_errors_have_one_json_shape_and_the_service_keeps_serving(
     assert client.post("/predict", data=PNG, content_type="image/png").status_code == 200
 
 
+def test_method_not_allowed_names_the_allowed_methods(client):
+    response = client.get("/predict")
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"] and "GET" not in response.headers["Allow"]
+
+
 def test_unexpected_exception_is_a_500_without_trace_or_path(tmp_path):
     from app import create_app
 

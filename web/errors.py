@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from classifiers import errors as classifier_errors
 
@@ -80,4 +80,7 @@ def register_error_handler(app: Flask) -> None:
         if status >= 500 and code == "internal_error":
             # The trace goes to the log only; it never holds request bodies.
             logger.error("unhandled error while serving a request", exc_info=error)
-        return error_response(status, code, message, retry_after_s)
+        response = error_response(status, code, message, retry_after_s)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return response
