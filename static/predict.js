@@ -53,8 +53,15 @@
       const image = document.createElement("img");
       const url = URL.createObjectURL(file);
       previewUrls.push(url);
-      image.src = url;
       image.alt = "Preview of view " + (index + 1) + ": " + file.name;
+      image.addEventListener("error", () => {
+        // Not an image the browser can show (the service will say whether it can read it).
+        const placeholder = document.createElement("div");
+        placeholder.className = "no-preview";
+        placeholder.textContent = "No preview";
+        image.replaceWith(placeholder);
+      });
+      image.src = url;
       const caption = document.createElement("span");
       caption.textContent = file.name;
       const remove = document.createElement("button");

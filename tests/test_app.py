@@ -114,6 +114,16 @@ def test_index_serves_the_predict_page_without_external_assets(client):
         assert client.get(asset).status_code == 200
 
 
+def test_uploads_stay_in_memory_even_when_large(web_app):
+    from flask import request
+
+    # Werkzeug spools uploads over 500 KB to a temporary file on disk by default.
+    upload = {"image": (io.BytesIO(os.urandom(700_000)), "large.png")}
+    with web_app.test_request_context("/predict", method="POST", data=upload):
+        assert isinstance(request.files["image"].stream, io.BytesIO)
+        assert len(request.files["image"].read()) == 700_000
+
+
 def test_health_ready_and_models_endpoints(client, openapi_spec, tiny_repository):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     assert client.get("/readyz").get_json() == {"status": "ready"}

@@ -96,9 +96,23 @@ def test_page_shows_an_error_in_words_for_a_text_file(page, tmp_path):
     expect(alert).to_be_visible(timeout=30_000)
     expect(alert).to_contain_text("notes.txt: not an image")
     expect(alert).to_contain_text("HTTP 415")
+    expect(page.get_by_text("No preview")).to_be_visible()
     expect(page.locator("#result")).to_be_hidden()
     screenshot = Path(os.environ.get("TRIAGE_SCREENSHOT_DIR", tmp_path)) / "predict-error.png"
     page.screenshot(path=str(screenshot), full_page=True)
+
+
+def test_page_accepts_dropped_files(page):
+    data = list(make_radiograph(seed=14))
+    page.evaluate("""bytes => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([new Uint8Array(bytes)], "dropped.png", {type: "image/png"}));
+        document.getElementById("drop-zone").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    }""", data)
+    expect(page.get_by_role("img", name="Preview of view 1: dropped.png")).to_be_visible()
+    page.get_by_role("button", name="Analyse study").click()
+    expect(page.locator("#views-body tr td").first).to_have_text("dropped.png", timeout=30_000)
 
 
 def test_page_is_usable_from_the_keyboard(page):
