@@ -45,7 +45,9 @@ class PipelineLoader:
         try:
             self.pipeline = Pipeline.load(self.repository, self.settings)
         except ModelRepositoryError as error:
-            self.failure = f"the model repository failed to load: {error}"
+            # The message names the bad file; clients see it relative to the repository, not the server path.
+            message = str(error).replace(str(self.repository), self.repository.name)
+            self.failure = f"the model repository failed to load: {message}"
             raise
         except Exception as error:
             self.failure = f"the model repository failed to load ({type(error).__name__}); see the service log"
