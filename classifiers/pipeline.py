@@ -18,7 +18,7 @@ from classifiers.imaging import ImageLimits, decode_image, resize_image
 from classifiers.loading import load_model, model_input_shape
 from classifiers.manifest import BODY_PARTS, DEFAULT_THRESHOLD, ROUTER, read_manifest
 from classifiers.results import StudyResult, ViewInput, ViewResult
-from classifiers.runtime import CompiledModel, configure_devices
+from classifiers.runtime import CompiledModel, configure_devices, padded_batch_size
 
 AGGREGATIONS: dict[str, Callable[[np.ndarray], float]] = {
     "mean": lambda scores: float(np.mean(scores)),
@@ -38,6 +38,10 @@ class PipelineSettings:
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     warmup: bool = True
     on_batch: Callable[[str, int], None] | None = None
+    # Speed settings (docs/PERFORMANCE.md): XLA compilation, and TensorFlow's CPU thread pools (0: default).
+    jit_compile: bool = False
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
 
 
 @dataclass
@@ -79,7 +83,7 @@ class Pipeline:
         settings = settings or PipelineSettings()
         repository = Path(repository)
         started = time.perf_counter()
-        device = configure_devices()
+        device = configure_devices(settings.intra_op_threads, settings.inter_op_threads)
         manifest = read_manifest(repository)
         entries = {ROUTER: manifest[ROUTER], **{part: manifest["experts"][part] for part in BODY_PARTS}}
         models: dict[str, LoadedModel] = {}
@@ -228,9 +232,12 @@ def _load_one(repository: Path, role: str, entry: dict[str, Any], settings: Pipe
     """Load, compile, warm up and start the batcher of one model."""
     model = load_model(repository, entry, role)
     channels = model_input_shape(model)[2]
-    compiled = CompiledModel(role, model, tuple(entry["input_size"]), entry["preprocessing"], channels)
+    compiled = CompiledModel(role, model, tuple(entry["input_size"]), entry["preprocessing"], channels,
+                             jit_compile=settings.jit_compile)
     if settings.warmup:
-        compiled.warm_up((1,))
+        # XLA compiles per batch shape: compile every padded size the batcher can form, not just 1.
+        sizes = {padded_batch_size(size) for size in range(1, settings.max_batch_size + 1)}
+        compiled.warm_up(tuple(sorted(sizes)) if settings.jit_compile else (1,))
     batcher = DynamicBatcher(role, compiled.predict, settings.max_batch_size, settings.max_wait_ms,
                              settings.max_queue_views, settings.on_batch)
     main_file = entry["files"].get("model") or entry["files"]["weights"]
