@@ -1,0 +1,52 @@
+"""Smoke run of the benchmark harness on tiny models: it runs end to end and its numbers add up (no timing)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench.cli import main
+from bench.models import build_backbone, count_flops
+from bench.report import judge_targets
+
+
+def test_count_flops_matches_a_hand_count():
+    # Conv 3x3 stride 2 on 64x64x3 -> 31x31x8; conv 3x3 stride 2 -> 15x15x16; dense 16 -> 7.
+    model = build_backbone("tiny", (64, 64), 7, "softmax")
+    expected = 2 * (31 * 31 * 8 * 3 * 3 * 3 + 15 * 15 * 16 * 3 * 3 * 8 + 16 * 7)
+    assert count_flops(model) == expected
+
+
+def test_count_flops_of_densenet169_is_about_6_8_gflop():
+    model = build_backbone("densenet169", (224, 224), 1, "sigmoid")
+    assert 6.5e9 < count_flops(model) < 7.1e9
+
+
+def test_unknown_backbone_names_the_valid_ones():
+    with pytest.raises(ValueError, match="densenet169"):
+        build_backbone("resnet9000", (32, 32), 7, "softmax")
+
+
+def test_judge_targets_reads_direction():
+    verdicts = judge_targets({"service_vs_naive": 2.0, "compute_vs_matmul": 0.7, "p50_vs_forward": 1.1,
+                              "startup_s": 61.0, "peak_rss_mb": None})
+    assert [verdicts[name]["met"] for name in verdicts] == [False, True, True, False, None]
+
+
+def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    code = main(["--quick", "--backbone", "tiny", "--input-size", "32", "--cache", str(tmp_path / "models"),
+                 "--out", str(out), "--skip-xla", "--studies", "4", "--naive-views", "3"])
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert record["naive"]["views"] == 3
+    for part in (record["pipeline"]["concurrent"], record["service"]["concurrent"]):
+        assert part["errors"] == 0 and part["studies"] == 4
+        assert math.isclose(part["views_per_s"], 3 * part["studies_per_s"])
+    assert sum(int(size) * count for size, count in record["pipeline"]["concurrent"]["batch_sizes"].items()) == 24
+    assert record["service"]["worker_peak_rss_mb"] > 50
+    assert set(record["targets"]) == {"service_vs_naive", "compute_vs_matmul", "p50_vs_forward", "startup_s",
+                                      "peak_rss_mb"}
+    assert "HTTP gunicorn" in capsys.readouterr().out
