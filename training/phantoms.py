@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 Point = tuple[float, float]
-# Findings are at least this big (canonical units, about 4 px at 128 px) so small bones show them too.
-MIN_FINDING_SIZE = 0.04
+# Findings are at least this big (canonical units, about 6 px at 128 px) so small bones show them too.
+MIN_FINDING_SIZE = 0.055
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def _fracture(bone: Part, rng: np.random.Generator) -> tuple[list[Part], Point]:
     site = _point_along(bone.start, bone.end, fraction)
     swelling_radius = max(2 * MIN_FINDING_SIZE, 2.5 * mean_radius)  # soft-tissue swelling around the break
     swelling = Part(site, _point_along(bone.start, bone.end, fraction + 0.5 * swelling_radius / length),
-                    swelling_radius, swelling_radius, kind="tissue", density=0.6)
+                    swelling_radius, swelling_radius, kind="tissue", density=0.8)
     return [near, far, swelling], site
 
 
@@ -222,7 +222,7 @@ def _hardware(bone: Part, rng: np.random.Generator) -> tuple[list[Part], Point]:
     metal = []
     if style == "plate":
         side = radius * 1.05 * rng.choice([-1, 1])
-        plate_radius = max(0.014, 0.28 * radius)
+        plate_radius = max(0.018, 0.28 * radius)
         plate_start = _point_along(bone.start, bone.end, start, side)
         plate_end = _point_along(bone.start, bone.end, end, side)
         metal.append(Part(plate_start, plate_end, plate_radius, plate_radius, kind="metal", density=4.0))
@@ -231,7 +231,7 @@ def _hardware(bone: Part, rng: np.random.Generator) -> tuple[list[Part], Point]:
         fraction = start + (end - start) * (index + 0.5) / count
         reach = max(1.5 * MIN_FINDING_SIZE, radius * 1.4) * (1.0 if style != "wires" else 2.8)
         slant = 0.0 if style != "wires" else (1 if index % 2 else -1) * 2.5 * radius
-        thickness = max(0.008, 0.16 * radius) if style != "screws" else max(0.011, 0.3 * radius)
+        thickness = max(0.011, 0.16 * radius) if style != "screws" else max(0.014, 0.3 * radius)
         metal.append(Part(_point_along(bone.start, bone.end, fraction - slant / 4, -reach),
                           _point_along(bone.start, bone.end, fraction + slant / 4, reach),
                           thickness, thickness, kind="metal", density=4.0))
