@@ -12,13 +12,16 @@ InputShape = tuple[int, int, int]
 
 
 def build_small_cnn(input_shape: InputShape) -> keras.Model:
-    """Build the small demo CNN (about 100k parameters) as a headless feature extractor."""
+    """Build the small demo CNN (about 200k parameters) as a headless feature extractor.
+
+    A stride-2 stem then four conv-BN-ReLU-pool blocks: the output is 1/32 of the input side.
+    """
     inputs = keras.Input(shape=input_shape, name="image")
-    features = inputs
-    for block, filters in enumerate((16, 32, 64, 96, 128), start=1):
-        features = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv")(
-            features
-        )
+    features = keras.layers.Conv2D(16, 5, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    features = keras.layers.BatchNormalization(name="stem_bn")(features)
+    features = keras.layers.Activation("relu", name="stem_relu")(features)
+    for block, filters in enumerate((32, 64, 96, 128), start=1):
+        features = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv")(features)
         features = keras.layers.BatchNormalization(name=f"block{block}_bn")(features)
         features = keras.layers.Activation("relu", name=f"block{block}_relu")(features)
         features = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(features)
@@ -68,6 +71,14 @@ DEFAULT_PREPROCESSING: dict[str, str] = {
     "smallcnn": "tf",
 }
 
+# Global pooling of the head: average as in the MURA paper; max for the small demo CNN, whose findings
+# (a screw, a lesion) are small and local, so one strong response should decide.
+HEAD_POOLING: dict[str, type[keras.layers.Layer]] = {
+    "avg": keras.layers.GlobalAveragePooling2D,
+    "max": keras.layers.GlobalMaxPooling2D,
+}
+DEFAULT_HEAD_POOLING = {"smallcnn": "max"}
+
 FREEZE_MODES = ("none", "all", "top10", "from:N")
 
 
@@ -90,6 +101,7 @@ def build_model(
     weights_path: str | None = None,
     freeze: str = "none",
     dropout: float = 0.2,
+    pooling: str | None = None,
 ) -> keras.Model:
     """Build backbone + head: a num_outputs-way softmax, or one sigmoid unit when num_outputs is 1.
 
@@ -100,6 +112,7 @@ def build_model(
         weights_path: a local `*_notop.h5` (ImageNet or RadImageNet style) or None for random weights.
         freeze: one of FREEZE_MODES, see set_freeze_mode.
         dropout: dropout rate before the output layer.
+        pooling: a key of HEAD_POOLING; None takes DEFAULT_HEAD_POOLING's choice, else "avg".
     """
     input_shape = (int(input_size[0]), int(input_size[1]), 3)
     backbone = build_backbone(backbone_name, input_shape)
@@ -111,7 +124,10 @@ def build_model(
     if backbone_name.lower() == "efficientnetb0":
         features = keras.layers.Rescaling(255.0, name="unit_to_pixels")(features)
     features = backbone(features)
-    features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    pooling_name = pooling or DEFAULT_HEAD_POOLING.get(backbone_name.lower(), "avg")
+    if pooling_name not in HEAD_POOLING:
+        raise ValueError(f"Unknown head pooling {pooling_name!r}; choose one of: {', '.join(HEAD_POOLING)}.")
+    features = HEAD_POOLING[pooling_name](name=f"{pooling_name}_pool")(features)
     features = keras.layers.Dropout(dropout, name="head_dropout")(features)
     activation = "sigmoid" if num_outputs == 1 else "softmax"
     outputs = keras.layers.Dense(num_outputs, activation=activation, name="predictions")(features)

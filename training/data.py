@@ -48,9 +48,7 @@ def patient_of(study: Study) -> str:
     return study.image_paths[0].parent.parent.name
 
 
-def split_by_patient(
-    studies: list[Study], valid_fraction: float, seed: int
-) -> tuple[list[Study], list[Study]]:
+def split_by_patient(studies: list[Study], valid_fraction: float, seed: int) -> tuple[list[Study], list[Study]]:
     """Split studies so that every patient's studies fall on one side; about valid_fraction go to valid."""
     patients = sorted({patient_of(study) for study in studies})
     order = np.random.default_rng(seed).permutation(len(patients))
@@ -150,8 +148,6 @@ def make_dataset(
     dataset = dataset.batch(batch_size)
     if training:
         augmenter = build_augmenter(seed)
-        dataset = dataset.map(
-            lambda batch, labels: (augmenter(tf.cast(batch, tf.float32), training=True), labels)
-        )
+        dataset = dataset.map(lambda batch, labels: (augmenter(tf.cast(batch, tf.float32), training=True), labels))
     dataset = dataset.map(lambda batch, labels: (preprocess(batch), labels))
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -21,9 +21,7 @@ def prevalence_weights(labels: Sequence[int] | np.ndarray) -> tuple[float, float
     abnormal = int(label_array.sum())
     normal = int(label_array.size - abnormal)
     if abnormal == 0 or normal == 0:
-        raise ValueError(
-            f"Need both classes to weight the loss; got {abnormal} abnormal and {normal} normal."
-        )
+        raise ValueError(f"Need both classes to weight the loss; got {abnormal} abnormal and {normal} normal.")
     total = abnormal + normal
     return normal / total, abnormal / total
 
