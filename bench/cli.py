@@ -26,7 +26,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4, help="concurrent studies in process and over HTTP")
     parser.add_argument("--studies", type=int, default=None, help="3-view studies per concurrent measurement")
     parser.add_argument("--naive-views", type=int, default=None, help="views for the naive measurement")
-    parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per measurement, at most")
+    parser.add_argument("--time-limit", type=float, default=90.0, help="seconds per measurement, at most")
     parser.add_argument("--max-batch-size", type=int, default=16, help="batcher max batch size")
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="batcher max wait, ms")
     parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the pipeline's models")
@@ -37,6 +37,11 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-service", action="store_true", help="do not start gunicorn")
     parser.add_argument("--skip-xla", action="store_true", help="do not compare tf.function with XLA")
     return parser.parse_args(argv)
+
+
+def progress(message: str) -> None:
+    """One line to stderr, so a long run shows where it is."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: dict[str, int]) -> dict[str, Any]:
@@ -55,7 +60,9 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
     from classifiers import PipelineSettings
 
     results: dict[str, Any] = {"matmul_size": sizes["matmul"]}
+    progress("matmul limit")
     gflops_start = matmul_gflops(sizes["matmul"])
+    progress("loading the pipeline (eight models, warm-up)")
     recorder = BatchRecorder()
     settings = PipelineSettings(max_batch_size=arguments.max_batch_size, max_wait_ms=arguments.max_wait_ms,
                                 jit_compile=arguments.jit_compile, intra_op_threads=arguments.intra_op_threads,
@@ -67,10 +74,13 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
         expert_model = pipeline.models[expert_role].compiled.model
         flops = {"router": count_flops(router_model), "expert": count_flops(expert_model)}
         results["flops_per_view"] = {**flops, "both": flops["router"] + flops["expert"]}
+        progress(f"loaded in {results['load_seconds']:.1f} s; compiled forward passes")
         forward = measure_forward(pipeline, (1, 8), sizes["repeats"])
         results["forward_ms"] = {"router": forward["router"], "expert": forward[expert_role]}
         views = [make_view_bytes(seed) for seed in range(12)]
+        progress("naive Model.predict")
         results["naive"] = measure_naive(pipeline, views, sizes["naive_views"])
+        progress("pipeline in process")
         results["pipeline"] = {
             "single_view": measure_pipeline(pipeline, views, sizes["naive_views"], 1, 1, arguments.time_limit,
                                             recorder),
@@ -78,6 +88,7 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
                                            arguments.time_limit, recorder),
         }
         if not arguments.skip_xla:
+            progress("tf.function vs XLA")
             results["xla_vs_tf_function"] = compare_xla(router_model, pipeline.models["router"].input_size,
                                                         (1, 8), sizes["repeats"])
     finally:
@@ -99,9 +110,11 @@ def measure_service(arguments: argparse.Namespace, repository: Path, sizes: dict
     if arguments.inter_op_threads:
         environment["TF_NUM_INTEROP_THREADS"] = str(arguments.inter_op_threads)
     views = [make_view_bytes(seed) for seed in range(12)]
+    progress("starting gunicorn")
     log_path = arguments.out.with_suffix(".gunicorn.log")
     with run_gunicorn(repository, arguments.workers, arguments.threads, environment, log_path,
                       startup_limit_s=600) as server:
+        progress(f"gunicorn ready in {server.ready_seconds:.1f} s; HTTP load")
         single = load_test(server, views, 1, 1, sizes["naive_views"], arguments.time_limit)
         concurrent = load_test(server, views, 3, arguments.clients, sizes["studies"], arguments.time_limit)
         return {"workers": arguments.workers, "threads": arguments.threads, "ready_seconds": server.ready_seconds,
@@ -118,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     side = arguments.input_size or (64 if arguments.quick else 224)
     sizes = ({"matmul": 512, "repeats": 2, "naive_views": 4, "studies": 6} if arguments.quick else
-             {"matmul": 2048, "repeats": 5, "naive_views": 24, "studies": 40})
+             {"matmul": 2048, "repeats": 3, "naive_views": 12, "studies": 24})
     sizes["naive_views"] = arguments.naive_views or sizes["naive_views"]
     sizes["studies"] = arguments.studies or sizes["studies"]
     router_backbone = arguments.router_backbone or arguments.backbone

@@ -63,7 +63,7 @@ def run_gunicorn(models_dir: Path, workers: int, threads: int, environment: dict
             if process.poll() is not None or time.perf_counter() - started > startup_limit_s:
                 tail = log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"gunicorn not ready within {startup_limit_s:.0f} s; log tail:\n{tail}")
-            time.sleep(0.25)
+            time.sleep(1.0)
         yield Server(url, process, time.perf_counter() - started)
     finally:
         process.send_signal(signal.SIGTERM)

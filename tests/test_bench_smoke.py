@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from bench.cli import main
@@ -50,3 +51,18 @@ def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
     assert set(record["targets"]) == {"service_vs_naive", "compute_vs_matmul", "p50_vs_forward", "startup_s",
                                       "peak_rss_mb"}
     assert "HTTP gunicorn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 5])
+def test_xla_compiled_model_matches_tf_function_on_padded_batches(batch_size):
+    # classifiers/runtime.py pads XLA batches to a power of two; the padding must not leak into the rows.
+    from classifiers.runtime import CompiledModel, padded_batch_size
+    from tests.model_factory import build_tiny_expert
+
+    model = build_tiny_expert((32, 32), two_way=True)
+    images = np.random.default_rng(batch_size).integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8)
+    plain = CompiledModel("plain", model, (32, 32), "torch", 3).predict(images)
+    xla = CompiledModel("xla", model, (32, 32), "torch", 3, jit_compile=True).predict(images)
+    assert xla.shape == plain.shape == (batch_size, 2)
+    np.testing.assert_allclose(xla, plain, atol=1e-5)
+    assert [padded_batch_size(size) for size in (1, 2, 3, 5, 8, 9, 16)] == [1, 2, 4, 8, 8, 16, 16]
