@@ -35,6 +35,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
     parser.add_argument("--skip-service", action="store_true", help="do not start gunicorn")
+    parser.add_argument("--compare-routers", default="mobilenetv3small,efficientnetb0",
+                        help="comma-separated router backbones to cost beside the router ('' for none)")
     parser.add_argument("--skip-xla", action="store_true", help="do not compare tf.function with XLA")
     return parser.parse_args(argv)
 
@@ -48,6 +50,7 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
     """Everything measured inside this process (the pipeline is closed before returning)."""
     from bench.inprocess import (
         BatchRecorder,
+        compare_routers,
         compare_xla,
         load_pipeline,
         measure_forward,
@@ -91,6 +94,11 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
             progress("tf.function vs XLA")
             results["xla_vs_tf_function"] = compare_xla(router_model, pipeline.models["router"].input_size,
                                                         (1, 8), sizes["repeats"])
+        routers = tuple(name for name in arguments.compare_routers.split(",") if name)
+        if routers:
+            progress(f"router alternatives: {', '.join(routers)}")
+            results["router_alternatives"] = compare_routers(routers, pipeline.models["router"].input_size,
+                                                             sizes["repeats"])
     finally:
         pipeline.close()
     results["matmul_gflops"] = max(gflops_start, matmul_gflops(sizes["matmul"]))

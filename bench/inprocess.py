@@ -124,3 +124,21 @@ def measure_pipeline(pipeline: Pipeline, views: list[bytes], studies: int, views
     return {"clients": clients, "views_per_study": views_per_study, "studies": done, "errors": len(errors),
             "seconds": wall, "studies_per_s": done / wall, "views_per_s": done * views_per_study / wall,
             "batch_sizes": recorder.take(), **latency_summary(latencies)}
+
+
+def compare_routers(names: tuple[str, ...], input_size: tuple[int, int], repeats: int) -> dict[str, dict[str, float]]:
+    """FLOPs and compiled forward ms per view at batch 1 and 8 of alternative router backbones."""
+    import tensorflow as tf
+
+    from bench.models import build_backbone, count_flops
+
+    results: dict[str, dict[str, float]] = {}
+    for name in names:
+        model = build_backbone(name, input_size, 7, "softmax")
+        function = tf.function(lambda images, model=model: model(images, training=False))
+        results[name] = {"gflop_per_view": count_flops(model) / 1e9}
+        for batch_size in (1, 8):
+            batch = np.random.default_rng(0).random((batch_size, *input_size, 3), dtype=np.float32)
+            seconds = time_forward(lambda images, f=function: f(images).numpy(), batch, repeats)
+            results[name][f"ms_per_view@{batch_size}"] = 1000 * seconds / batch_size
+    return results

@@ -79,6 +79,9 @@ def format_table(results: dict[str, Any]) -> str:
               + " |", "| --- |" + " ---: |" * len(forward["router"])]
     for role in ("router", "expert"):
         lines.append(f"| {role} | " + " | ".join(_number(value) for value in forward[role].values()) + " |")
+    for name, cost in (results.get("router_alternatives") or {}).items():
+        lines.append(f"| router alternative {name} ({cost['gflop_per_view']:.2f} GFLOP), ms per view | "
+                     f"{_number(cost['ms_per_view@1'])} | {_number(cost['ms_per_view@8'])} |")
     lines += ["", f"matmul {results['matmul_size']}^3 fp32: {results['matmul_gflops']:.1f} GFLOP/s; "
               f"FLOPs per view router {results['flops_per_view']['router'] / 1e9:.2f} G, expert "
               f"{results['flops_per_view']['expert'] / 1e9:.2f} G; in-process load {results['load_seconds']:.1f} s, "

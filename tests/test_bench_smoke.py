@@ -39,7 +39,7 @@ def test_judge_targets_reads_direction():
 def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
     out = tmp_path / "run.json"
     code = main(["--quick", "--backbone", "tiny", "--input-size", "32", "--cache", str(tmp_path / "models"),
-                 "--out", str(out), "--skip-xla", "--studies", "4", "--naive-views", "3"])
+                 "--out", str(out), "--skip-xla", "--studies", "4", "--naive-views", "3", "--compare-routers", "tiny"])
     assert code == 0
     record = json.loads(out.read_text())
     assert record["naive"]["views"] == 3
@@ -50,6 +50,7 @@ def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
     assert record["service"]["worker_peak_rss_mb"] > 50
     assert set(record["targets"]) == {"service_vs_naive", "compute_vs_matmul", "p50_vs_forward", "startup_s",
                                       "peak_rss_mb"}
+    assert record["router_alternatives"]["tiny"]["gflop_per_view"] > 0
     assert "HTTP gunicorn" in capsys.readouterr().out
 
 
