@@ -116,6 +116,9 @@ def test_page_accepts_dropped_files(page):
 
 
 def test_page_is_usable_from_the_keyboard(page):
+    # Playwright turns on file-chooser interception without waiting for a reply; a listener added this early
+    # makes sure it is on before Enter opens the chooser (otherwise the headless dialog opens unseen).
+    page.on("filechooser", lambda chooser: None)
     page.keyboard.press("Tab")
     focused = page.evaluate("document.activeElement.id")
     assert focused == "drop-zone"

@@ -11,7 +11,7 @@ from PIL import Image
 
 from classifiers.manifest import BODY_PARTS
 from training.phantoms import LAYOUTS, Phantom, add_findings
-from training.synthetic import generate_dataset, main, render_view, save_png
+from training.synthetic import _is_abnormal, generate_dataset, main, render_view, save_png
 
 NUM_STUDIES = 7  # one study per body part
 SEED = 11
@@ -154,3 +154,21 @@ def test_cli_writes_train_and_valid_and_reports_errors(tmp_path: Path, capsys: p
     assert len((out / "train_labeled_studies.csv").read_text().splitlines()) == 2
     assert main([str(out), "--studies", "2", "--seed", "3"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [0, 5, 123])
+def test_labels_are_stratified_so_any_three_studies_of_a_part_hold_both(seed: int) -> None:
+    for split in ("train", "valid"):
+        for body_part in BODY_PARTS:
+            labels = [_is_abnormal(seed, split, body_part, index) for index in range(40)]
+            assert sum(labels) == 16
+            assert all(sum(labels[start:start + 5]) == 2 for start in range(36))
+            assert all(0 < sum(labels[start:start + 3]) < 3 for start in range(38))
+
+
+def test_labels_in_folder_names_match_the_study_csv(dataset: Path) -> None:
+    lines = (dataset / "train_labeled_studies.csv").read_text().splitlines()
+    assert lines
+    for line in lines:
+        folder, label = line.rsplit(",", 1)
+        assert folder.rstrip("/").endswith("_positive" if label == "1" else "_negative")

@@ -203,6 +203,13 @@ def _write_study(folder: Path, body_part: str, rng: np.random.Generator, abnorma
     return paths
 
 
+def _is_abnormal(seed: int, split: str, body_part: str, part_index: int) -> bool:
+    """Stratified label of a part's `part_index`-th study: any five in a row hold exactly two abnormal ones."""
+    key = [seed, zlib.crc32(split.encode()), zlib.crc32(body_part.encode())]
+    phase = float(np.random.default_rng(np.random.SeedSequence(key)).random())
+    return math.floor((part_index + 1) * ABNORMAL_FRACTION + phase) > math.floor(part_index * ABNORMAL_FRACTION + phase)
+
+
 def generate_dataset(root: str | Path, num_studies: int, seed: int, split: str = "train",
                      body_parts: Sequence[str] = BODY_PARTS, overwrite: bool = False) -> list[Path]:
     """Write `num_studies` synthetic studies of ROOT/{split} in the MURA layout; returns the study folders.
@@ -236,7 +243,7 @@ def generate_dataset(root: str | Path, num_studies: int, seed: int, split: str =
     for index in range(num_studies):
         body_part = body_parts[index % len(body_parts)]
         rng = _study_rng(seed, split, index)
-        abnormal = bool(rng.random() < ABNORMAL_FRACTION)
+        abnormal = _is_abnormal(seed, split, body_part, index // len(body_parts))
         patient = f"patient{SPLIT_PATIENT_OFFSETS[split] + index + 1:05d}"
         folder = split_folder / body_part / patient / f"study1_{'positive' if abnormal else 'negative'}"
         for path in _write_study(folder, body_part, rng, abnormal):
