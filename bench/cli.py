@@ -112,11 +112,10 @@ def measure_service(arguments: argparse.Namespace, repository: Path, sizes: dict
     from bench.workload import make_view_bytes
 
     environment = {"TRIAGE_MAX_BATCH_SIZE": str(arguments.max_batch_size),
-                   "TRIAGE_MAX_WAIT_MS": str(arguments.max_wait_ms)}
-    if arguments.intra_op_threads:
-        environment["TF_NUM_INTRAOP_THREADS"] = str(arguments.intra_op_threads)
-    if arguments.inter_op_threads:
-        environment["TF_NUM_INTEROP_THREADS"] = str(arguments.inter_op_threads)
+                   "TRIAGE_MAX_WAIT_MS": str(arguments.max_wait_ms),
+                   "TRIAGE_JIT_COMPILE": str(int(arguments.jit_compile)),
+                   "TRIAGE_INTRA_OP_THREADS": str(arguments.intra_op_threads),
+                   "TRIAGE_INTER_OP_THREADS": str(arguments.inter_op_threads)}
     views = [make_view_bytes(seed) for seed in range(12)]
     progress("starting gunicorn")
     log_path = arguments.out.with_suffix(".gunicorn.log")

@@ -55,9 +55,19 @@ def keras_major_version_of_h5(path: Path) -> str:
     return str(version).split(".")[0]
 
 
+def without_training_config(architecture_text: str) -> str:
+    """Drop the optimizer and loss a Keras 3 `to_json()` records: serving needs neither, and a custom loss
+    class would otherwise have to be importable for the model to load."""
+    architecture = json.loads(architecture_text)
+    if not isinstance(architecture, dict) or "compile_config" not in architecture:
+        return architecture_text
+    architecture.pop("compile_config")
+    return json.dumps(architecture)
+
+
 def load_architecture_and_weights(architecture_path: Path, weights_path: Path) -> Any:
     """Load a `.json` architecture and its `.h5` / `.weights.h5` weights."""
-    architecture_text = architecture_path.read_text()
+    architecture_text = without_training_config(architecture_path.read_text())
     if keras_major_version_of_json(architecture_text) == LEGACY_KERAS_MAJOR:
         import tf_keras
 

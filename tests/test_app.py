@@ -167,9 +167,19 @@ def test_environment_variables_configure_the_app(tiny_repository, monkeypatch):
     monkeypatch.setenv("TRIAGE_MAX_VIEWS", "7")
     monkeypatch.setenv("TRIAGE_LOAD_IN_BACKGROUND", "no")
     assert read_environment() == {"MODELS_DIR": str(tiny_repository), "MAX_VIEWS": 7, "LOAD_IN_BACKGROUND": False}
+    monkeypatch.setenv("TRIAGE_JIT_COMPILE", "on")
+    monkeypatch.setenv("TRIAGE_INTRA_OP_THREADS", "2")
+    assert read_environment()["JIT_COMPILE"] is True and read_environment()["INTRA_OP_THREADS"] == 2
     monkeypatch.setenv("TRIAGE_MAX_VIEWS", "many")
     with pytest.raises(ValueError, match="TRIAGE_MAX_VIEWS"):
         read_environment()
+
+
+def test_negative_thread_count_is_refused_with_the_key_named(tiny_repository):
+    from app import create_app
+
+    with pytest.raises(ValueError, match="INTER_OP_THREADS=-1 must be an integer >= 0"):
+        create_app({"MODELS_DIR": str(tiny_repository), "INTER_OP_THREADS": -1})
 
 
 def test_background_loading_answers_healthz_at_once_and_readyz_when_loaded(tiny_repository):

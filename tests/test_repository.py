@@ -173,6 +173,27 @@ def test_conventional_names_load_without_a_manifest(tmp_path: Path) -> None:
         pipeline.close()
 
 
+def test_architecture_compiled_with_an_unknown_custom_loss_still_loads(repository_copy: Path) -> None:
+    # Keras 3's to_json() records the optimizer and loss; a training-only loss class is not importable here.
+    expert = build_tiny_expert(seed=4)  # one sigmoid unit, as XR_ELBOW in the tiny repository
+    expert.compile(optimizer="adam", loss="binary_crossentropy")
+    architecture = json.loads(expert.to_json())
+    architecture["compile_config"]["loss"] = {"module": None, "class_name": "TrainingOnlyLoss", "config": {},
+                                              "registered_name": "training>TrainingOnlyLoss"}
+    (repository_copy / "XR_ELBOW.json").write_text(json.dumps(architecture))
+    expert.save_weights(str(repository_copy / "XR_ELBOW.weights.h5"))
+    _edit_manifest(repository_copy, lambda manifest: manifest["experts"]["XR_ELBOW"].__setitem__(
+        "sha256", {name: sha256_file(repository_copy / name)
+                   for name in manifest["experts"]["XR_ELBOW"]["files"].values()}))
+    pipeline = Pipeline.load(repository_copy, FAST)
+    try:
+        probe = np.full((1, 32, 32, 3), 0.25, np.float32)
+        loaded = pipeline.models["XR_ELBOW"].compiled.forward(probe)
+        np.testing.assert_allclose(loaded, np.asarray(expert(probe)), atol=1e-6)
+    finally:
+        pipeline.close()
+
+
 def test_update_manifest_entry_creates_and_replaces(tmp_path: Path, tiny_repository: Path) -> None:
     entry = read_manifest(tiny_repository)["experts"]["XR_HAND"]
     update_manifest_entry(tmp_path, "XR_HAND", entry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def test_one_epoch_run_writes_a_repository_the_pipeline_loads(trained_repository
     assert wrist["files"] == {"architecture": "XR_WRIST.json", "weights": "XR_WRIST.weights.h5"}
     assert wrist["input_size"] == [32, 32] and wrist["preprocessing"] == "tf"
     assert 0.0 <= wrist["threshold"] <= 1.0
+    # The service must not need training code: no optimizer or custom loss recorded in the architecture.
+    assert "compile_config" not in json.loads((trained_repository / "XR_WRIST.json").read_text())
     assert wrist["provenance"]["data"] == "unit-test" and wrist["provenance"]["epochs"] == 1
     assert set(wrist["provenance"]["metrics"]["validation"]) >= {"auroc", "kappa", "accuracy"}
     assert (trained_repository / "logs" / "router.csv").read_text().startswith("epoch,")

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from classifiers.loading import without_training_config
 from classifiers.manifest import BODY_PARTS, make_model_entry, update_manifest_entry
 from classifiers.studies import Study
 from training.backbones import (
@@ -189,7 +190,7 @@ def export_model(
     """Write <role>.json and <role>.weights.h5 into OUT and add their entry to OUT/manifest.json."""
     config.out.mkdir(parents=True, exist_ok=True)
     files = {"architecture": f"{role}.json", "weights": f"{role}.weights.h5"}
-    (config.out / files["architecture"]).write_text(model.to_json())
+    (config.out / files["architecture"]).write_text(without_training_config(model.to_json()))
     model.save_weights(config.out / files["weights"])
     classes = list(BODY_PARTS) if role == ROUTER_TASK else ["abnormal"]
     size = (config.input_size, config.input_size)

@@ -19,6 +19,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_QUEUE_VIEWS": 256,
     "WARMUP": True,
     "LOAD_IN_BACKGROUND": False,
+    "JIT_COMPILE": False,  # XLA; batches padded to a power of two, one compile per size at warm-up
+    "INTRA_OP_THREADS": 0,  # TensorFlow thread pools; 0 lets TensorFlow choose
+    "INTER_OP_THREADS": 0,
     "RETRY_AFTER_NOT_READY_S": 5,
 }
 
@@ -45,6 +48,9 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TRIAGE_MAX_QUEUE_VIEWS": ("MAX_QUEUE_VIEWS", int),
     "TRIAGE_WARMUP": ("WARMUP", parse_bool),
     "TRIAGE_LOAD_IN_BACKGROUND": ("LOAD_IN_BACKGROUND", parse_bool),
+    "TRIAGE_JIT_COMPILE": ("JIT_COMPILE", parse_bool),
+    "TRIAGE_INTRA_OP_THREADS": ("INTRA_OP_THREADS", int),
+    "TRIAGE_INTER_OP_THREADS": ("INTER_OP_THREADS", int),
 }
 
 
@@ -72,5 +78,9 @@ def check_limits(config: Mapping[str, Any]) -> None:
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"config {key}={value!r} must be a positive integer")
+    for key in ("INTRA_OP_THREADS", "INTER_OP_THREADS"):
+        value = config[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"config {key}={value!r} must be an integer >= 0 (0: TensorFlow's default)")
     if config["MAX_WAIT_MS"] < 0:
         raise ValueError(f"config MAX_WAIT_MS={config['MAX_WAIT_MS']!r} must be >= 0")

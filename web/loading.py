@@ -26,6 +26,9 @@ def build_settings(config: Mapping[str, Any], on_batch: Callable[[str, int], Non
         max_queue_views=config["MAX_QUEUE_VIEWS"],
         image_limits=ImageLimits(max_pixels=config["MAX_PIXELS"], min_side=config["MIN_SIDE"]),
         warmup=config["WARMUP"],
+        jit_compile=config["JIT_COMPILE"],
+        intra_op_threads=config["INTRA_OP_THREADS"],
+        inter_op_threads=config["INTER_OP_THREADS"],
         on_batch=on_batch,
     )
 
