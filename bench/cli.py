@@ -38,6 +38,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare-routers", default="mobilenetv3small,efficientnetb0",
                         help="comma-separated router backbones to cost beside the router ('' for none)")
     parser.add_argument("--skip-xla", action="store_true", help="do not compare tf.function with XLA")
+    parser.add_argument("--backend", default="tensorflow", choices=["tensorflow", "onnx"],
+                        help="pipeline and service backend (onnx exports the repository once, then reuses it)")
     return parser.parse_args(argv)
 
 
@@ -52,6 +54,7 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
         BatchRecorder,
         compare_routers,
         compare_xla,
+        keras_models_of,
         load_pipeline,
         measure_forward,
         measure_naive,
@@ -69,12 +72,14 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
     recorder = BatchRecorder()
     settings = PipelineSettings(max_batch_size=arguments.max_batch_size, max_wait_ms=arguments.max_wait_ms,
                                 jit_compile=arguments.jit_compile, intra_op_threads=arguments.intra_op_threads,
-                                inter_op_threads=arguments.inter_op_threads, on_batch=recorder)
+                                inter_op_threads=arguments.inter_op_threads, backend=arguments.backend,
+                                on_batch=recorder)
     pipeline, results["load_seconds"] = load_pipeline(repository, settings)
     try:
         expert_role = pipeline.body_parts[0]
-        router_model = pipeline.models["router"].compiled.model
-        expert_model = pipeline.models[expert_role].compiled.model
+        keras_models = keras_models_of(pipeline)
+        router_model = keras_models["router"]
+        expert_model = keras_models[expert_role]
         flops = {"router": count_flops(router_model), "expert": count_flops(expert_model)}
         results["flops_per_view"] = {**flops, "both": flops["router"] + flops["expert"]}
         progress(f"loaded in {results['load_seconds']:.1f} s; compiled forward passes")
@@ -82,7 +87,7 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
         results["forward_ms"] = {"router": forward["router"], "expert": forward[expert_role]}
         views = [make_view_bytes(seed) for seed in range(12)]
         progress("naive Model.predict")
-        results["naive"] = measure_naive(pipeline, views, sizes["naive_views"])
+        results["naive"] = measure_naive(pipeline, keras_models, views, sizes["naive_views"])
         progress("pipeline in process")
         results["pipeline"] = {
             "single_view": measure_pipeline(pipeline, views, sizes["naive_views"], 1, 1, arguments.time_limit,
@@ -115,7 +120,8 @@ def measure_service(arguments: argparse.Namespace, repository: Path, sizes: dict
                    "TRIAGE_MAX_WAIT_MS": str(arguments.max_wait_ms),
                    "TRIAGE_JIT_COMPILE": str(int(arguments.jit_compile)),
                    "TRIAGE_INTRA_OP_THREADS": str(arguments.intra_op_threads),
-                   "TRIAGE_INTER_OP_THREADS": str(arguments.inter_op_threads)}
+                   "TRIAGE_INTER_OP_THREADS": str(arguments.inter_op_threads),
+                   "TRIAGE_BACKEND": arguments.backend}
     views = [make_view_bytes(seed) for seed in range(12)]
     progress("starting gunicorn")
     log_path = arguments.out.with_suffix(".gunicorn.log")
@@ -135,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.machine import describe_machine, load_average
     from bench.models import build_repository
     from bench.report import compute_ratios, format_table, judge_targets, write_json
+    from classifiers.manifest import read_manifest
 
     side = arguments.input_size or (64 if arguments.quick else 224)
     sizes = ({"matmul": 512, "repeats": 2, "naive_views": 4, "studies": 6} if arguments.quick else
@@ -148,12 +155,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "router_backbone": router_backbone,
                                "settings": {key: getattr(arguments, key) for key in (
                                    "max_batch_size", "max_wait_ms", "jit_compile", "intra_op_threads",
-                                   "inter_op_threads", "workers", "threads", "clients")}}
+                                   "inter_op_threads", "workers", "threads", "clients", "backend")}}
     try:
         repository = build_repository(arguments.cache, router_backbone, arguments.backbone, (side, side))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if arguments.backend == "onnx" and "onnx" not in read_manifest(repository)["router"]["files"]:
+        from classifiers.onnx_export import export_repository
+
+        progress("exporting the benchmark repository to ONNX (once; kept in the cache)")
+        export_repository(repository, log=progress)
     results["repository"] = str(repository)
     results.update(measure_in_process(arguments, repository, sizes))
     results["service"] = None if arguments.skip_service else measure_service(arguments, repository, sizes)

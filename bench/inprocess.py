@@ -85,17 +85,27 @@ def compare_xla(model: Any, input_size: tuple[int, int], batch_sizes: tuple[int,
     return results
 
 
-def measure_naive(pipeline: Pipeline, views: list[bytes], count: int) -> dict[str, Any]:
+def keras_models_of(pipeline: Pipeline) -> dict[str, Any]:
+    """The Keras model of each role: the pipeline's own, or loaded from the files when it runs ONNX."""
+    from classifiers.loading import load_model
+
+    if pipeline.settings.backend == "tensorflow":
+        return {role: loaded.compiled.model for role, loaded in pipeline.models.items()}
+    return {role: load_model(pipeline.repository, loaded.entry, role) for role, loaded in pipeline.models.items()}
+
+
+def measure_naive(pipeline: Pipeline, keras_models: dict[str, Any], views: list[bytes], count: int) -> dict[str, Any]:
     """The original project's way: per view, decode, Model.predict on the router, then on its expert."""
     router = pipeline.models["router"]
 
     def predict_one(data: bytes) -> None:
         image = decode_image(data)
         pixels = resize_image(image, router.input_size)[None]
-        scores = router.compiled.model.predict(preprocess_batch(pixels, router.compiled.preprocessing), verbose=0)
-        expert = pipeline.models[pipeline.body_parts[int(np.argmax(scores[0]))]]
+        scores = keras_models["router"].predict(preprocess_batch(pixels, router.compiled.preprocessing), verbose=0)
+        part = pipeline.body_parts[int(np.argmax(scores[0]))]
+        expert = pipeline.models[part]
         expert_pixels = resize_image(image, expert.input_size)[None]
-        expert.compiled.model.predict(preprocess_batch(expert_pixels, expert.compiled.preprocessing), verbose=0)
+        keras_models[part].predict(preprocess_batch(expert_pixels, expert.compiled.preprocessing), verbose=0)
 
     predict_one(views[0])  # Model.predict builds its own function on first use: not counted.
     latencies = []

@@ -13,10 +13,11 @@ import numpy as np
 from PIL import Image
 
 from classifiers.batching import DynamicBatcher
-from classifiers.errors import InvalidOption
+from classifiers.errors import InvalidOption, ModelRepositoryError
 from classifiers.imaging import ImageLimits, decode_image, resize_image
 from classifiers.loading import load_model, model_input_shape
-from classifiers.manifest import BODY_PARTS, DEFAULT_THRESHOLD, ROUTER, read_manifest
+from classifiers.manifest import BODY_PARTS, DEFAULT_THRESHOLD, MANIFEST_NAME, ROUTER, read_manifest
+from classifiers.onnx_backend import ONNX_FILE_KEY, OnnxModel
 from classifiers.results import StudyResult, ViewInput, ViewResult
 from classifiers.runtime import CompiledModel, configure_devices, padded_batch_size
 
@@ -42,6 +43,11 @@ class PipelineSettings:
     jit_compile: bool = False
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    # "tensorflow" runs the Keras files; "onnx" runs each entry's ONNX export (classifiers.onnx_export).
+    backend: str = "tensorflow"
+
+
+BACKENDS = ("tensorflow", "onnx")
 
 
 @dataclass
@@ -50,7 +56,7 @@ class LoadedModel:
 
     role: str
     entry: dict[str, Any]
-    compiled: CompiledModel
+    compiled: CompiledModel | OnnxModel
     batcher: DynamicBatcher
     version: str
 
@@ -81,6 +87,8 @@ class Pipeline:
             ModelRepositoryError: anything in the repository is missing or invalid; nothing is served.
         """
         settings = settings or PipelineSettings()
+        if settings.backend not in BACKENDS:
+            raise ValueError(f"backend {settings.backend!r} unknown; use one of {', '.join(BACKENDS)}")
         repository = Path(repository)
         started = time.perf_counter()
         device = configure_devices(settings.intra_op_threads, settings.inter_op_threads)
@@ -169,7 +177,7 @@ class Pipeline:
             "models": {
                 role: {"version": loaded.version, "input_size": list(loaded.input_size),
                        "preprocessing": loaded.compiled.preprocessing, "classes": loaded.entry["classes"],
-                       "threshold": loaded.entry.get("threshold"), "backend": type(loaded.compiled.model).__module__}
+                       "threshold": loaded.entry.get("threshold"), "backend": loaded.compiled.backend}
                 for role, loaded in self.models.items()
             },
             "manifest": self.manifest,
@@ -230,19 +238,40 @@ class Pipeline:
 
 def _load_one(repository: Path, role: str, entry: dict[str, Any], settings: PipelineSettings) -> LoadedModel:
     """Load, compile, warm up and start the batcher of one model."""
-    model = load_model(repository, entry, role)
-    channels = model_input_shape(model)[2]
-    compiled = CompiledModel(role, model, tuple(entry["input_size"]), entry["preprocessing"], channels,
-                             jit_compile=settings.jit_compile)
+    if settings.backend == "onnx":
+        compiled = _load_onnx(repository, role, entry, settings)
+    else:
+        model = load_model(repository, entry, role)
+        channels = model_input_shape(model)[2]
+        compiled = CompiledModel(role, model, tuple(entry["input_size"]), entry["preprocessing"], channels,
+                                 jit_compile=settings.jit_compile)
     if settings.warmup:
         # XLA compiles per batch shape: compile every padded size the batcher can form, not just 1.
         sizes = {padded_batch_size(size) for size in range(1, settings.max_batch_size + 1)}
-        compiled.warm_up(tuple(sorted(sizes)) if settings.jit_compile else (1,))
+        compiled.warm_up(tuple(sorted(sizes)) if settings.jit_compile and settings.backend != "onnx" else (1,))
     batcher = DynamicBatcher(role, compiled.predict, settings.max_batch_size, settings.max_wait_ms,
                              settings.max_queue_views, settings.on_batch)
-    main_file = entry["files"].get("model") or entry["files"]["weights"]
+    main_file = entry["files"].get(ONNX_FILE_KEY) if settings.backend == "onnx" else None
+    main_file = main_file or entry["files"].get("model") or entry["files"]["weights"]
     checksum = (entry.get("sha256") or {}).get(main_file, "")
     return LoadedModel(role, entry, compiled, batcher, f"{main_file}@{checksum[:12]}" if checksum else main_file)
+
+
+def _load_onnx(repository: Path, role: str, entry: dict[str, Any], settings: PipelineSettings) -> OnnxModel:
+    """Open the entry's ONNX export and check its output width against the manifest classes."""
+    onnx_file = entry["files"].get(ONNX_FILE_KEY)
+    if onnx_file is None:
+        raise ModelRepositoryError(
+            f"{repository / MANIFEST_NAME} [{role}]: no ONNX export for the onnx backend; run"
+            f" python -m classifiers.onnx_export {repository}, or use the tensorflow backend")
+    model = OnnxModel(role, repository / onnx_file, tuple(entry["input_size"]), entry["preprocessing"],
+                      settings.intra_op_threads, settings.inter_op_threads)
+    expected = len(entry["classes"])
+    if model.num_outputs != expected:
+        raise ModelRepositoryError(
+            f"{repository / onnx_file}: {model.num_outputs} outputs but the manifest lists {expected} classes for"
+            f" {role}; re-export it with python -m classifiers.onnx_export {repository}")
+    return model
 
 
 def _resize_all(images: Sequence[Image.Image], size: tuple[int, int],

@@ -73,6 +73,7 @@ class CompiledModel:
         self.preprocessing = preprocessing
         self.channels = channels
         self.jit_compile = jit_compile
+        self.backend = type(model).__module__.split(".")[0]  # keras or tf_keras
         signature = tf.TensorSpec((None, *self.input_size, channels), tf.float32, name="images")
         self._forward = tf.function(lambda images: model(images, training=False), input_signature=[signature],
                                     jit_compile=jit_compile)

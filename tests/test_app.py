@@ -175,11 +175,15 @@ def test_environment_variables_configure_the_app(tiny_repository, monkeypatch):
         read_environment()
 
 
-def test_negative_thread_count_is_refused_with_the_key_named(tiny_repository):
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"INTER_OP_THREADS": -1}, "INTER_OP_THREADS=-1 must be an integer >= 0"),
+    ({"BACKEND": "torch"}, "BACKEND='torch' must be 'tensorflow' or 'onnx'"),
+])
+def test_bad_speed_setting_is_refused_with_the_key_named(tiny_repository, setting, message):
     from app import create_app
 
-    with pytest.raises(ValueError, match="INTER_OP_THREADS=-1 must be an integer >= 0"):
-        create_app({"MODELS_DIR": str(tiny_repository), "INTER_OP_THREADS": -1})
+    with pytest.raises(ValueError, match=message):
+        create_app({"MODELS_DIR": str(tiny_repository), **setting})
 
 
 def test_background_loading_answers_healthz_at_once_and_readyz_when_loaded(tiny_repository):

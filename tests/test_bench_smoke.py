@@ -67,3 +67,18 @@ def test_xla_compiled_model_matches_tf_function_on_padded_batches(batch_size):
     assert xla.shape == plain.shape == (batch_size, 2)
     np.testing.assert_allclose(xla, plain, atol=1e-5)
     assert [padded_batch_size(size) for size in (1, 2, 3, 5, 8, 9, 16)] == [1, 2, 4, 8, 8, 16, 16]
+
+
+def test_quick_onnx_run_exports_once_and_records_the_backend(tmp_path):
+    out = tmp_path / "onnx.json"
+    arguments = ["--quick", "--backbone", "tiny", "--input-size", "32", "--cache", str(tmp_path / "models"),
+                 "--out", str(out), "--skip-xla", "--skip-service", "--studies", "4", "--naive-views", "3",
+                 "--compare-routers", "", "--backend", "onnx"]
+    assert main(arguments) == 0
+    record = json.loads(out.read_text())
+    assert record["settings"]["backend"] == "onnx" and record["service"] is None
+    assert record["pipeline"]["concurrent"]["errors"] == 0 and record["naive"]["views"] == 3
+    exported = {path: path.stat().st_mtime_ns for path in (tmp_path / "models").rglob("*.onnx")}
+    assert len(exported) == 8
+    assert main(arguments) == 0  # the second run reuses the export
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "models").rglob("*.onnx")} == exported

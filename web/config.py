@@ -51,6 +51,7 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TRIAGE_JIT_COMPILE": ("JIT_COMPILE", parse_bool),
     "TRIAGE_INTRA_OP_THREADS": ("INTRA_OP_THREADS", int),
     "TRIAGE_INTER_OP_THREADS": ("INTER_OP_THREADS", int),
+    "TRIAGE_BACKEND": ("BACKEND", str),
 }
 
 
@@ -82,5 +83,7 @@ def check_limits(config: Mapping[str, Any]) -> None:
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"config {key}={value!r} must be an integer >= 0 (0: TensorFlow's default)")
+    if config["BACKEND"] not in ("tensorflow", "onnx"):
+        raise ValueError(f"config BACKEND={config['BACKEND']!r} must be 'tensorflow' or 'onnx'")
     if config["MAX_WAIT_MS"] < 0:
         raise ValueError(f"config MAX_WAIT_MS={config['MAX_WAIT_MS']!r} must be >= 0")

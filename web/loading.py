@@ -29,6 +29,7 @@ def build_settings(config: Mapping[str, Any], on_batch: Callable[[str, int], Non
         jit_compile=config["JIT_COMPILE"],
         intra_op_threads=config["INTRA_OP_THREADS"],
         inter_op_threads=config["INTER_OP_THREADS"],
+        backend=config["BACKEND"],
         on_batch=on_batch,
     )
 

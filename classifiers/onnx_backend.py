@@ -1,0 +1,89 @@
+"""Optional ONNX Runtime backend: a model exported to `<role>.onnx` run with the same interface as CompiledModel.
+
+Faster than TensorFlow on CPU here and quick to load (no Keras graph to build or trace): see
+docs/PERFORMANCE.md. Export a repository with `python -m classifiers.onnx_export FOLDER`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifiers.errors import ModelRepositoryError
+from classifiers.preprocessing import preprocess_batch
+
+ONNX_FILE_KEY = "onnx"
+ONNX_OPSET = 17
+# Largest difference allowed between ONNX Runtime's and TensorFlow's probabilities at export.
+ONNX_TOLERANCE = 1e-4
+
+
+def export_onnx(model: Any, input_size: tuple[int, int], channels: int, path: Path) -> None:
+    """Convert a loaded Keras model (Keras 3 or tf_keras) to an ONNX file with a (None, H, W, C) input."""
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = (tf.TensorSpec((None, *input_size, channels), tf.float32, name="images"),)
+    function = tf.function(lambda images: model(images, training=False))
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=ONNX_OPSET)
+    path.write_bytes(proto.SerializeToString())
+
+
+class OnnxModel:
+    """An ONNX Runtime session with CompiledModel's interface: predict(uint8 images) and forward(float batch)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, name: str, path: Path, input_size: tuple[int, int], preprocessing: str,
+                 intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ModelRepositoryError(
+                "the onnx backend needs the onnxruntime package: pip install -r requirements.txt") from None
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=_providers(onnxruntime))
+        except Exception as error:  # onnxruntime raises its own exception types for a bad file.
+            raise ModelRepositoryError(
+                f"{path}: cannot load the {name} ONNX model ({type(error).__name__}); re-export it with"
+                f" python -m classifiers.onnx_export {path.parent}") from None
+        self.name = name
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.preprocessing = preprocessing
+        model_input = self.session.get_inputs()[0]
+        self._input_name = model_input.name
+        self.channels = int(model_input.shape[3])
+        self.num_outputs = int(self.session.get_outputs()[0].shape[-1])
+        if list(model_input.shape[1:3]) != list(self.input_size):
+            raise ModelRepositoryError(
+                f"{path}: the ONNX model takes {model_input.shape[1:3]} images but the manifest says"
+                f" {list(self.input_size)}; re-export it with python -m classifiers.onnx_export {path.parent}")
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Run the model on (N, H, W, 3) uint8 RGB images; return (N, K) float32 outputs."""
+        batch = preprocess_batch(images, self.preprocessing)
+        if self.channels == 1:
+            batch = batch[..., :1]
+        return self.forward(batch)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Run the session on an already preprocessed (N, H, W, C) float32 batch."""
+        outputs = self.session.run(None, {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.asarray(outputs[0], dtype=np.float32)
+
+    def warm_up(self, batch_sizes: tuple[int, ...]) -> None:
+        """Run once per batch size so the first request does not pay for memory planning."""
+        for batch_size in batch_sizes:
+            self.predict(np.zeros((batch_size, *self.input_size, 3), dtype=np.uint8))
+
+
+def _providers(onnxruntime: Any) -> list[str]:
+    """CUDA first when this onnxruntime build has it, then CPU."""
+    available = onnxruntime.get_available_providers()
+    return [name for name in ("CUDAExecutionProvider", "CPUExecutionProvider") if name in available]

@@ -1,0 +1,87 @@
+"""The optional ONNX Runtime backend: export of a real repository, results equal TensorFlow's, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewInput
+from classifiers.manifest import BODY_PARTS, read_manifest, sha256_file, write_manifest
+from classifiers.onnx_export import export_repository, main
+from tests.conftest import encode_image
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def onnx_repository(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny repository with every model exported to ONNX."""
+    folder = Path(shutil.copytree(tiny_repository, tmp_path_factory.mktemp("onnx") / "repository"))
+    differences = export_repository(folder, log=lambda line: None)
+    assert set(differences) == {"router", *BODY_PARTS}
+    assert all(difference <= TOLERANCE for difference in differences.values())
+    return folder
+
+
+def _study(seed: int, views: int = 3) -> list[ViewInput]:
+    rng = np.random.default_rng(seed)
+    return [ViewInput(f"view{index}.png", encode_image(rng.integers(0, 256, (60 + 7 * index, 50), dtype=np.uint8)))
+            for index in range(views)]
+
+
+def test_export_records_each_onnx_file_with_its_checksum(onnx_repository: Path) -> None:
+    manifest = read_manifest(onnx_repository)  # verifies every sha256, the ONNX files' included
+    for entry in [manifest["router"], *manifest["experts"].values()]:
+        onnx_file = entry["files"]["onnx"]
+        assert (onnx_repository / onnx_file).stat().st_size > 0
+        assert entry["sha256"][onnx_file] == sha256_file(onnx_repository / onnx_file)
+
+
+@pytest.mark.parametrize("body_part", [None, "XR_ELBOW", "XR_FINGER"])  # a sigmoid and a 2-way softmax expert
+def test_onnx_backend_gives_tensorflow_results(onnx_repository: Path, body_part: str | None) -> None:
+    tensorflow = Pipeline.load(onnx_repository, PipelineSettings(backend="tensorflow"))
+    onnx = Pipeline.load(onnx_repository, PipelineSettings(backend="onnx"))
+    try:
+        assert {loaded.compiled.backend for loaded in onnx.models.values()} == {"onnxruntime"}
+        assert onnx.describe()["models"]["router"]["backend"] == "onnxruntime"
+        for seed in range(3):
+            expected = tensorflow.predict_study(_study(seed), body_part=body_part)
+            actual = onnx.predict_study(_study(seed), body_part=body_part)
+            assert actual.body_part == expected.body_part
+            assert actual.abnormality == pytest.approx(expected.abnormality, abs=TOLERANCE)
+            for got, want in zip(actual.images, expected.images, strict=True):
+                assert got.abnormality == pytest.approx(want.abnormality, abs=TOLERANCE)
+                assert got.body_part_confidence == pytest.approx(want.body_part_confidence, abs=TOLERANCE)
+    finally:
+        tensorflow.close()
+        onnx.close()
+
+
+def test_onnx_backend_without_an_export_says_how_to_make_one(tiny_repository: Path) -> None:
+    with pytest.raises(ModelRepositoryError, match=r"no ONNX export .* python -m classifiers\.onnx_export"):
+        Pipeline.load(tiny_repository, PipelineSettings(backend="onnx", warmup=False))
+
+
+def test_unknown_backend_is_refused(tiny_repository: Path) -> None:
+    with pytest.raises(ValueError, match="backend 'torch' unknown"):
+        Pipeline.load(tiny_repository, PipelineSettings(backend="torch"))
+
+
+def test_unreadable_onnx_file_stops_loading_with_its_name(onnx_repository: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(onnx_repository, tmp_path / "repository"))
+    (folder / "XR_HAND.onnx").write_bytes(b"not an onnx model")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["experts"]["XR_HAND"]["sha256"]["XR_HAND.onnx"] = sha256_file(folder / "XR_HAND.onnx")
+    write_manifest(folder, manifest)
+    with pytest.raises(ModelRepositoryError, match=r"XR_HAND\.onnx: cannot load the XR_HAND ONNX model"):
+        Pipeline.load(folder, PipelineSettings(backend="onnx", warmup=False))
+
+
+def test_cli_exits_2_with_one_line_for_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([str(tmp_path / "missing")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1
