@@ -47,6 +47,9 @@ class OnnxModel:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
+        # Eight sessions share the cores: idle pool threads must sleep, not spin, or they starve the busy one.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=_providers(onnxruntime))
         except Exception as error:  # onnxruntime raises its own exception types for a bad file.

@@ -91,7 +91,10 @@ class Pipeline:
             raise ValueError(f"backend {settings.backend!r} unknown; use one of {', '.join(BACKENDS)}")
         repository = Path(repository)
         started = time.perf_counter()
-        device = configure_devices(settings.intra_op_threads, settings.inter_op_threads)
+        # The thread settings size the pools of the backend that runs the models: TensorFlow's or ONNX Runtime's.
+        tensorflow_threads = (settings.intra_op_threads, settings.inter_op_threads) \
+            if settings.backend == "tensorflow" else (0, 0)
+        device = configure_devices(*tensorflow_threads)
         manifest = read_manifest(repository)
         entries = {ROUTER: manifest[ROUTER], **{part: manifest["experts"][part] for part in BODY_PARTS}}
         models: dict[str, LoadedModel] = {}
