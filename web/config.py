@@ -20,8 +20,9 @@ DEFAULTS: dict[str, Any] = {
     "WARMUP": True,
     "LOAD_IN_BACKGROUND": False,
     "JIT_COMPILE": False,  # XLA; batches padded to a power of two, one compile per size at warm-up
-    "INTRA_OP_THREADS": 0,  # TensorFlow thread pools; 0 lets TensorFlow choose
+    "INTRA_OP_THREADS": 0,  # the backend's thread pools; 0 lets it choose
     "INTER_OP_THREADS": 0,
+    "BACKEND": "tensorflow",  # or "onnx": each model's ONNX export (python -m classifiers.onnx_export)
     "RETRY_AFTER_NOT_READY_S": 5,
 }
 
