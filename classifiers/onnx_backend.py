@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.errors import ModelRepositoryError
-from classifiers.preprocessing import preprocess_batch
+from classifiers.runtime import ImageModel
 
 ONNX_FILE_KEY = "onnx"
 ONNX_OPSET = 17
@@ -31,8 +31,8 @@ def export_onnx(model: Any, input_size: tuple[int, int], channels: int, path: Pa
     path.write_bytes(proto.SerializeToString())
 
 
-class OnnxModel:
-    """An ONNX Runtime session with CompiledModel's interface: predict(uint8 images) and forward(float batch)."""
+class OnnxModel(ImageModel):
+    """An ONNX Runtime session behind the same interface as CompiledModel."""
 
     backend = "onnxruntime"
 
@@ -68,22 +68,10 @@ class OnnxModel:
                 f"{path}: the ONNX model takes {model_input.shape[1:3]} images but the manifest says"
                 f" {list(self.input_size)}; re-export it with python -m classifiers.onnx_export {path.parent}")
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Run the model on (N, H, W, 3) uint8 RGB images; return (N, K) float32 outputs."""
-        batch = preprocess_batch(images, self.preprocessing)
-        if self.channels == 1:
-            batch = batch[..., :1]
-        return self.forward(batch)
-
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Run the session on an already preprocessed (N, H, W, C) float32 batch."""
         outputs = self.session.run(None, {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         return np.asarray(outputs[0], dtype=np.float32)
-
-    def warm_up(self, batch_sizes: tuple[int, ...]) -> None:
-        """Run once per batch size so the first request does not pay for memory planning."""
-        for batch_size in batch_sizes:
-            self.predict(np.zeros((batch_size, *self.input_size, 3), dtype=np.uint8))
 
 
 def _providers(onnxruntime: Any) -> list[str]:

@@ -19,7 +19,7 @@ from classifiers.loading import load_model, model_input_shape
 from classifiers.manifest import BODY_PARTS, DEFAULT_THRESHOLD, MANIFEST_NAME, ROUTER, read_manifest
 from classifiers.onnx_backend import ONNX_FILE_KEY, OnnxModel
 from classifiers.results import StudyResult, ViewInput, ViewResult
-from classifiers.runtime import CompiledModel, configure_devices, padded_batch_size
+from classifiers.runtime import CompiledModel, ImageModel, configure_devices, padded_batch_size
 
 AGGREGATIONS: dict[str, Callable[[np.ndarray], float]] = {
     "mean": lambda scores: float(np.mean(scores)),
@@ -56,7 +56,7 @@ class LoadedModel:
 
     role: str
     entry: dict[str, Any]
-    compiled: CompiledModel | OnnxModel
+    compiled: ImageModel
     batcher: DynamicBatcher
     version: str
 
@@ -251,7 +251,7 @@ def _load_one(repository: Path, role: str, entry: dict[str, Any], settings: Pipe
     if settings.warmup:
         # XLA compiles per batch shape: compile every padded size the batcher can form, not just 1.
         sizes = {padded_batch_size(size) for size in range(1, settings.max_batch_size + 1)}
-        compiled.warm_up(tuple(sorted(sizes)) if settings.jit_compile and settings.backend != "onnx" else (1,))
+        compiled.warm_up(tuple(sorted(sizes)) if compiled.jit_compile else (1,))
     batcher = DynamicBatcher(role, compiled.predict, settings.max_batch_size, settings.max_wait_ms,
                              settings.max_queue_views, settings.on_batch)
     main_file = entry["files"].get(ONNX_FILE_KEY) if settings.backend == "onnx" else None

@@ -56,7 +56,37 @@ def padded_batch_size(batch_size: int) -> int:
     return 1 << max(0, batch_size - 1).bit_length()
 
 
-class CompiledModel:
+class ImageModel:
+    """What a backend's model shares: uint8 images in, through the entry's preprocessing, to `forward`.
+
+    Subclasses set name, input_size, preprocessing, channels and backend, and define forward().
+    """
+
+    name: str
+    input_size: tuple[int, int]
+    preprocessing: str
+    channels: int
+    backend: str
+    jit_compile: bool = False  # XLA programs are per batch shape: warm-up then covers every padded size
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Run the model on (N, H, W, 3) uint8 RGB images; return (N, K) float32 outputs."""
+        batch = preprocess_batch(images, self.preprocessing)
+        if self.channels == 1:
+            batch = batch[..., :1]
+        return self.forward(batch)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on an already preprocessed (N, H, W, C) float32 batch."""
+        raise NotImplementedError
+
+    def warm_up(self, batch_sizes: tuple[int, ...]) -> None:
+        """Run once per batch size so the first request pays for no tracing or memory planning."""
+        for batch_size in batch_sizes:
+            self.predict(np.zeros((batch_size, *self.input_size, 3), dtype=np.uint8))
+
+
+class CompiledModel(ImageModel):
     """A Keras model wrapped in a tf.function with a fixed (None, H, W, C) float32 signature.
 
     With `jit_compile` the function is compiled by XLA; batches are zero-padded to a power of two so
@@ -78,13 +108,6 @@ class CompiledModel:
         self._forward = tf.function(lambda images: model(images, training=False), input_signature=[signature],
                                     jit_compile=jit_compile)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Run the model on (N, H, W, 3) uint8 RGB images; return (N, K) float32 outputs."""
-        batch = preprocess_batch(images, self.preprocessing)
-        if self.channels == 1:
-            batch = batch[..., :1]
-        return self.forward(batch)
-
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Run the compiled function on an already preprocessed (N, H, W, C) float32 batch."""
         num_views = len(batch)
@@ -92,8 +115,3 @@ class CompiledModel:
             padding = np.zeros((padded_batch_size(num_views) - num_views, *batch.shape[1:]), dtype=batch.dtype)
             batch = np.concatenate([batch, padding])
         return np.asarray(self._forward(batch), dtype=np.float32)[:num_views]
-
-    def warm_up(self, batch_sizes: tuple[int, ...]) -> None:
-        """Trace and run the function once per batch size so the first request is not slow."""
-        for batch_size in batch_sizes:
-            self.predict(np.zeros((batch_size, *self.input_size, 3), dtype=np.uint8))
