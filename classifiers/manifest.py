@@ -16,7 +16,7 @@ FORMAT_VERSION = 1
 ROUTER = "router"
 EXPERT_CLASS_LAYOUTS = (["abnormal"], ["negative", "positive"])
 FILE_KEY_LAYOUTS = ({"architecture", "weights"}, {"model"})
-OPTIONAL_FILE_KEY = "onnx"  # an ONNX export beside the Keras files (classifiers.onnx_export)
+ONNX_FILE_KEY = "onnx"  # optional: an ONNX export beside the Keras files (classifiers.onnx_export)
 DEFAULT_INPUT_SIZE = (224, 224)
 DEFAULT_PREPROCESSING = "tf"
 DEFAULT_THRESHOLD = 0.5
@@ -133,7 +133,7 @@ def _validate_entry(entry: Any, role: str, folder: Path, verify_checksums: bool)
     if not isinstance(entry, dict):
         raise ModelRepositoryError(f"{where}: must be an object; {FIX_HINT}")
     files = entry.get("files")
-    if not isinstance(files, dict) or set(files) - {OPTIONAL_FILE_KEY} not in FILE_KEY_LAYOUTS:
+    if not isinstance(files, dict) or set(files) - {ONNX_FILE_KEY} not in FILE_KEY_LAYOUTS:
         raise ModelRepositoryError(
             f"{where}: 'files' must be {{'architecture': X.json, 'weights': X.h5}} or {{'model': X.keras|X.h5}},"
             " optionally with 'onnx': X.onnx"

@@ -14,7 +14,6 @@ import numpy as np
 from classifiers.errors import ModelRepositoryError
 from classifiers.runtime import ImageModel
 
-ONNX_FILE_KEY = "onnx"
 ONNX_OPSET = 17
 # Largest difference allowed between ONNX Runtime's and TensorFlow's probabilities at export.
 ONNX_TOLERANCE = 1e-4

@@ -19,8 +19,8 @@ import numpy as np
 
 from classifiers.errors import ModelRepositoryError
 from classifiers.loading import load_model, model_input_shape
-from classifiers.manifest import BODY_PARTS, ROUTER, read_manifest, sha256_file, write_manifest
-from classifiers.onnx_backend import ONNX_FILE_KEY, ONNX_TOLERANCE, OnnxModel, export_onnx
+from classifiers.manifest import BODY_PARTS, ONNX_FILE_KEY, ROUTER, read_manifest, sha256_file, write_manifest
+from classifiers.onnx_backend import ONNX_TOLERANCE, OnnxModel, export_onnx
 from classifiers.runtime import CompiledModel
 
 

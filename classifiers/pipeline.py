@@ -16,8 +16,8 @@ from classifiers.batching import DynamicBatcher
 from classifiers.errors import InvalidOption, ModelRepositoryError
 from classifiers.imaging import ImageLimits, decode_image, resize_image
 from classifiers.loading import load_model, model_input_shape
-from classifiers.manifest import BODY_PARTS, DEFAULT_THRESHOLD, MANIFEST_NAME, ROUTER, read_manifest
-from classifiers.onnx_backend import ONNX_FILE_KEY, OnnxModel
+from classifiers.manifest import BODY_PARTS, DEFAULT_THRESHOLD, MANIFEST_NAME, ONNX_FILE_KEY, ROUTER, read_manifest
+from classifiers.onnx_backend import OnnxModel
 from classifiers.results import StudyResult, ViewInput, ViewResult
 from classifiers.runtime import CompiledModel, ImageModel, configure_devices, padded_batch_size
 
