@@ -32,12 +32,34 @@ ORIGINAL_INPUT_SIZE = (224, 224)
 
 
 def role_of_file(file_name: str) -> str:
-    """Return the body part named in a file name (XR_ELBOW ...), or "router" when it names none."""
-    upper = file_name.upper()
-    found = [part for part in BODY_PARTS if re.search(rf"{part}(?![A-Z])", upper)]
+    """Return the body part named in a file name (XR_ELBOW ...), or "router" when it names none.
+
+    A part name counts when what follows it is not a letter, or is a lower-case word after the
+    capitals (`XR_SHOULDERfinal2`); a part glued to more letters of its case (`XR_HANDS`,
+    `XR_HANDFINAL`) is refused as ambiguous rather than read as that part or as the router.
+
+    Raises:
+        ModelRepositoryError: the name holds two parts, or a part glued to more capitals.
+    """
+    found: set[str] = set()
+    glued: list[tuple[str, str]] = []  # (part as written, the letters glued to it)
+    for part in BODY_PARTS:
+        for match in re.finditer(re.escape(part), file_name, flags=re.IGNORECASE):
+            following = file_name[match.end():match.end() + 1]
+            if not following.isalpha() or (match.group().isupper() and following.islower()):
+                found.add(part)
+            else:
+                glued.append((match.group(), re.match(r"[A-Za-z]*", file_name[match.end():]).group()))
     if len(found) > 1:
-        raise ModelRepositoryError(f"{file_name}: names several body parts {found}; rename it")
-    return found[0] if found else ROUTER
+        raise ModelRepositoryError(
+            f"{file_name!r} names several body parts ({', '.join(sorted(found))}); rename it to name one")
+    if glued and not found:
+        part, letters = glued[0]
+        raise ModelRepositoryError(
+            f"{file_name!r}: cannot tell whether {part + letters!r} names a body part; rename the file with a"
+            f" separator after the part ({part}_{letters}) if it is that expert, or without the part name if it"
+            " is the router")
+    return found.pop() if found else ROUTER
 
 
 def pair_files(folder: Path) -> dict[str, dict[str, str]]:
@@ -48,18 +70,32 @@ def pair_files(folder: Path) -> dict[str, dict[str, str]]:
         if kind is None or path.name == MANIFEST_NAME:
             continue
         grouped.setdefault(role_of_file(path.name), {"architecture": [], "weights": []})[kind].append(path.name)
-    missing = [role for role in (ROUTER, *BODY_PARTS) if role not in grouped]
-    if missing:
-        raise ModelRepositoryError(f"{folder}: no .json + .h5 pair found for {', '.join(missing)}")
-    pairs = {}
-    for role, files in grouped.items():
-        if len(files["architecture"]) != 1 or len(files["weights"]) != 1:
-            raise ModelRepositoryError(
-                f"{folder}: the {role} needs exactly one .json and one .h5; found {files['architecture']} and"
-                f" {files['weights']} (move the extra files out)"
-            )
-        pairs[role] = {"architecture": files["architecture"][0], "weights": files["weights"][0]}
+    pairs, problems = {}, []
+    for role in (ROUTER, *BODY_PARTS):
+        files = grouped.get(role, {"architecture": [], "weights": []})
+        if len(files["architecture"]) == 1 and len(files["weights"]) == 1:
+            pairs[role] = {"architecture": files["architecture"][0], "weights": files["weights"][0]}
+        else:
+            problems.append(_pairing_problem(role, files))
+    if problems:
+        # Files a role has too many or too few of come first: they usually explain the missing roles.
+        problems.sort(key=lambda problem: problem.startswith("no "))
+        raise ModelRepositoryError(f"{folder}: " + "; ".join(problems))
     return pairs
+
+
+def _pairing_problem(role: str, files: dict[str, list[str]]) -> str:
+    """Say which files a role got and how to rename them so that it gets one .json and one .h5."""
+    found = [*files["architecture"], *files["weights"]]
+    if not found and role == ROUTER:
+        return f"no .json + .h5 pair found for {role} (the router's files must name no body part)"
+    if not found:
+        return (f"no .json + .h5 pair found for {role} (its files must name the body part, e.g."
+                f" model_architecture{role}_final.json + modelMN{role}_final.h5)")
+    listing = ", ".join(repr(name) for name in found)
+    hint = ("rename the expert files so that each names its body part (XR_ELBOW ... XR_WRIST) and move any"
+            " other .json/.h5 out") if role == ROUTER else "move the extra or unpaired files out of the folder"
+    return f"the {role} needs exactly one .json and one .h5 but has {listing}: {hint}"
 
 
 def build_legacy_manifest(folder: Path, preprocessing: str = ORIGINAL_PREPROCESSING,

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from classifiers import Pipeline, PipelineSettings, ViewInput, decode_image, resize_image
+from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewInput, decode_image, resize_image
 from classifiers.legacy_import import main, role_of_file
 from classifiers.manifest import BODY_PARTS
 from tests.conftest import encode_image
 from tests.model_factory import build_tiny_expert, build_tiny_router
 
-# The original project's file names, spaces included.
+# The original project's sixteen file names, exactly as it saved them (spaces and glued words included).
 ORIGINAL_NAMES = {
     "router": ("model_architecture_ULCwAnshu.json", "modelMN_ULC_best03w Anshu.h5"),
     "XR_ELBOW": ("model_architectureXR_ELBOW final.json", "modelMNXR_ELBOW final.h5"),
-    "XR_FINGER": ("model_architectureXR_FINGER final.json", "modelMNXR_FINGER final.h5"),
-    "XR_FOREARM": ("model_architectureXR_FOREARM final.json", "modelMNXR_FOREARM final.h5"),
+    "XR_FINGER": ("model_architectureXR_FINGER_final.json", "modelMNXR_FINGER_final.h5"),
+    "XR_FOREARM": ("model_architectureXR_FOREARM_final.json", "modelMNXR_FOREARM_final.h5"),
     "XR_HAND": ("model_architectureXR_HAND_final1.json", "modelMNXR_HAND_final1.h5"),
-    "XR_HUMERUS": ("model_architectureXR_HUMERUS final.json", "modelMNXR_HUMERUS final.h5"),
-    "XR_SHOULDER": ("model_architectureXR_SHOULDER final.json", "modelMNXR_SHOULDER final.h5"),
+    "XR_HUMERUS": ("model_architectureXR_HUMERUS_final.json", "modelMNXR_HUMERUS_final.h5"),
+    "XR_SHOULDER": ("model_architectureXR_SHOULDERfinal2.json", "modelMNXR_SHOULDERfinal2.h5"),
     "XR_WRIST": ("model_architecture_XR_WRIST_final.json", "model_MNXR_WRIST_final.h5"),
 }
 
@@ -43,11 +45,22 @@ def original_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     ("file_name", "role"),
-    [("modelMNXR_ELBOW final.h5", "XR_ELBOW"), ("model_MNXR_WRIST_final.h5", "XR_WRIST"),
-     ("model_architectureXR_HAND_final1.json", "XR_HAND"), ("modelMN_ULC_best03w Anshu.h5", "router")],
+    [(name, role) for role, names in ORIGINAL_NAMES.items() for name in names]
+    + [("XR_HAND.h5", "XR_HAND"), ("xr_wrist-v2.json", "XR_WRIST"), ("XR_ELBOW1.h5", "XR_ELBOW")],
 )
 def test_role_of_file_reads_the_body_part_from_the_name(file_name: str, role: str) -> None:
     assert role_of_file(file_name) == role
+
+
+@pytest.mark.parametrize(
+    ("file_name", "message"),
+    [("XR_HANDS.h5", "'XR_HANDS'"), ("modelXR_HANDFINAL.h5", "(XR_HAND_FINAL)"),
+     ("xr_handfinal.json", "(xr_hand_final)"), ("XR_HAND_XR_WRIST.h5", "several body parts (XR_HAND, XR_WRIST)"),
+     ("XR_WRISTfinal_XR_ELBOW.json", "several body parts (XR_ELBOW, XR_WRIST)")],
+)
+def test_role_of_file_refuses_ambiguous_names_and_says_how_to_rename(file_name: str, message: str) -> None:
+    with pytest.raises(ModelRepositoryError, match=re.escape(message)):
+        role_of_file(file_name)
 
 
 def test_import_writes_a_manifest_that_loads_and_scores(original_folder: Path,
@@ -82,3 +95,34 @@ def test_import_refuses_to_overwrite_and_reports_missing_pairs(original_folder: 
     (tmp_path / "model_architectureXR_ELBOW final.json").write_text("{}")
     assert main([str(tmp_path)]) == 2
     assert "no .json + .h5 pair found for router" in capsys.readouterr().err
+
+
+def test_service_starts_on_the_imported_folder_and_scores_a_shoulder_study(original_folder: Path) -> None:
+    from app import create_app
+
+    assert main([str(original_folder), "--force"]) == 0
+    app = create_app({"TESTING": True, "MODELS_DIR": str(original_folder)})
+    try:
+        client = app.test_client()
+        assert client.get("/readyz").status_code == 200
+        pixels = np.random.default_rng(3).integers(0, 255, (64, 48), dtype=np.uint8)
+        response = client.post("/predict", data={"image": (io.BytesIO(encode_image(pixels)), "view.png"),
+                                                 "body_part": "shoulder"})
+        assert response.status_code == 200, response.get_json()
+        answer = response.get_json()
+        assert answer["study"]["body_part"] == "XR_SHOULDER"
+        assert answer["models"]["expert"].startswith("modelMNXR_SHOULDERfinal2.h5@")
+        assert 0.0 <= answer["study"]["abnormality"] <= 1.0
+    finally:
+        app.extensions["pipeline_loader"].pipeline.close()
+
+
+def test_import_names_the_files_of_a_role_that_cannot_be_paired(original_folder: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    for name in (*ORIGINAL_NAMES["router"], *ORIGINAL_NAMES["XR_WRIST"], "modelMNXR_WRIST_old.h5"):
+        (tmp_path / name).write_bytes((original_folder / ORIGINAL_NAMES["XR_WRIST"][1]).read_bytes())
+    assert main([str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    wrist_problem = error.index("the XR_WRIST needs exactly one .json and one .h5")
+    assert wrist_problem < error.index("no .json + .h5 pair found for XR_ELBOW")
+    assert "'modelMNXR_WRIST_old.h5'" in error and "move the extra" in error
