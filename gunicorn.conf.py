@@ -31,3 +31,10 @@ accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("TRIAGE_LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+
+def post_fork(server, worker) -> None:
+    """In each worker: gunicorn's own 400/414/431 answers use the API's JSON error shape."""
+    from web.gunicorn_errors import install
+
+    install()

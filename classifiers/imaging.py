@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from classifiers.errors import ImageTooLarge, ImageTooSmall, TruncatedImage, UnreadableImage
+from classifiers.names import printable_name
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -47,9 +48,12 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "
 
 
 def load_image_file(path: str | Path, limits: ImageLimits = ImageLimits()) -> Image.Image:
-    """Read and decode one image file (see `decode_image`)."""
+    """Read and decode one regular image file (see `decode_image`); a FIFO or device is refused unread."""
     path = Path(path)
-    return decode_image(path.read_bytes(), limits, name=path.name)
+    name = printable_name(path.name)
+    if not path.is_file():
+        raise UnreadableImage(name, "not a regular file (a folder, FIFO or device); list image files only")
+    return decode_image(path.read_bytes(), limits, name=name)
 
 
 def resize_image(image: Image.Image, size: tuple[int, int]) -> np.ndarray:

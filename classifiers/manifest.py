@@ -20,6 +20,11 @@ ONNX_FILE_KEY = "onnx"  # optional: an ONNX export beside the Keras files (class
 DEFAULT_INPUT_SIZE = (224, 224)
 DEFAULT_PREPROCESSING = "tf"
 DEFAULT_THRESHOLD = 0.5
+NO_MANIFEST_WARNING = (
+    "no manifest.json: every threshold is the default 0.5, preprocessing and input sizes are defaults, and no"
+    " checksum is verified; write a manifest (python -m classifiers.legacy_import FOLDER, or see README,"
+    " 'Model repository') with the thresholds chosen on validation data"
+)
 FIX_HINT = "fix manifest.json or regenerate it (see README, 'Model repository')"
 
 
@@ -192,6 +197,13 @@ def conventional_manifest(folder: Path) -> dict[str, Any]:
         manifest["experts"][body_part] = _conventional_entry(folder, body_part, None)
     validate_manifest(manifest, folder, verify_checksums=False)
     return manifest
+
+
+def threshold_source(entry: dict[str, Any]) -> str:
+    """Where an expert's threshold comes from: "manifest", or a default (said why)."""
+    if entry.get("conventional"):
+        return "default (no manifest.json)"
+    return "manifest" if "threshold" in entry else "default (not in manifest.json)"
 
 
 def _conventional_entry(folder: Path, stem: str, classes: list[str] | None) -> dict[str, Any]:

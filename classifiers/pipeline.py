@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -16,10 +17,21 @@ from classifiers.batching import DynamicBatcher
 from classifiers.errors import InvalidOption, ModelRepositoryError
 from classifiers.imaging import ImageLimits, decode_image, resize_image
 from classifiers.loading import load_model, model_input_shape
-from classifiers.manifest import BODY_PARTS, DEFAULT_THRESHOLD, MANIFEST_NAME, ONNX_FILE_KEY, ROUTER, read_manifest
+from classifiers.manifest import (
+    BODY_PARTS,
+    DEFAULT_THRESHOLD,
+    MANIFEST_NAME,
+    NO_MANIFEST_WARNING,
+    ONNX_FILE_KEY,
+    ROUTER,
+    read_manifest,
+    threshold_source,
+)
 from classifiers.onnx_backend import OnnxModel
 from classifiers.results import StudyResult, ViewInput, ViewResult
 from classifiers.runtime import CompiledModel, ImageModel, configure_devices, padded_batch_size
+
+logger = logging.getLogger(__name__)
 
 AGGREGATIONS: dict[str, Callable[[np.ndarray], float]] = {
     "mean": lambda scores: float(np.mean(scores)),
@@ -78,6 +90,9 @@ class Pipeline:
         self.device = device
         self.load_seconds = load_seconds
         self.body_parts: tuple[str, ...] = tuple(manifest[ROUTER]["classes"])
+        self.warnings: list[str] = [NO_MANIFEST_WARNING] if manifest[ROUTER].get("conventional") else []
+        for warning in self.warnings:
+            logger.warning("%s: %s", repository.name, warning)
 
     @classmethod
     def load(cls, repository: str | Path, settings: PipelineSettings | None = None) -> Pipeline:
@@ -158,6 +173,7 @@ class Pipeline:
             abnormality=abnormality,
             label="abnormal" if abnormality >= threshold else "normal",
             threshold=threshold,
+            threshold_source=threshold_source(expert.entry),
             aggregation=aggregation,
             n_images=len(images),
             warnings=self._warnings(views, mean_scores, routed_part, body_part and chosen_part),
@@ -177,6 +193,7 @@ class Pipeline:
             "load_seconds": round(self.load_seconds, 3),
             "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__},
             "body_parts": list(self.body_parts),
+            "warnings": list(self.warnings),
             "models": {
                 role: {"version": loaded.version, "input_size": list(loaded.input_size),
                        "preprocessing": loaded.compiled.preprocessing, "classes": loaded.entry["classes"],

@@ -52,6 +52,7 @@ class StudyResult:
     images: list[ViewResult]
     models: dict[str, str]
     timing_ms: dict[str, float] = field(default_factory=dict)
+    threshold_source: str = "manifest"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready /predict response body of DESIGN.md."""
@@ -62,6 +63,7 @@ class StudyResult:
                 "abnormality": round(self.abnormality, ROUND_DIGITS),
                 "label": self.label,
                 "threshold": self.threshold,
+                "threshold_source": self.threshold_source,
                 "aggregation": self.aggregation,
                 "n_images": self.n_images,
                 "warnings": list(self.warnings),

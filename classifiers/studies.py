@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from classifiers.manifest import BODY_PARTS
+from classifiers.names import printable_name
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 _LABEL_PATTERN = re.compile(r"_(positive|negative)$", re.IGNORECASE)
@@ -91,7 +92,8 @@ def label_from_folder_name(folder_name: str) -> int | None:
 
 
 def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    """An image file by its suffix, not hidden, and a regular file (a FIFO or device would block a read)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
 
 
 def _studies_from_folder(root: Path) -> list[Study]:
@@ -109,7 +111,9 @@ def _studies_from_folder(root: Path) -> list[Study]:
         relative_parts = relative.parts or (root.resolve().name,)
         studies.append(
             Study(
-                study_id="/".join(relative_parts),
+                # Folder names that are not UTF-8 or hold hidden characters are escaped once, here, so
+                # the id is the same in every output and on every rerun.
+                study_id=printable_name("/".join(relative_parts)),
                 image_paths=tuple(sorted(image_paths)),
                 body_part=body_part_from_path(relative_parts),
                 label=label_from_folder_name(relative_parts[-1]),

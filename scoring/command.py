@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from classifiers.names import printable_name
 from classifiers.studies import StudySourceError, find_studies
 from scoring.bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED
 from scoring.output import OutputError, open_outputs, read_predictions
@@ -47,7 +48,7 @@ class ScoringOptions:
 
 def say(message: str) -> None:
     """Print a status line on stderr without breaking the progress bar."""
-    tqdm.write(f"score.py: {message}", file=sys.stderr)
+    tqdm.write(printable_name(f"score.py: {message}"), file=sys.stderr)
 
 
 def _check_options(options: ScoringOptions) -> str | None:

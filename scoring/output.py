@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from classifiers.names import printable_name
+
 PREDICTION_COLUMNS = (
     "study", "n_images", "n_unreadable", "body_part", "body_part_confidence", "abnormality",
     "label", "threshold", "warnings", "true_body_part", "true_label",
@@ -25,8 +27,12 @@ class OutputError(Exception):
 
 
 def _one_line(value: object) -> str:
-    """Return the value as text on one line, so every CSV record is exactly one line."""
-    return " ".join(str(value).split()) if value is not None else ""
+    """Return the value as text on one line with hidden characters escaped (see printable_name).
+
+    One line, so every CSV record is exactly one line; escaped, so a file name that is not UTF-8 can be
+    written and a bidirectional override cannot reorder what a reader sees.
+    """
+    return printable_name(" ".join(str(value).split())) if value is not None else ""
 
 
 def _format_line(values: Iterable[object]) -> str:
@@ -75,9 +81,8 @@ class AppendOnlyCsv:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a", encoding="utf-8", newline="")
         except OSError as error:
-            raise OutputError(
-                f"cannot write {self.path} ({error.strerror or error}); choose a writable output path"
-            ) from None
+            raise OutputError(f"cannot write {self.path} ({describe_write_failure(self.path, error)}); "
+                              "choose a writable output path") from None
         if self._handle.tell() == 0:
             self.append({column: column for column in self.columns})
 
@@ -95,6 +100,16 @@ class AppendOnlyCsv:
             os.fsync(self._handle.fileno())
             self._handle.close()
             self._handle = None
+
+
+def describe_write_failure(path: Path, error: OSError) -> str:
+    """Say why `path` cannot be written, naming a parent that is a file rather than a folder."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            break
+    return str(error.strerror or error)
 
 
 def _truncate_partial_last_line(path: Path) -> None:

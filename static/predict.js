@@ -25,6 +25,16 @@
     return (100 * probability).toFixed(1) + " %";
   }
 
+  // Control, format (bidirectional overrides, zero-width) and separator characters are shown as \uXXXX,
+  // so "evil\u202egnp.exe" cannot display as "evilexe.png" (the service escapes the names it echoes alike).
+  function displayName(name) {
+    return name.replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, (character) => {
+      const code = character.codePointAt(0);
+      return code < 0x100 ? "\\x" + code.toString(16).padStart(2, "0")
+        : "\\u" + code.toString(16).padStart(4, "0");
+    });
+  }
+
   function partName(bodyPart) {
     return bodyPartNames[bodyPart] || bodyPart;
   }
@@ -53,7 +63,7 @@
       const image = document.createElement("img");
       const url = URL.createObjectURL(file);
       previewUrls.push(url);
-      image.alt = "Preview of view " + (index + 1) + ": " + file.name;
+      image.alt = "Preview of view " + (index + 1) + ": " + displayName(file.name);
       image.addEventListener("error", () => {
         // Not an image the browser can show (the service will say whether it can read it).
         const placeholder = document.createElement("div");
@@ -63,12 +73,12 @@
       });
       image.src = url;
       const caption = document.createElement("span");
-      caption.textContent = file.name;
+      caption.textContent = displayName(file.name);
       const remove = document.createElement("button");
       remove.type = "button";
       remove.className = "remove";
       remove.textContent = "Remove";
-      remove.setAttribute("aria-label", "Remove " + file.name);
+      remove.setAttribute("aria-label", "Remove " + displayName(file.name));
       remove.addEventListener("click", () => {
         files.splice(index, 1);
         renderPreviews();
@@ -152,7 +162,7 @@
     rows.replaceChildren();
     result.images.forEach((view) => {
       const row = document.createElement("tr");
-      [view.name, partName(view.body_part), percent(view.body_part_confidence), percent(view.abnormality)]
+      [displayName(view.name), partName(view.body_part), percent(view.body_part_confidence), percent(view.abnormality)]
         .forEach((text) => {
           const cell = document.createElement("td");
           cell.textContent = text;

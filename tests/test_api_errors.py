@@ -63,6 +63,15 @@ ERROR_CASES = [
     ("unknown-aggregation", "POST", "/predict", {"data": PNG, "content_type": "image/png",
                                                  "query_string": {"aggregation": "median"}}, 422,
      "invalid_option", "mean"),
+    ("json-nested-1000-deep", "POST", "/predict", {"data": b"[" * 1000 + b"]" * 1000,
+                                                   "content_type": "application/json"}, 400, "bad_request",
+     "nested too deeply"),
+    ("json-object-nested-100000-deep", "POST", "/predict", {"data": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+                                                            "content_type": "application/json"}, 400,
+     "bad_request", "nested too deeply"),
+    ("5000-tiny-parts", "POST", "/predict",
+     {"data": {f"field{index}": "x" for index in range(5000)}, "content_type": "multipart/form-data"}, 413,
+     "payload_too_large", "more than 1000 parts"),
     ("unknown-path", "GET", "/nowhere", {}, 404, "not_found", "openapi.json"),
     ("get-predict", "GET", "/predict", {}, 405, "method_not_allowed", "method"),
     ("delete-healthz", "DELETE", "/healthz", {}, 405, "method_not_allowed", "method"),
@@ -108,19 +117,19 @@ def test_unexpected_exception_is_a_500_without_trace_or_path(tmp_path):
     assert str(tmp_path) not in response.get_data(as_text=True)
 
 
-def test_failed_repository_keeps_readyz_503_with_the_reason(tmp_path):
+def test_failed_repository_is_a_permanent_failure_that_healthz_shows(tmp_path):
     from app import create_app
 
     flask_app = create_app({"MODELS_DIR": str(tmp_path / "empty"), "LOAD_IN_BACKGROUND": True})
     flask_app.extensions["pipeline_loader"].loaded.wait(timeout=120)
     client = flask_app.test_client()
-    assert client.get("/healthz").status_code == 200
-    for path, method in (("/readyz", "GET"), ("/predict", "POST"), ("/models", "GET")):
+    # Failed for good: no "retry shortly", and the liveness probe fails so an orchestrator sees it.
+    for path, method in (("/healthz", "GET"), ("/readyz", "GET"), ("/predict", "POST"), ("/models", "GET")):
         response = client.open(path, method=method, data=PNG, content_type="image/png")
         assert response.status_code == 503, path
-        assert response.headers["Retry-After"] == "5"
+        assert "Retry-After" not in response.headers, path
         error = response.get_json()["error"]
-        assert error["code"] == "not_ready"
+        assert error["code"] == "load_failed"
         assert error["message"].startswith("the model repository failed to load")
         assert "empty" in error["message"] and str(tmp_path) not in error["message"]
 

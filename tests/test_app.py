@@ -93,7 +93,11 @@ def test_predict_reads_options_from_form_query_and_json(client, option_source):
     ("<img src=x onerror=alert(1)>.png", "<img src=x onerror=alert(1)>.png"),
     ("../../etc/passwd", "passwd"),
     ("study 1/view 2/lateral.png", "lateral.png"),
-    ("tab\there.png", "tabhere.png"),
+    ("tab\there.png", "tab\\x09here.png"),
+    # A right-to-left override would display "evil\u202egnp.exe" as "evilexe.png": it is shown escaped.
+    ("evil\u202egnp.exe", "evil\\u202egnp.exe"),
+    ("zero\u200bwidth\u2066.png", "zero\\u200bwidth\\u2066.png"),
+    ("line\u2028break.png", "line\\u2028break.png"),
 ])
 def test_predict_echoes_names_as_plain_text(client, sent_name, echoed_name):
     response = client.post("/predict", data=multipart((sent_name, PNG)))

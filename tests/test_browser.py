@@ -89,6 +89,17 @@ def test_page_shows_the_result_of_a_two_view_study(page, tmp_path):
     assert page.console_errors == [] and page.outside_requests == []
 
 
+def test_page_shows_bidirectional_override_in_a_file_name_escaped(page):
+    # "evil\u202egnp.png" would display as "evilgnp.png" reversed ("evilpng.gnp"); the page shows the escape.
+    page.get_by_label("Choose images").set_input_files([image_file("evil\u202egnp.png", make_radiograph(seed=13))])
+    expect(page.locator("#previews li span")).to_have_text("evil\\u202egnp.png")
+    page.get_by_role("button", name="Analyse study").click()
+    expect(page.locator("#result")).to_be_visible(timeout=30_000)
+    cell = page.locator("#views-body tr").first.locator("td").first
+    assert cell.text_content() == "evil\\u202egnp.png"
+    assert "\u202e" not in page.locator("body").text_content()
+
+
 def test_page_shows_an_error_in_words_for_a_text_file(page, tmp_path):
     page.get_by_label("Choose images").set_input_files([image_file("notes.txt", b"just some text", "text/plain")])
     page.get_by_role("button", name="Analyse study").click()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,13 +67,32 @@ def gunicorn_url(tiny_repository, tmp_path):
             process.wait(timeout=10)
 
 
-def test_gunicorn_serves_a_two_view_study(gunicorn_url):
-    url, process, log_path = gunicorn_url
+def wait_until_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    """Wait for /readyz 200; fail with the log's tail if gunicorn exits or takes too long."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while get_status(url + "/readyz") != 200:
         assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
         assert time.monotonic() < deadline, f"/readyz not 200 within {STARTUP_TIMEOUT_S} s"
         time.sleep(0.5)
+
+
+def raw_exchange(url: str, request_bytes: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes to the server, read the whole answer: (status, headers in lower case, body)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(request_bytes)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip() for line in header_lines}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_gunicorn_serves_a_two_view_study(gunicorn_url):
+    url, process, log_path = gunicorn_url
+    wait_until_ready(url, process, log_path)
     assert get_status(url + "/healthz") == 200
 
     body, content_type = multipart_body([("frontal.png", make_radiograph(seed=21)),
@@ -92,3 +112,27 @@ def test_gunicorn_serves_a_two_view_study(gunicorn_url):
     access_lines = [line for line in output.splitlines() if '"POST /predict' in line]
     assert len(access_lines) == 1 and " 200 " in access_lines[0]
     assert "frontal.png" not in output  # file names and image bytes never reach the log
+
+
+# gunicorn answers these itself, before Flask sees the request: (id, raw request, status, code).
+GUNICORN_OWN_ERRORS = [
+    ("long-url", b"GET /healthz?" + b"a" * 6000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+    ("too-many-headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+     + b"".join(b"X-Field-%d: v\r\n" % index for index in range(150)) + b"\r\n", 431,
+     "request_header_fields_too_large"),
+    ("garbage-request-line", b"NOT HTTP AT ALL\r\n\r\n", 400, "bad_request"),
+]
+
+
+def test_gunicorn_own_errors_use_the_json_error_shape(gunicorn_url):
+    url, process, log_path = gunicorn_url
+    wait_until_ready(url, process, log_path)
+    for case_id, request_bytes, status, code in GUNICORN_OWN_ERRORS:
+        answer_status, headers, body = raw_exchange(url, request_bytes)
+        assert answer_status == status, case_id
+        assert headers["content-type"] == "application/json", case_id
+        assert int(headers["content-length"]) == len(body), case_id
+        error = json.loads(body)["error"]
+        assert error["status"] == status and error["code"] == code, case_id
+        assert "<html" not in body.decode().lower()
+    assert get_status(url + "/healthz") == 200  # and the worker keeps serving

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings
-from classifiers.manifest import BODY_PARTS, read_manifest, sha256_file, update_manifest_entry, write_manifest
+from classifiers.manifest import (
+    BODY_PARTS,
+    NO_MANIFEST_WARNING,
+    read_manifest,
+    sha256_file,
+    update_manifest_entry,
+    write_manifest,
+)
 from tests.model_factory import (
     ALL_FORMATS,
     build_tiny_expert,
@@ -156,7 +165,7 @@ def test_missing_repository_folder(tmp_path: Path) -> None:
         read_manifest(tmp_path / "nowhere")
 
 
-def test_conventional_names_load_without_a_manifest(tmp_path: Path) -> None:
+def test_conventional_names_load_without_a_manifest(tmp_path: Path, caplog) -> None:
     router = build_tiny_router()
     (tmp_path / "body_part.json").write_text(router.to_json())
     router.save_weights(str(tmp_path / "body_part.weights.h5"))
@@ -164,13 +173,26 @@ def test_conventional_names_load_without_a_manifest(tmp_path: Path) -> None:
         expert = build_tiny_expert(two_way=index == 0)
         (tmp_path / f"{part}.json").write_text(expert.to_json())
         expert.save_weights(str(tmp_path / f"{part}.weights.h5"))
-    pipeline = Pipeline.load(tmp_path, FAST)
+    with caplog.at_level(logging.WARNING, logger="classifiers.pipeline"):
+        pipeline = Pipeline.load(tmp_path, FAST)
     try:
         assert pipeline.models["XR_ELBOW"].entry["classes"] == ["negative", "positive"]
         assert pipeline.models["XR_HAND"].entry["classes"] == ["abnormal"]
         assert pipeline.models["router"].input_size == (32, 32)
+        # Loud at start-up, in /models' description and in every answer: defaults, not chosen thresholds.
+        assert any("no manifest.json" in record.getMessage() and "0.5" in record.getMessage()
+                   for record in caplog.records)
+        assert pipeline.describe()["warnings"] == [NO_MANIFEST_WARNING]
+        result = pipeline.predict_images(["a.png"], [Image.new("RGB", (40, 40))])
+        assert result.to_dict()["study"]["threshold_source"] == "default (no manifest.json)"
     finally:
         pipeline.close()
+
+
+def test_manifest_thresholds_are_reported_as_such(tiny_pipeline) -> None:
+    result = tiny_pipeline.predict_images(["a.png"], [Image.new("RGB", (40, 40))], body_part="XR_HAND")
+    assert result.threshold_source == "manifest"
+    assert tiny_pipeline.describe()["warnings"] == []
 
 
 def test_architecture_compiled_with_an_unknown_custom_loss_still_loads(repository_copy: Path) -> None:

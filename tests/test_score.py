@@ -218,7 +218,8 @@ def test_resume_after_sigkill_leaves_no_study_missing_or_doubled(mura_root: Path
     [
         (["{tmp}/missing", "--out", "{tmp}/out.csv"], "does not exist"),
         (["{tmp}/empty", "--out", "{tmp}/out.csv"], "no images found"),
-        (["{tree}", "--out", "{tmp}/a_file/out.csv"], "cannot write"),
+        (["{tree}", "--out", "{tmp}/a_file/out.csv"], "a_file is a file, not a folder"),
+        (["{tree}", "--out", "{tmp}/a_file/deeper/out.csv"], "a_file is a file, not a folder"),
         (["{tree}", "--out", "{tmp}/out.csv", "--models", "{tmp}/empty"], "do not load"),
         (["{tree}", "--out", "{tmp}/out.csv", "--aggregation", "median"], "unknown aggregation"),
         (["{tree}", "--out", "{tmp}/foreign.csv"], "columns"),
@@ -237,6 +238,32 @@ def test_unusable_input_output_or_models_exit_non_zero_without_traceback(
     error_output = capsys.readouterr().err
     assert exit_code == 2
     assert message in error_output and "Traceback" not in error_output
+
+
+def test_odd_file_names_and_a_fifo_do_not_stop_the_run(mura_root: Path, tiny_repository: Path,
+                                                       tmp_path: Path, capsys) -> None:
+    tree = tmp_path / "tree"
+    good_png = sorted((mura_root / "valid").rglob("image1.png"))[0].read_bytes()
+    odd_study = tree / os.fsdecode(b"study\xe9_latin1")  # a folder name that is not UTF-8
+    later_study = tree / "zz_later_study"
+    for folder in (odd_study, later_study):
+        folder.mkdir(parents=True)
+    (odd_study / os.fsdecode(b"view\xff.png")).write_bytes(good_png)
+    (odd_study / "evil\u202egnp.png").write_bytes(good_png)
+    os.mkfifo(odd_study / "pipe.png")  # a FIFO: reading it would block for ever
+    (later_study / "image1.png").write_bytes(good_png)
+    out = tmp_path / "out.csv"
+    arguments = [str(tree), "--out", str(out), "--models", str(tiny_repository), "--no-progress",
+                 "--worklist", "--report", str(tmp_path / "report")]
+    assert score.main(arguments) == 0
+    rows = {row["study"]: row for row in _read_csv(out)}
+    assert set(rows) == {"study\\xe9_latin1", "zz_later_study"}
+    assert rows["study\\xe9_latin1"]["n_images"] == "2" and rows["study\\xe9_latin1"]["n_unreadable"] == "0"
+    assert rows["zz_later_study"]["label"] in ("normal", "abnormal")
+    text = out.read_text(encoding="utf-8") + (tmp_path / "out_worklist.csv").read_text(encoding="utf-8")
+    assert "\u202e" not in text and "\udce9" not in text
+    assert score.main(arguments) == 0  # a rerun finds both studies done under the same escaped ids
+    assert "0 to score" in capsys.readouterr().err
 
 
 def test_open_outputs_drops_torn_line_and_duplicate_rows(tmp_path: Path) -> None:

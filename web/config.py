@@ -11,6 +11,9 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     "MODELS_DIR": "h5",
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,  # whole request, bytes
+    # Uploads stay in memory whatever the part kind, so MAX_CONTENT_LENGTH bounds text fields too; a 413
+    # within that many bytes can then only be the number of multipart parts (Flask's MAX_FORM_PARTS).
+    "MAX_FORM_MEMORY_SIZE": None,
     "MAX_VIEWS": 12,  # images per study
     "MAX_PIXELS": 40_000_000,  # per image, checked before decoding
     "MIN_SIDE": 32,  # shorter side of an image, pixels

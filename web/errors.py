@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from classifiers import errors as classifier_errors
@@ -53,6 +53,15 @@ def error_response(status: int, code: str, message: str, retry_after_s: int | No
     return response
 
 
+def describe_too_large(content_length: int | None, max_request_bytes: int | None, max_form_parts: int) -> str:
+    """Name the limit a 413 from the form parser hit: the request's bytes or its number of parts."""
+    within_bytes = content_length is not None and max_request_bytes is not None and content_length <= max_request_bytes
+    if within_bytes:
+        return (f"the multipart body has more than {max_form_parts} parts; send one 'image' part per view "
+                "and only the body_part and aggregation fields")
+    return f"the request is larger than the limit of {max_request_bytes} bytes; send fewer or smaller images"
+
+
 def classify_exception(error: BaseException, max_request_bytes: int | None) -> tuple[int, str, str, int | None]:
     """Map any exception to (status, code, message, retry_after_s) without leaking internals."""
     if isinstance(error, ApiError):
@@ -66,9 +75,15 @@ def classify_exception(error: BaseException, max_request_bytes: int | None) -> t
     if isinstance(error, HTTPException) and error.code is not None and error.code < 500:
         code, message = HTTP_ERROR_CODES.get(error.code, ("http_error", "the request was refused"))
         if error.code == 413 and max_request_bytes:
-            message = f"the request is larger than the limit of {max_request_bytes} bytes; send fewer or smaller images"
+            message = describe_too_large(_request_content_length(), max_request_bytes,
+                                         current_app.config["MAX_FORM_PARTS"])
         return error.code, code, message, None
     return 500, "internal_error", "internal server error; the details are in the service log", None
+
+
+def _request_content_length() -> int | None:
+    """The Content-Length of the request being answered, if there is one."""
+    return request.content_length if has_request_context() else None
 
 
 def register_error_handler(app: Flask) -> None:

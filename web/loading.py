@@ -89,10 +89,24 @@ class PipelineLoader:
         return "the models are still loading; retry shortly"
 
 
-def get_pipeline() -> Pipeline:
-    """The current app's pipeline, or a 503 not_ready error with Retry-After."""
-    loader: PipelineLoader = current_app.extensions["pipeline_loader"]
+def not_ready_error(loader: PipelineLoader) -> ApiError | None:
+    """None when ready; 503 not_ready + Retry-After while loading; 503 load_failed without it for good.
+
+    A repository that failed to load stays failed until the process restarts: "retry shortly" would be
+    untrue, so that answer has no Retry-After and a code of its own.
+    """
     reason = loader.not_ready_reason()
-    if reason is not None:
-        raise ApiError(503, "not_ready", reason, retry_after_s=current_app.config["RETRY_AFTER_NOT_READY_S"])
+    if reason is None:
+        return None
+    if loader.failure is not None:
+        return ApiError(503, "load_failed", reason)
+    return ApiError(503, "not_ready", reason, retry_after_s=current_app.config["RETRY_AFTER_NOT_READY_S"])
+
+
+def get_pipeline() -> Pipeline:
+    """The current app's pipeline, or the 503 of `not_ready_error`."""
+    loader: PipelineLoader = current_app.extensions["pipeline_loader"]
+    error = not_ready_error(loader)
+    if error is not None:
+        raise error
     return loader.pipeline  # type: ignore[return-value]

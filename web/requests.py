@@ -12,6 +12,7 @@ from typing import Any
 from flask import Request
 from marshmallow import ValidationError
 
+from classifiers.names import printable_name
 from classifiers.pipeline import ViewInput
 from web.errors import ApiError
 from web.schemas import PredictJsonSchema, PredictOptionsSchema
@@ -22,7 +23,6 @@ ACCEPTED_FORMS = (
     'or JSON {"image": "<base64 or data URL>"}'
 )
 DATA_URL = re.compile(r"^data:(?P<media_type>[\w.+-]+/[\w.+-]+)?(?P<parameters>(;[^,;]*)*?),", re.ASCII)
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME_LENGTH = 200
 
 
@@ -44,12 +44,12 @@ class PredictRequest:
 
 
 def clean_view_name(name: str | None, index: int) -> str:
-    """Return a safe display name: the base name, no control characters, at most 200 characters."""
+    """Return a safe display name: the base name, hidden characters escaped (see printable_name), <= 200 long."""
     if not name:
         return f"image{index}"
     # Browsers on Windows send C:\fakepath\a.png; clients may send paths. Keep only the last part.
     base_name = re.split(r"[\\/]", name)[-1]
-    base_name = CONTROL_CHARACTERS.sub("", base_name).strip()[:MAX_NAME_LENGTH]
+    base_name = printable_name(base_name.strip())[:MAX_NAME_LENGTH]
     return base_name or f"image{index}"
 
 
@@ -130,7 +130,11 @@ def parse_raw_image(request: Request, max_views: int) -> PredictRequest:
 
 def parse_json(request: Request, max_views: int) -> PredictRequest:
     """Read one study from JSON {"image": ...} or {"images": [...], "names": [...]}."""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise ApiError(400, "bad_request", "the JSON body is nested too deeply; send a flat JSON object "
+                       '{"image": "<base64 or data URL>"}') from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", 'the body is not a JSON object; send {"image": "<base64 or data URL>"}')
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from web.errors import error_response
-from web.loading import PipelineLoader, get_pipeline
+from web.loading import PipelineLoader, get_pipeline, not_ready_error
 from web.requests import parse_predict_request
 
 blueprint = Blueprint("triage", __name__)
@@ -41,17 +41,19 @@ def models() -> Response:
 
 @blueprint.get("/healthz")
 def healthz() -> Response:
-    """Answer 200 while the process serves, loaded or not."""
+    """Liveness: 200 while the process serves (loading included); 503 load_failed once loading failed for good."""
+    loader: PipelineLoader = current_app.extensions["pipeline_loader"]
+    if loader.failure is not None:
+        return error_response(503, "load_failed", loader.failure)
     return jsonify({"status": "ok"})
 
 
 @blueprint.get("/readyz")
 def readyz() -> Response:
-    """Answer 200 once every model is loaded and warmed up, 503 with the reason before."""
-    loader: PipelineLoader = current_app.extensions["pipeline_loader"]
-    reason = loader.not_ready_reason()
-    if reason is not None:
-        return error_response(503, "not_ready", reason, current_app.config["RETRY_AFTER_NOT_READY_S"])
+    """Readiness: 200 once every model is loaded and warmed up, 503 with the reason before."""
+    error = not_ready_error(current_app.extensions["pipeline_loader"])
+    if error is not None:
+        return error_response(error.status, error.code, error.message, error.retry_after_s)
     return jsonify({"status": "ready"})
 
 

@@ -66,6 +66,10 @@ class StudySchema(Schema):
     label = fields.String(required=True, validate=validate.OneOf(("normal", "abnormal")))
     threshold = fields.Float(required=True, validate=PROBABILITY,
                              metadata={"description": "The expert's decision threshold: abnormal when >= it."})
+    threshold_source = fields.String(
+        required=True,
+        metadata={"description": "manifest, or default (no manifest.json) when the repository has no manifest "
+                                 "and every threshold is 0.5: such results need a manifest before any use."})
     aggregation = fields.String(required=True, validate=validate.OneOf(list(AGGREGATIONS)))
     n_images = fields.Integer(required=True, validate=validate.Range(min=1))
     warnings = fields.List(fields.String(), required=True,
@@ -115,6 +119,8 @@ class ModelsResponseSchema(Schema):
     load_seconds = fields.Float(required=True)
     versions = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     body_parts = fields.List(fields.String(validate=validate.OneOf(BODY_PARTS)), required=True)
+    warnings = fields.List(fields.String(), required=True,
+                           metadata={"description": "What is wrong with the repository (e.g. no manifest.json)."})
     models = fields.Dict(keys=fields.String(), values=fields.Dict(), required=True,
                          metadata={"description": "Per role (router, XR_ELBOW, ...): version, input size, "
                                                   "preprocessing, classes, threshold."})
