@@ -29,6 +29,8 @@ SECURITY_HEADERS = {
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then TRIAGE_* environment variables, then `config`; load the pipeline."""
     # The web layer imports classifiers (and so TensorFlow): imported here, not at module import.
+    from web.access import register_access_control
+    from web.audit import build_audit_logger
     from web.errors import register_error_handler
     from web.loading import PipelineLoader, build_settings
     from web.metrics import Metrics, register_request_metrics
@@ -56,8 +58,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["metrics"] = metrics
     app.extensions["openapi"] = build_openapi()
 
+    app.extensions["audit_logger"] = build_audit_logger(app.config["AUDIT_LOG"])
+
     register_error_handler(app)
     register_request_metrics(app, metrics)
+    register_access_control(app)
     app.after_request(add_security_headers)
     app.register_blueprint(blueprint)
 

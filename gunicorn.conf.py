@@ -33,8 +33,18 @@ loglevel = os.environ.get("TRIAGE_LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 
+def when_ready(server) -> None:
+    """Warn loudly, at start, when the service is reachable beyond loopback without API keys."""
+    from web.gunicorn_hooks import open_service_warning
+
+    warning = open_service_warning(bind, dict(os.environ))
+    if warning:
+        for _ in range(3):  # hard to miss in a scrolling log
+            server.log.warning(warning)
+
+
 def post_fork(server, worker) -> None:
     """In each worker: gunicorn's own 400/414/431 answers use the API's JSON error shape."""
-    from web.gunicorn_errors import install
+    from web.gunicorn_hooks import install
 
     install()

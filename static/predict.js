@@ -13,6 +13,13 @@
   const errorBox = document.getElementById("error");
   const resultSection = document.getElementById("result");
 
+  const apiKeyRow = document.getElementById("api-key-row");
+  const apiKeyInput = document.getElementById("api-key");
+  // The API key lives in sessionStorage: this tab only, gone when it closes; never in localStorage.
+  const API_KEY_STORAGE = "triage-api-key";
+  apiKeyInput.value = sessionStorage.getItem(API_KEY_STORAGE) || "";
+  apiKeyRow.hidden = apiKeyInput.value === "";
+
   let files = [];
   let previewUrls = [];
 
@@ -205,7 +212,19 @@
     submitButton.disabled = true;
     statusLine.textContent = "Analysing " + files.length + (files.length === 1 ? " view…" : " views…");
     try {
-      const response = await fetch("/predict", { method: "POST", body: body });
+      const headers = {};
+      const apiKey = apiKeyInput.value.trim();
+      if (apiKey) {
+        sessionStorage.setItem(API_KEY_STORAGE, apiKey);
+        headers.Authorization = "Bearer " + apiKey;
+      }
+      const response = await fetch("/predict", { method: "POST", body: body, headers: headers });
+      if (response.status === 401) {
+        // Ask for the key: show the field, forget a wrong one, and say so.
+        sessionStorage.removeItem(API_KEY_STORAGE);
+        apiKeyRow.hidden = false;
+        apiKeyInput.focus();
+      }
       if (!response.ok) {
         statusLine.textContent = "";
         showError(await readError(response));

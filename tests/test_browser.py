@@ -19,17 +19,37 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.png"
+PAGE_KEY = "page-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def server_url(web_app) -> str:
     """The session's app served by a threaded Werkzeug server on a free loopback port."""
-    server = make_server("127.0.0.1", free_port(), web_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    url, server, thread = serve(web_app)
+    yield url
     server.shutdown()
     thread.join(timeout=10)
+
+
+def serve(flask_app) -> tuple[str, object, threading.Thread]:
+    """Serve an app with a threaded Werkzeug server on a free loopback port: (url, server, thread)."""
+    server = make_server("127.0.0.1", free_port(), flask_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{server.server_port}", server, thread
+
+
+@pytest.fixture(scope="module")
+def keyed_server_url(tiny_repository):
+    """The service with one API key, served on loopback."""
+    from app import create_app
+
+    flask_app = create_app({"MODELS_DIR": str(tiny_repository), "API_KEYS": f"page:{PAGE_KEY}", "AUDIT_LOG": ""})
+    url, server, thread = serve(flask_app)
+    yield url
+    server.shutdown()
+    thread.join(timeout=10)
+    flask_app.extensions["pipeline"].close()
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +118,29 @@ def test_page_shows_bidirectional_override_in_a_file_name_escaped(page):
     cell = page.locator("#views-body tr").first.locator("td").first
     assert cell.text_content() == "evil\\u202egnp.png"
     assert "\u202e" not in page.locator("body").text_content()
+
+
+def test_page_asks_for_the_api_key_and_keeps_it_for_the_tab_only(browser, keyed_server_url):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(keyed_server_url + "/")
+    key_field = page.get_by_label("API key")
+    expect(key_field).to_be_hidden()
+    page.get_by_label("Choose images").set_input_files([image_file("a.png", make_radiograph(seed=14))])
+    page.get_by_role("button", name="Analyse study").click()
+    expect(page.get_by_role("alert")).to_contain_text("HTTP 401", timeout=30_000)
+    expect(key_field).to_be_visible()
+    key_field.fill(PAGE_KEY)
+    page.get_by_role("button", name="Analyse study").click()
+    expect(page.locator("#result")).to_be_visible(timeout=30_000)
+    assert page.evaluate("sessionStorage.getItem('triage-api-key')") == PAGE_KEY
+    assert page.evaluate("localStorage.length") == 0
+    page.reload()
+    expect(page.get_by_label("API key")).to_have_value(PAGE_KEY)  # same tab: still there
+    other_tab = context.new_page()
+    other_tab.goto(keyed_server_url + "/")
+    expect(other_tab.get_by_label("API key")).to_be_hidden()  # another tab: not shared
+    context.close()
 
 
 def test_page_shows_an_error_in_words_for_a_text_file(page, tmp_path):

@@ -112,6 +112,9 @@ def test_gunicorn_serves_a_two_view_study(gunicorn_url):
     access_lines = [line for line in output.splitlines() if '"POST /predict' in line]
     assert len(access_lines) == 1 and " 200 " in access_lines[0]
     assert "frontal.png" not in output  # file names and image bytes never reach the log
+    audit = [json.loads(line.removeprefix("audit ")) for line in output.splitlines() if line.startswith("audit ")]
+    assert [(record["views"], record["key_id"]) for record in audit] == [(2, "-")]
+    assert audit[0]["abnormality"] == pytest.approx(result["study"]["abnormality"], abs=1e-4)
 
 
 # gunicorn answers these itself, before Flask sees the request: (id, raw request, status, code).

@@ -27,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
     "INTER_OP_THREADS": 0,
     "BACKEND": "tensorflow",  # or "onnx": each model's ONNX export (python -m classifiers.onnx_export)
     "RETRY_AFTER_NOT_READY_S": 5,
+    # Access (web/access.py): `id:key` entries; none set means every endpoint is open (loopback use only).
+    "API_KEYS": "",
+    "API_KEY_FILE": "",
+    "AUDIT_LOG": "-",  # one JSON line per prediction: "-" stderr, a file path, or "" for none
 }
 
 
@@ -56,6 +60,9 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TRIAGE_INTRA_OP_THREADS": ("INTRA_OP_THREADS", int),
     "TRIAGE_INTER_OP_THREADS": ("INTER_OP_THREADS", int),
     "TRIAGE_BACKEND": ("BACKEND", str),
+    "TRIAGE_API_KEYS": ("API_KEYS", str),
+    "TRIAGE_API_KEY_FILE": ("API_KEY_FILE", str),
+    "TRIAGE_AUDIT_LOG": ("AUDIT_LOG", str),
 }
 
 

@@ -96,6 +96,8 @@ def register_error_handler(app: Flask) -> None:
             # The trace goes to the log only; it never holds request bodies.
             logger.error("unhandled error while serving a request", exc_info=error)
         response = error_response(status, code, message, retry_after_s)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="triage"'
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
         return response

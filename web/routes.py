@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from web.audit import write_audit_line
 from web.errors import error_response
 from web.loading import PipelineLoader, get_pipeline, not_ready_error
 from web.requests import parse_predict_request
@@ -24,9 +26,11 @@ def predict_page() -> Response:
 @blueprint.post("/predict")
 def predict() -> Response:
     """Triage one study sent as multipart, a raw image body or JSON."""
+    started = time.perf_counter()
     pipeline = get_pipeline()
     parsed = parse_predict_request(request, current_app.config["MAX_VIEWS"])
     result = pipeline.predict_study(parsed.views, body_part=parsed.body_part, aggregation=parsed.aggregation)
+    write_audit_line(current_app, g.key_id, result, (time.perf_counter() - started) * 1000)
     return jsonify(result.to_dict())
 
 

@@ -44,3 +44,33 @@ def install() -> None:
     from gunicorn import util
 
     util.write_error = write_json_error
+
+
+LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
+OPEN_SERVICE_WARNING = (
+    "!!! the service listens on {addresses}, beyond loopback, WITHOUT API keys: anyone who can reach the "
+    "port can send studies, read /models and /metrics. Set TRIAGE_API_KEYS or TRIAGE_API_KEY_FILE "
+    "(docs/API.md, 'Access'), or bind 127.0.0.1 behind a proxy that authenticates. !!!"
+)
+
+
+def binds_beyond_loopback(addresses: list[str]) -> list[str]:
+    """The bind addresses (host:port, unix:path, fd://n) that other machines may reach."""
+    open_addresses = []
+    for address in addresses:
+        if address.startswith(("unix:", "fd://")):
+            continue
+        host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
+        if host.startswith("127.") or host in LOOPBACK_HOSTS:
+            continue
+        open_addresses.append(address)
+    return open_addresses
+
+
+def open_service_warning(addresses: list[str], environ: dict[str, str]) -> str | None:
+    """The loud start-up warning when the service is reachable beyond loopback without keys, else None."""
+    has_keys = bool(environ.get("TRIAGE_API_KEYS", "").strip() or environ.get("TRIAGE_API_KEY_FILE", "").strip())
+    open_addresses = binds_beyond_loopback(addresses)
+    if has_keys or not open_addresses:
+        return None
+    return OPEN_SERVICE_WARNING.format(addresses=", ".join(open_addresses))
