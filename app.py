@@ -35,11 +35,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from web.loading import PipelineLoader, build_settings
     from web.metrics import Metrics, register_request_metrics
     from web.openapi import build_openapi
-    from web.requests import InMemoryRequest
+    from web.requests import InMemoryRequest, detect_disconnects
     from web.routes import blueprint
+    from web.shedding import InFlightLimit
 
     app = Flask(__name__, static_folder=str(ROOT / "static"), static_url_path="/static")
     app.request_class = InMemoryRequest
+    app.wsgi_app = detect_disconnects(app.wsgi_app)
     app.config.from_mapping(DEFAULTS)
     app.config.from_mapping(read_environment())
     if config is not None:
@@ -59,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["openapi"] = build_openapi()
 
     app.extensions["audit_logger"] = build_audit_logger(app.config["AUDIT_LOG"])
+    app.extensions["in_flight"] = InFlightLimit(app.config["MAX_IN_FLIGHT"])
 
     register_error_handler(app)
     register_request_metrics(app, metrics)

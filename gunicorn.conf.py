@@ -14,7 +14,12 @@ import os
 bind = [address.strip() for address in os.environ.get("TRIAGE_BIND", "127.0.0.1:8000").split(",")]
 workers = int(os.environ.get("TRIAGE_WORKERS", "1"))
 worker_class = "gthread"
-threads = int(os.environ.get("TRIAGE_THREADS", "8"))
+# Enough threads that requests reach the app, which judges them (deadline, in-flight cap, pixel budget)
+# and sheds what it cannot serve in time with a quick 503, instead of leaving them unseen in the accept
+# queue. The app admits at most TRIAGE_MAX_IN_FLIGHT predictions; the threads above that stay free for
+# /healthz, /readyz and /metrics.
+threads = int(os.environ.get("TRIAGE_THREADS", "32"))
+os.environ.setdefault("TRIAGE_MAX_IN_FLIGHT", str(max(1, threads - min(4, threads // 2))))
 preload_app = False  # TensorFlow does not survive fork: build the app in each worker.
 
 # A cold GPU (CUDA init, first kernels) can take minutes; warm-up happens before /readyz says 200,

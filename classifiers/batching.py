@@ -18,9 +18,12 @@ class _Request:
     """Views waiting for one model call, and the slot their result comes back in."""
 
     views: np.ndarray
+    deadline: float | None = None  # time.monotonic() by which the views must start, or None
     done: threading.Event = field(default_factory=threading.Event)
     result: np.ndarray | None = None
     error: BaseException | None = None
+    started: bool = False  # taken into a batch (under the batcher's lock)
+    cancelled: bool = False  # given up at its deadline before it started (under the lock)
 
 
 class DynamicBatcher:
@@ -29,6 +32,10 @@ class DynamicBatcher:
     The first waiting request opens a batch; requests arriving within `max_wait_ms` join it until it
     is full. A request larger than the batch runs in chunks. When more than `max_queue_views` views
     wait, `submit` raises Overloaded at once instead of queueing without bound.
+
+    A request may carry a deadline by which its views must start. It is refused at once when the views
+    ahead of it, at the measured seconds per view, would not let it start in time; a request still
+    waiting at its deadline is dropped from the queue (never computed) and its caller gets Overloaded.
     """
 
     def __init__(
@@ -51,6 +58,7 @@ class DynamicBatcher:
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._lock = threading.Lock()
         self._queued_views = 0
+        self._seconds_per_view = 0.0  # moving average of model time per view; 0 until the first batch
         self._closed = False
         self._worker = threading.Thread(target=self._serve, name=f"batcher-{name}", daemon=True)
         self._worker.start()
@@ -60,21 +68,48 @@ class DynamicBatcher:
         """Views waiting or running now."""
         return self._queued_views
 
-    def submit(self, views: np.ndarray) -> np.ndarray:
-        """Run the model on `views` (N, H, W, C) as part of a merged batch; return its (N, K) outputs."""
-        request = _Request(views)
+    @property
+    def seconds_per_view(self) -> float:
+        """Measured model time per view (moving average), 0 before the first batch."""
+        return self._seconds_per_view
+
+    def submit(self, views: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """Run the model on `views` (N, H, W, C) as part of a merged batch; return its (N, K) outputs.
+
+        Raises:
+            Overloaded: the queue is full, or the views cannot start by `deadline` (time.monotonic()).
+        """
+        request = _Request(views, deadline)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"the {self.name} batcher is closed")
             if self._queued_views and self._queued_views + len(views) > self._max_queue_views:
                 raise Overloaded(f"the {self.name} model has {self._queued_views} views queued; retry shortly")
+            expected_wait_s = self._queued_views * self._seconds_per_view
+            if deadline is not None and time.monotonic() + expected_wait_s > deadline:
+                raise Overloaded(f"the {self.name} model cannot start this study within its deadline "
+                                 f"({self._queued_views} views ahead, about {expected_wait_s:.1f} s); retry shortly",
+                                 retry_after_s=max(1, round(expected_wait_s)))
             self._queued_views += len(views)
         self._queue.put(request)
-        request.done.wait()
+        self._wait(request)
         if request.error is not None:
             raise request.error
         assert request.result is not None
         return request.result
+
+    def _wait(self, request: _Request) -> None:
+        """Wait for the result; at the deadline, withdraw a request that has not started."""
+        if request.deadline is not None:
+            if request.done.wait(timeout=max(0.0, request.deadline - time.monotonic())):
+                return
+            with self._lock:
+                if not request.started:
+                    request.cancelled = True
+                    self._queued_views -= len(request.views)
+                    raise Overloaded(f"the {self.name} model could not start this study within its deadline; "
+                                     "retry shortly")
+        request.done.wait()
 
     def close(self) -> None:
         """Stop the worker after the requests already queued."""
@@ -93,6 +128,12 @@ class DynamicBatcher:
             self._run(requests)
             if requests[-1] is None:
                 return
+
+    def _record_speed(self, seconds: float, num_views: int) -> None:
+        """Update the moving average of seconds per view."""
+        per_view = seconds / max(1, num_views)
+        previous = self._seconds_per_view
+        self._seconds_per_view = per_view if previous == 0.0 else 0.8 * previous + 0.2 * per_view
 
     def _collect(self, first: _Request) -> list:
         """Gather requests until the batch is full or `max_wait_ms` has passed since the first."""
@@ -113,7 +154,13 @@ class DynamicBatcher:
 
     def _run(self, requests: list) -> None:
         """Run the merged views in chunks of `max_batch_size` and split the outputs back."""
-        live = [request for request in requests if request is not None]
+        with self._lock:
+            live = [request for request in requests if request is not None and not request.cancelled]
+            for request in live:
+                request.started = True
+        if not live:
+            return
+        started = time.monotonic()
         try:
             views = live[0].views if len(live) == 1 else np.concatenate([r.views for r in live])
             outputs = []
@@ -123,6 +170,7 @@ class DynamicBatcher:
                 if self._on_batch is not None:
                     self._on_batch(self.name, len(chunk))
             merged = np.concatenate(outputs)
+            self._record_speed(time.monotonic() - started, len(views))
             offset = 0
             for request in live:
                 request.result = merged[offset : offset + len(request.views)]

@@ -31,6 +31,10 @@ class ImageTooSmall(ImageError):
     """The image is too small to be a radiograph."""
 
 
+class StudyTooLarge(ClassifierError):
+    """The views of one study have more pixels together than the per-study limit."""
+
+
 class InvalidOption(ClassifierError, ValueError):
     """A caller option (body part, aggregation) is not one of the allowed values."""
 

@@ -47,6 +47,12 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "
     return _to_rgb8(image)
 
 
+def count_pixels(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "image") -> int:
+    """Width x height from the image header, after the checks of `decode_image`; no pixel is decoded."""
+    width, height = _open_checked(data, limits, name).size
+    return width * height
+
+
 def load_image_file(path: str | Path, limits: ImageLimits = ImageLimits()) -> Image.Image:
     """Read and decode one regular image file (see `decode_image`); a FIFO or device is refused unread."""
     path = Path(path)

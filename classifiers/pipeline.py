@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from classifiers.admission import PixelBudget
 from classifiers.batching import DynamicBatcher
-from classifiers.errors import InvalidOption, ModelRepositoryError
-from classifiers.imaging import ImageLimits, decode_image, resize_image
+from classifiers.errors import InvalidOption, ModelRepositoryError, StudyTooLarge
+from classifiers.imaging import ImageLimits, count_pixels, decode_image, resize_image
 from classifiers.loading import load_model, model_input_shape
 from classifiers.manifest import (
     BODY_PARTS,
@@ -49,6 +50,9 @@ class PipelineSettings:
     confidence_floor: float = 0.6
     disagreement_floor: float = 0.1
     image_limits: ImageLimits = field(default_factory=ImageLimits)
+    # Memory bounded by admission (classifiers.admission): pixels per study, decoded pixels in flight.
+    max_study_pixels: int = 120_000_000
+    pixel_budget: int = 160_000_000
     warmup: bool = True
     on_batch: Callable[[str, int], None] | None = None
     # Speed settings (docs/PERFORMANCE.md): XLA compilation, and TensorFlow's CPU thread pools (0: default).
@@ -90,6 +94,7 @@ class Pipeline:
         self.device = device
         self.load_seconds = load_seconds
         self.body_parts: tuple[str, ...] = tuple(manifest[ROUTER]["classes"])
+        self.pixel_budget = PixelBudget(settings.pixel_budget)
         self.warnings: list[str] = [NO_MANIFEST_WARNING] if manifest[ROUTER].get("conventional") else []
         for warning in self.warnings:
             logger.warning("%s: %s", repository.name, warning)
@@ -131,27 +136,43 @@ class Pipeline:
         return candidate
 
     def predict_study(self, views: Sequence[ViewInput], body_part: str | None = None,
-                      aggregation: str = "mean") -> StudyResult:
-        """Decode the views of one study and run both stages on them."""
+                      aggregation: str = "mean", deadline: float | None = None) -> StudyResult:
+        """Decode the views of one study and run both stages on them.
+
+        `deadline` (time.monotonic()) is when the study must have room in the pixel budget and a start in
+        the router's queue; past it, Overloaded is raised and nothing more is computed.
+
+        Raises:
+            StudyTooLarge: the views have more pixels together than `max_study_pixels`.
+        """
         self._check_options(body_part, aggregation, len(views))
         started = time.perf_counter()
-        images = [decode_image(view.data, self.settings.image_limits, view.name) for view in views]
-        decode_ms = (time.perf_counter() - started) * 1000
-        result = self.predict_images([view.name for view in views], images, body_part, aggregation)
+        limits = self.settings.image_limits
+        num_pixels = sum(count_pixels(view.data, limits, view.name) for view in views)
+        if num_pixels > self.settings.max_study_pixels:
+            raise StudyTooLarge(f"the {len(views)} views have {num_pixels:,} pixels together, over the limit of "
+                                f"{self.settings.max_study_pixels:,} per study; send fewer or smaller views")
+        with self.pixel_budget.hold(num_pixels, deadline):
+            images = [decode_image(view.data, limits, view.name) for view in views]
+            decode_ms = (time.perf_counter() - started) * 1000
+            result = self.predict_images([view.name for view in views], images, body_part, aggregation, deadline)
         result.timing_ms = {"decode": decode_ms, **result.timing_ms}
         result.timing_ms["total"] += decode_ms
         return result
 
-    def predict_images(self, names: Sequence[str], images: Sequence[Image.Image],
-                       body_part: str | None = None, aggregation: str = "mean") -> StudyResult:
-        """Run router and expert on already-decoded RGB images of one study."""
+    def predict_images(self, names: Sequence[str], images: Sequence[Image.Image], body_part: str | None = None,
+                       aggregation: str = "mean", deadline: float | None = None) -> StudyResult:
+        """Run router and expert on already-decoded RGB images of one study (deadline: see predict_study).
+
+        The deadline applies to the router's queue: a study that started there goes on to its expert.
+        """
         self._check_options(body_part, aggregation, len(images))
         if len(names) != len(images):
             raise ValueError(f"{len(names)} names for {len(images)} images")
         started = time.perf_counter()
         resized: dict[tuple[int, int], np.ndarray] = {}
         router = self.models[ROUTER]
-        router_scores = router.batcher.submit(_resize_all(images, router.input_size, resized))
+        router_scores = router.batcher.submit(_resize_all(images, router.input_size, resized), deadline)
         router_ms = (time.perf_counter() - started) * 1000
         # (num_views, 7) probabilities, columns in self.body_parts order.
         mean_scores = router_scores.mean(axis=0)

@@ -7,8 +7,10 @@ import io
 import threading
 import time
 
+import numpy as np
 import pytest
 
+from tests.conftest import encode_image
 from tests.web_fixtures import make_radiograph, validate_against_spec
 
 pytest_plugins = ["tests.web_fixtures"]
@@ -18,6 +20,7 @@ NOISY_PNG = make_radiograph(width=200, height=200, seed=4)
 TRUNCATED_PNG = NOISY_PNG[: len(NOISY_PNG) // 2]
 HUGE_PNG = make_radiograph(width=1000, height=600, seed=5)  # 600,000 pixels > MAX_PIXELS 500,000
 TINY_PNG = make_radiograph(width=20, height=20, seed=6)  # shorter side 20 < MIN_SIDE 32
+FLAT_PNG = encode_image(np.zeros((700, 650), dtype=np.uint8))  # 455,000 pixels, a few kB
 
 
 def parts(*named_images: tuple[str, bytes], **fields: str) -> dict:
@@ -47,6 +50,12 @@ ERROR_CASES = [
      "no image"),
     ("too-many-pixels", "POST", "/predict", {"data": parts(("big.png", HUGE_PNG))}, 413, "image_too_large",
      "big.png"),
+    ("study-over-pixel-budget", "POST", "/predict", {"data": parts(*[(f"v{index}.png", FLAT_PNG)
+                                                                      for index in range(3)])}, 413,
+     "study_too_large", "over the limit of 1,000,000 per study"),
+    ("bad-deadline-header", "POST", "/predict", {"data": PNG, "content_type": "image/png",
+                                                "headers": {"X-Deadline-Ms": "soon"}}, 400, "bad_request",
+     "X-Deadline-Ms"),
     ("too-many-views", "POST", "/predict", {"data": parts(*[(f"v{index}.png", PNG) for index in range(4)])}, 413,
      "too_many_views", "limit is 3"),
     ("too-many-bytes", "POST", "/predict", {"data": b"\x89PNG" + bytes(1_100_000), "content_type": "image/png"},
@@ -156,3 +165,51 @@ def test_full_batch_queue_answers_503_overloaded_with_retry_after(tiny_repositor
     assert response.get_json()["error"]["code"] == "overloaded"
     assert int(response.headers["Retry-After"]) >= 1
     assert first_status == [200]
+
+
+@pytest.fixture
+def slow_batch_app(tiny_repository):
+    """An app whose router batch window stays open 1.5 s: a study waits there before it starts."""
+    from app import create_app
+
+    flask_app = create_app({"MODELS_DIR": str(tiny_repository), "MAX_WAIT_MS": 1500.0, "WARMUP": False,
+                            "MAX_IN_FLIGHT": 1})
+    yield flask_app
+    flask_app.extensions["pipeline"].close()
+
+
+def test_study_that_cannot_start_within_its_deadline_is_503_and_never_computed(slow_batch_app):
+    client = slow_batch_app.test_client()
+    started = time.monotonic()
+    response = client.post("/predict", data=PNG, content_type="image/png", headers={"X-Deadline-Ms": "150"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503, response.get_json()
+    assert response.get_json()["error"]["code"] == "overloaded"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert 0.14 < elapsed < 1.2  # at the deadline, not after the 1.5 s batch window
+    assert slow_batch_app.extensions["pipeline"].queue_depths()["router"] == 0
+    assert "triage_batch_size_count" not in client.get("/metrics").get_data(as_text=True)  # no batch ran
+
+
+def test_predictions_beyond_the_in_flight_limit_are_refused_at_once_and_probes_answer(slow_batch_app):
+    first_status: list[int] = []
+    first = threading.Thread(target=lambda: first_status.append(
+        slow_batch_app.test_client().post("/predict", data=PNG, content_type="image/png").status_code))
+    first.start()
+    in_flight = slow_batch_app.extensions["in_flight"]
+    deadline = time.monotonic() + 30
+    while in_flight.in_flight == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    client = slow_batch_app.test_client()
+    started = time.monotonic()
+    response = client.post("/predict", data=PNG, content_type="image/png")
+    assert time.monotonic() - started < 0.5
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "overloaded"
+    for probe in ("/healthz", "/readyz"):
+        started = time.monotonic()
+        assert client.get(probe).status_code == 200
+        assert time.monotonic() - started < 0.5
+    first.join(timeout=60)
+    assert first_status == [200] and in_flight.in_flight == 0
+

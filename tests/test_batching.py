@@ -82,3 +82,50 @@ def test_full_queue_raises_overloaded_at_once() -> None:
 def test_invalid_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
         DynamicBatcher("bad", _row_sums, max_batch_size=0)
+
+
+def _slow_sums(seconds_per_view: float, seen: list[float]):
+    """A model that takes `seconds_per_view` per view and records the first value of every view it computes."""
+
+    def run(views: np.ndarray) -> np.ndarray:
+        seen.extend(float(view.flat[0]) for view in views)
+        time.sleep(seconds_per_view * len(views))
+        return _row_sums(views)
+
+    return run
+
+
+def test_request_that_cannot_start_by_its_deadline_is_refused_at_once() -> None:
+    seen: list[float] = []
+    batcher = DynamicBatcher("slow", _slow_sums(0.05, seen), max_batch_size=4, max_wait_ms=0)
+    batcher.submit(np.zeros((2, 1), dtype=np.float32))  # measures about 0.05 s per view
+    assert 0.03 < batcher.seconds_per_view < 0.2
+    backlog = threading.Thread(target=batcher.submit, args=(np.ones((20, 1), dtype=np.float32),))
+    backlog.start()
+    while batcher.queued_views == 0:
+        time.sleep(0.001)
+    started = time.monotonic()
+    with pytest.raises(Overloaded, match="within its deadline") as raised:
+        batcher.submit(np.full((1, 1), 7, dtype=np.float32), deadline=time.monotonic() + 0.2)
+    assert time.monotonic() - started < 0.05  # refused at once, not after waiting
+    assert raised.value.retry_after_s >= 1
+    # A deadline the backlog leaves room for is accepted.
+    np.testing.assert_array_equal(batcher.submit(np.full((1, 1), 8, dtype=np.float32),
+                                                 deadline=time.monotonic() + 10), [[8]])
+    backlog.join()
+    batcher.close()
+    assert 7.0 not in seen
+
+
+def test_request_still_queued_at_its_deadline_is_dropped_and_never_computed() -> None:
+    seen: list[float] = []
+    # Nothing measured yet, so admission cannot foresee the wait; the 1 s batch window holds the views.
+    batcher = DynamicBatcher("slow", _slow_sums(0.01, seen), max_batch_size=64, max_wait_ms=1000)
+    started = time.monotonic()
+    with pytest.raises(Overloaded, match="could not start"):
+        batcher.submit(np.full((3, 1), 5, dtype=np.float32), deadline=time.monotonic() + 0.1)
+    assert 0.09 < time.monotonic() - started < 0.5
+    assert batcher.queued_views == 0
+    np.testing.assert_array_equal(batcher.submit(np.full((1, 1), 6, dtype=np.float32)), [[6]])
+    batcher.close()
+    assert seen == [6.0]  # the withdrawn views were never computed

@@ -139,3 +139,20 @@ def test_gunicorn_own_errors_use_the_json_error_shape(gunicorn_url):
         assert error["status"] == status and error["code"] == code, case_id
         assert "<html" not in body.decode().lower()
     assert get_status(url + "/healthz") == 200  # and the worker keeps serving
+
+
+def test_client_that_disconnects_mid_body_is_counted_as_such(gunicorn_url):
+    url, process, log_path = gunicorn_url
+    wait_until_ready(url, process, log_path)
+    png = make_radiograph(seed=23)
+    host, port = url.removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=30) as connection:
+            connection.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(png) + png[:200])
+            connection.shutdown(socket.SHUT_WR)  # the client gives up half-way through its body
+            connection.recv(65536)
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as response:
+        metrics_text = response.read().decode()
+    assert 'triage_http_requests_total{endpoint="/predict",method="POST",status="499"} 3.0' in metrics_text
+    assert 'status="400"' not in metrics_text

@@ -15,7 +15,8 @@ from jsonschema import Draft4Validator
 from PIL import Image
 
 # Limits small enough that tests can cross each of them cheaply.
-TEST_LIMITS = {"MAX_VIEWS": 3, "MAX_PIXELS": 500_000, "MIN_SIDE": 32, "MAX_CONTENT_LENGTH": 1_000_000}
+TEST_LIMITS = {"MAX_VIEWS": 3, "MAX_PIXELS": 500_000, "MIN_SIDE": 32, "MAX_CONTENT_LENGTH": 1_000_000,
+               "MAX_STUDY_PIXELS": 1_000_000}
 
 
 def make_radiograph(width: int = 96, height: int = 128, seed: int = 0, image_format: str = "PNG") -> bytes:

@@ -20,6 +20,12 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BATCH_SIZE": 16,
     "MAX_WAIT_MS": 2.0,
     "MAX_QUEUE_VIEWS": 256,
+    # Load shedding (docs/API.md, "Load shedding"): a study that cannot start within this many ms gets
+    # 503 + Retry-After; clients may ask for less with X-Deadline-Ms.
+    "QUEUE_TIMEOUT_MS": 2000.0,
+    "MAX_IN_FLIGHT": 28,  # predictions at once per worker; keep it under gunicorn's threads (probes)
+    "MAX_STUDY_PIXELS": 120_000_000,  # all views of one study together, from their headers
+    "PIXEL_BUDGET": 160_000_000,  # decoded pixels in flight per worker
     "WARMUP": True,
     "LOAD_IN_BACKGROUND": False,
     "JIT_COMPILE": False,  # XLA; batches padded to a power of two, one compile per size at warm-up
@@ -54,6 +60,10 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TRIAGE_MAX_BATCH_SIZE": ("MAX_BATCH_SIZE", int),
     "TRIAGE_MAX_WAIT_MS": ("MAX_WAIT_MS", float),
     "TRIAGE_MAX_QUEUE_VIEWS": ("MAX_QUEUE_VIEWS", int),
+    "TRIAGE_QUEUE_TIMEOUT_MS": ("QUEUE_TIMEOUT_MS", float),
+    "TRIAGE_MAX_IN_FLIGHT": ("MAX_IN_FLIGHT", int),
+    "TRIAGE_MAX_STUDY_PIXELS": ("MAX_STUDY_PIXELS", int),
+    "TRIAGE_PIXEL_BUDGET": ("PIXEL_BUDGET", int),
     "TRIAGE_WARMUP": ("WARMUP", parse_bool),
     "TRIAGE_LOAD_IN_BACKGROUND": ("LOAD_IN_BACKGROUND", parse_bool),
     "TRIAGE_JIT_COMPILE": ("JIT_COMPILE", parse_bool),
@@ -86,7 +96,7 @@ def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
 def check_limits(config: Mapping[str, Any]) -> None:
     """Raise ValueError naming the key when a limit is not a positive number."""
     for key in ("MAX_CONTENT_LENGTH", "MAX_VIEWS", "MAX_PIXELS", "MIN_SIDE", "MAX_BATCH_SIZE",
-                "MAX_QUEUE_VIEWS"):
+                "MAX_QUEUE_VIEWS", "MAX_IN_FLIGHT", "MAX_STUDY_PIXELS", "PIXEL_BUDGET"):
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"config {key}={value!r} must be a positive integer")
@@ -96,5 +106,7 @@ def check_limits(config: Mapping[str, Any]) -> None:
             raise ValueError(f"config {key}={value!r} must be an integer >= 0 (0: TensorFlow's default)")
     if config["BACKEND"] not in ("tensorflow", "onnx"):
         raise ValueError(f"config BACKEND={config['BACKEND']!r} must be 'tensorflow' or 'onnx'")
+    if not config["QUEUE_TIMEOUT_MS"] > 0:
+        raise ValueError(f"config QUEUE_TIMEOUT_MS={config['QUEUE_TIMEOUT_MS']!r} must be > 0")
     if config["MAX_WAIT_MS"] < 0:
         raise ValueError(f"config MAX_WAIT_MS={config['MAX_WAIT_MS']!r} must be >= 0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, current_app, has_request_context, jsonify, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import ClientDisconnected, HTTPException, MethodNotAllowed
 
 from classifiers import errors as classifier_errors
 
@@ -27,12 +27,15 @@ class ApiError(Exception):
 CLASSIFIER_ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     classifier_errors.TruncatedImage: (400, "truncated_image"),
     classifier_errors.ImageTooLarge: (413, "image_too_large"),
+    classifier_errors.StudyTooLarge: (413, "study_too_large"),
     classifier_errors.UnreadableImage: (415, "unsupported_media_type"),
     classifier_errors.ImageTooSmall: (422, "image_too_small"),
     classifier_errors.InvalidOption: (422, "invalid_option"),
     classifier_errors.Overloaded: (503, "overloaded"),
     classifier_errors.ModelRepositoryError: (503, "not_ready"),
 }
+
+CLIENT_DISCONNECTED = 499
 
 # Flask / Werkzeug HTTP errors -> code; the message is ours, never Werkzeug's HTML.
 HTTP_ERROR_CODES: dict[int, tuple[str, str]] = {
@@ -66,6 +69,11 @@ def classify_exception(error: BaseException, max_request_bytes: int | None) -> t
     """Map any exception to (status, code, message, retry_after_s) without leaking internals."""
     if isinstance(error, ApiError):
         return error.status, error.code, error.message, error.retry_after_s
+    if isinstance(error, ClientDisconnected):
+        # Not a bad request: the client went away. 499 (nginx's code for it) keeps it apart in the access
+        # log and in triage_http_requests{status="499"}; nobody is left to read the answer.
+        message = "the client closed the connection before sending the whole request"
+        return CLIENT_DISCONNECTED, "client_disconnected", message, None
     for error_class, (status, code) in CLASSIFIER_ERROR_STATUS.items():
         if isinstance(error, error_class):
             retry_after_s = getattr(error, "retry_after_s", None) if status == 503 else None
@@ -92,6 +100,8 @@ def register_error_handler(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle_any_error(error: Exception) -> Response:
         status, code, message, retry_after_s = classify_exception(error, app.config.get("MAX_CONTENT_LENGTH"))
+        if status == CLIENT_DISCONNECTED:
+            logger.info("client disconnected before sending the whole request")
         if status >= 500 and code == "internal_error":
             # The trace goes to the log only; it never holds request bodies.
             logger.error("unhandled error while serving a request", exc_info=error)

@@ -167,3 +167,43 @@ def parse_predict_request(request: Request, max_views: int) -> PredictRequest:
         return parse_json(request, max_views)
     shown = mimetype or "no content type"
     raise ApiError(415, "unsupported_media_type", f"{shown} is not accepted; {ACCEPTED_FORMS}")
+
+
+class CompleteBodyInput(io.RawIOBase):
+    """wsgi.input that raises ConnectionResetError when the body ends before its Content-Length.
+
+    gunicorn hands a short body over as if it were complete; werkzeug turns this error into
+    ClientDisconnected, which the error handler counts as a disconnect rather than a bad request.
+    """
+
+    def __init__(self, stream: Any, content_length: int) -> None:
+        super().__init__()
+        self.stream = stream
+        self.remaining = content_length
+
+    def readable(self) -> bool:
+        """Always readable."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into `buffer`; an early end of the body is a disconnect."""
+        if self.remaining <= 0:
+            return 0
+        data = self.stream.read(min(len(buffer), self.remaining))
+        if not data:
+            raise ConnectionResetError(f"the client sent {self.remaining} bytes fewer than its Content-Length")
+        buffer[: len(data)] = data
+        self.remaining -= len(data)
+        return len(data)
+
+
+def detect_disconnects(wsgi_app: Any) -> Any:
+    """WSGI middleware: wrap a request body of known length in CompleteBodyInput."""
+
+    def app_with_check(environ: dict[str, Any], start_response: Any) -> Any:
+        length = environ.get("CONTENT_LENGTH", "")
+        if length.isdigit() and int(length) > 0:
+            environ["wsgi.input"] = CompleteBodyInput(environ["wsgi.input"], int(length))
+        return wsgi_app(environ, start_response)
+
+    return app_with_check

@@ -11,6 +11,7 @@ from web.audit import write_audit_line
 from web.errors import error_response
 from web.loading import PipelineLoader, get_pipeline, not_ready_error
 from web.requests import parse_predict_request
+from web.shedding import request_deadline
 
 blueprint = Blueprint("triage", __name__)
 
@@ -26,11 +27,14 @@ def predict_page() -> Response:
 @blueprint.post("/predict")
 def predict() -> Response:
     """Triage one study sent as multipart, a raw image body or JSON."""
-    started = time.perf_counter()
+    started = time.monotonic()
     pipeline = get_pipeline()
-    parsed = parse_predict_request(request, current_app.config["MAX_VIEWS"])
-    result = pipeline.predict_study(parsed.views, body_part=parsed.body_part, aggregation=parsed.aggregation)
-    write_audit_line(current_app, g.key_id, result, (time.perf_counter() - started) * 1000)
+    deadline = request_deadline(request, current_app.config, started)
+    with current_app.extensions["in_flight"].admit():
+        parsed = parse_predict_request(request, current_app.config["MAX_VIEWS"])
+        result = pipeline.predict_study(parsed.views, body_part=parsed.body_part, aggregation=parsed.aggregation,
+                                        deadline=deadline)
+    write_audit_line(current_app, g.key_id, result, (time.monotonic() - started) * 1000)
     return jsonify(result.to_dict())
 
 
