@@ -12,6 +12,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,13 +48,12 @@ def get_status(url: str) -> int | None:
         return None
 
 
-@pytest.fixture
-def gunicorn_url(tiny_repository, tmp_path):
-    """gunicorn -c gunicorn.conf.py app:app on a free port over the tiny repository; always stopped."""
+@contextmanager
+def running_gunicorn(repository: Path, log_path: Path, extra_environment: dict[str, str]) -> Iterator[tuple]:
+    """gunicorn -c gunicorn.conf.py app:app on a free port over `repository`; always stopped."""
     port = free_port()
-    environment = {**os.environ, "TRIAGE_BIND": f"127.0.0.1:{port}", "TRIAGE_MODELS": str(tiny_repository),
-                   "TRIAGE_WORKERS": "1", "TRIAGE_THREADS": "4", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    log_path = tmp_path / "gunicorn.log"
+    environment = {**os.environ, "TRIAGE_BIND": f"127.0.0.1:{port}", "TRIAGE_MODELS": str(repository),
+                   "TRIAGE_WORKERS": "1", "TRIAGE_THREADS": "4", "TF_CPP_MIN_LOG_LEVEL": "2", **extra_environment}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
                                    cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
@@ -65,6 +66,13 @@ def gunicorn_url(tiny_repository, tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.fixture
+def gunicorn_url(tiny_repository, tmp_path):
+    """gunicorn over the tiny repository, no API keys."""
+    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log", {}) as running:
+        yield running
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
@@ -156,3 +164,18 @@ def test_client_that_disconnects_mid_body_is_counted_as_such(gunicorn_url):
         metrics_text = response.read().decode()
     assert 'triage_http_requests_total{endpoint="/predict",method="POST",status="499"} 3.0' in metrics_text
     assert 'status="400"' not in metrics_text
+
+
+def test_refused_request_with_a_large_body_gets_its_answer_not_a_reset(tiny_repository, tmp_path):
+    key = "gunicorn-test-key-0123456789"
+    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log", {"TRIAGE_API_KEYS": f"t:{key}"}) as running:
+        url, process, log_path = running
+        wait_until_ready(url, process, log_path)
+        body = b"\x89PNG" + bytes(8_000_000)  # refused before the app reads it
+        for _ in range(3):
+            request = urllib.request.Request(url + "/predict", data=body, method="POST",
+                                             headers={"Content-Type": "image/png"})
+            with pytest.raises(urllib.error.HTTPError) as raised:
+                urllib.request.urlopen(request, timeout=60)
+            assert raised.value.code == 401
+            assert json.load(raised.value)["error"]["code"] == "unauthorized"

@@ -94,6 +94,20 @@ def _request_content_length() -> int | None:
     return request.content_length if has_request_context() else None
 
 
+def drain_request_body() -> None:
+    """Read what is left of a refused request's body (at most MAX_CONTENT_LENGTH).
+
+    Answered before its body was read, the connection would be closed on a client still sending: it
+    sees a reset instead of the 401 or 503. Reading the rest lets it read the answer.
+    """
+    if not has_request_context():
+        return
+    try:
+        request.stream.exhaust()
+    except Exception:  # noqa: BLE001 - a client gone or a body over the limit: nothing left to save
+        pass
+
+
 def register_error_handler(app: Flask) -> None:
     """Install the single handler that turns every exception and HTTP error into the JSON shape."""
 
@@ -106,6 +120,8 @@ def register_error_handler(app: Flask) -> None:
             # The trace goes to the log only; it never holds request bodies.
             logger.error("unhandled error while serving a request", exc_info=error)
         response = error_response(status, code, message, retry_after_s)
+        if status in (401, 503):
+            drain_request_body()
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="triage"'
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
