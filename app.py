@@ -7,6 +7,7 @@ the gunicorn worker, so importing this module loads neither TensorFlow nor any m
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -55,8 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics = Metrics()
     loader = PipelineLoader(models_dir, build_settings(app.config, on_batch=metrics.observe_batch))
     metrics.watch_queues(loader.queue_depths)
-    app.extensions["pipeline_loader"] = loader
-    app.extensions["pipeline"] = None
+    app.extensions["pipeline_loader"] = loader  # the one holder of the pipeline (web.loading.get_pipeline)
     app.extensions["metrics"] = metrics
     app.extensions["openapi"] = build_openapi()
 
@@ -70,9 +70,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(blueprint)
 
     if app.config["LOAD_IN_BACKGROUND"]:
-        loader.load_in_background(app)
+        loader.load_in_background()
     else:
-        app.extensions["pipeline"] = loader.load()
+        loader.load()
     return app
 
 
@@ -94,6 +94,9 @@ def __getattr__(name: str) -> Flask:
         raise AttributeError(f"module 'app' has no attribute {name!r}")
     with _production_lock:
         if _production_app is None:
+            from classifiers.logs import configure_logging
+
+            configure_logging(os.environ.get("TRIAGE_LOG_LEVEL", "info"))
             environment = read_environment()
             _production_app = create_app({"LOAD_IN_BACKGROUND": environment.get("LOAD_IN_BACKGROUND", True)})
     return _production_app
@@ -106,6 +109,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument("--models", default=None,
                         help="model repository folder (default: $TRIAGE_MODELS or h5/)")
+    parser.add_argument("--log-level", default=os.environ.get("TRIAGE_LOG_LEVEL", "info"),
+                        help="info (default), debug (adds the libraries' own output), warning or error")
     return parser.parse_args(argv)
 
 
@@ -116,8 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.models is not None:
         config["MODELS_DIR"] = arguments.models
     from classifiers.errors import ModelRepositoryError
+    from classifiers.logs import configure_logging
 
     try:
+        configure_logging(arguments.log_level)
         flask_app = create_app(config)
     except (ModelRepositoryError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

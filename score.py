@@ -35,14 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap-replicates", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true", help="log the libraries' own output (TensorFlow's) too")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the scoring job and return the exit code."""
     arguments = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from classifiers.logs import configure_logging
     from scoring.command import ScoringOptions, run_scoring
+
+    configure_logging("DEBUG" if arguments.verbose else "WARNING")
 
     worklist = arguments.worklist
     if worklist is True:

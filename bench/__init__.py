@@ -1,1 +1,1 @@
-"""Benchmark harness: naive vs pipeline vs gunicorn service vs the machine's matmul limit (issue 6)."""
+"""Benchmark harness: naive vs pipeline vs gunicorn service vs the machine's matmul limit."""

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from classifiers.pipeline import BACKENDS
+from classifiers.backends import BACKENDS, DEFAULT_BACKEND
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -40,7 +40,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare-routers", default="mobilenetv3small,efficientnetb0",
                         help="comma-separated router backbones to cost beside the router ('' for none)")
     parser.add_argument("--skip-xla", action="store_true", help="do not compare tf.function with XLA")
-    parser.add_argument("--backend", default="tensorflow", choices=BACKENDS,
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=list(BACKENDS),
                         help="pipeline and service backend (onnx exports the repository once, then reuses it)")
     return parser.parse_args(argv)
 
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.machine import describe_machine, load_average
     from bench.models import build_repository
     from bench.report import compute_ratios, format_table, judge_targets, write_json
-    from classifiers.manifest import ONNX_FILE_KEY, read_manifest
+    from classifiers.repository.manifest import read_manifest
 
     side = arguments.input_size or (64 if arguments.quick else 224)
     sizes = ({"matmul": 512, "repeats": 2, "naive_views": 4, "studies": 6} if arguments.quick else
@@ -163,8 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if arguments.backend == "onnx" and ONNX_FILE_KEY not in read_manifest(repository)["router"]["files"]:
-        from classifiers.onnx_export import export_repository
+    file_key = BACKENDS[arguments.backend].file_key
+    if file_key and file_key not in read_manifest(repository).router.files:
+        from classifiers.repository.onnx_export import export_repository
 
         progress("exporting the benchmark repository to ONNX (once; kept in the cache)")
         export_repository(repository, log=progress)

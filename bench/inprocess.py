@@ -58,7 +58,7 @@ def measure_forward(pipeline: Pipeline, batch_sizes: tuple[int, ...], repeats: i
     """Compiled forward time (ms per call) of the router and one expert at each batch size."""
     results: dict[str, dict[str, float]] = {}
     for role in ("router", pipeline.body_parts[0]):
-        compiled = pipeline.models[role].compiled
+        compiled = pipeline.models[role].runner
         results[role] = {}
         for batch_size in batch_sizes:
             batch = preprocess_batch(np.zeros((batch_size, *compiled.input_size, 3), np.uint8), compiled.preprocessing)
@@ -87,11 +87,11 @@ def compare_xla(model: Any, input_size: tuple[int, int], batch_sizes: tuple[int,
 
 def keras_models_of(pipeline: Pipeline) -> dict[str, Any]:
     """The Keras model of each role: the pipeline's own, or loaded from the files when it runs ONNX."""
-    from classifiers.loading import load_model
+    from classifiers.repository.loading import load_model
+    from classifiers.tensorflow_backend import CompiledModel
 
-    if pipeline.settings.backend == "tensorflow":
-        return {role: loaded.compiled.model for role, loaded in pipeline.models.items()}
-    return {role: load_model(pipeline.repository, loaded.entry, role) for role, loaded in pipeline.models.items()}
+    return {role: loaded.runner.model if isinstance(loaded.runner, CompiledModel)
+            else load_model(pipeline.repository, loaded.entry)[0] for role, loaded in pipeline.models.items()}
 
 
 def measure_naive(pipeline: Pipeline, keras_models: dict[str, Any], views: list[bytes], count: int) -> dict[str, Any]:
@@ -101,11 +101,11 @@ def measure_naive(pipeline: Pipeline, keras_models: dict[str, Any], views: list[
     def predict_one(data: bytes) -> None:
         image = decode_image(data)
         pixels = resize_image(image, router.input_size)[None]
-        scores = keras_models["router"].predict(preprocess_batch(pixels, router.compiled.preprocessing), verbose=0)
+        scores = keras_models["router"].predict(preprocess_batch(pixels, router.runner.preprocessing), verbose=0)
         part = pipeline.body_parts[int(np.argmax(scores[0]))]
         expert = pipeline.models[part]
         expert_pixels = resize_image(image, expert.input_size)[None]
-        keras_models[part].predict(preprocess_batch(expert_pixels, expert.compiled.preprocessing), verbose=0)
+        keras_models[part].predict(preprocess_batch(expert_pixels, expert.runner.preprocessing), verbose=0)
 
     predict_one(views[0])  # Model.predict builds its own function on first use: not counted.
     latencies = []

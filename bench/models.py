@@ -6,7 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from classifiers.manifest import BODY_PARTS, FORMAT_VERSION, make_model_entry, write_manifest
+from classifiers.body_parts import BODY_PARTS
+from classifiers.repository.entries import Manifest
+from classifiers.repository.manifest import make_model_entry, write_manifest
 
 PREPROCESSING = "torch"
 
@@ -66,16 +68,14 @@ def build_repository(cache_root: Path, router_backbone: str, expert_backbone: st
     folder.mkdir(parents=True, exist_ok=True)
     provenance = {"data": "random-weights-benchmark"}
     router = build_backbone(router_backbone, input_size, len(BODY_PARTS), "softmax")
-    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "experts": {}, "router": make_model_entry(
-        folder, _save(router, folder, "router"), list(BODY_PARTS), input_size, PREPROCESSING,
-        provenance={**provenance, "backbone": router_backbone})}
+    router_entry = make_model_entry(folder, "router", _save(router, folder, "router"), BODY_PARTS, input_size,
+                                    PREPROCESSING, provenance={**provenance, "backbone": router_backbone})
     # One random expert saved seven times: the weights do not change the cost, and building is slow.
     expert = build_backbone(expert_backbone, input_size, 1, "sigmoid")
-    for body_part in BODY_PARTS:
-        manifest["experts"][body_part] = make_model_entry(
-            folder, _save(expert, folder, body_part), ["abnormal"], input_size, PREPROCESSING, threshold=0.5,
-            provenance={**provenance, "backbone": expert_backbone})
-    write_manifest(folder, manifest)
+    experts = {body_part: make_model_entry(
+        folder, body_part, _save(expert, folder, body_part), ["abnormal"], input_size, PREPROCESSING, threshold=0.5,
+        provenance={**provenance, "backbone": expert_backbone}) for body_part in BODY_PARTS}
+    write_manifest(folder, Manifest(router=router_entry, experts=experts))
     return folder
 
 

@@ -1,4 +1,4 @@
-"""Ratios against the issue 6 targets, the printed table, and the JSON record."""
+"""Ratios against the performance targets (docs/PERFORMANCE.md), the printed table, and the JSON record."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from classifiers.body_parts import BODY_PARTS, normalize_body_part
 from classifiers.errors import (
     ClassifierError,
     ImageError,
@@ -14,7 +15,6 @@ from classifiers.errors import (
     UnreadableImage,
 )
 from classifiers.imaging import ImageLimits, decode_image, load_image_file, resize_image
-from classifiers.manifest import BODY_PARTS
 from classifiers.pipeline import AGGREGATIONS, Pipeline, PipelineSettings
 from classifiers.results import StudyResult, ViewInput, ViewResult
 
@@ -37,6 +37,7 @@ __all__ = [
     "ViewInput",
     "ViewResult",
     "decode_image",
+    "normalize_body_part",
     "load_image_file",
     "resize_image",
 ]

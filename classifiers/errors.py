@@ -39,10 +39,14 @@ class InvalidOption(ClassifierError, ValueError):
     """A caller option (body part, aggregation) is not one of the allowed values."""
 
 
+# Seconds a refused caller waits before retrying, when nothing better is known (every 503 but "still loading").
+DEFAULT_RETRY_AFTER_S = 1
+
+
 class Overloaded(ClassifierError):
     """The batcher queue is full; the caller should retry after `retry_after_s` seconds."""
 
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+    def __init__(self, message: str, retry_after_s: int = DEFAULT_RETRY_AFTER_S) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 

@@ -1,39 +1,27 @@
-"""Optional ONNX Runtime backend: a model exported to `<role>.onnx` run with the same interface as CompiledModel.
+"""The onnx backend: each entry's ONNX export, run by ONNX Runtime (no TensorFlow in the process).
 
 Faster than TensorFlow on CPU here and quick to load (no Keras graph to build or trace): see
-docs/PERFORMANCE.md. Export a repository with `python -m classifiers.onnx_export FOLDER`.
+docs/PERFORMANCE.md. Export a repository with `python -m classifiers.repository.onnx_export FOLDER`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from classifiers.errors import ModelRepositoryError
-from classifiers.runtime import ImageModel
+from classifiers.repository.entries import ONNX_FILE_KEY, ModelEntry
+from classifiers.runtime import BackendOptions, ImageModel
 
-ONNX_OPSET = 17
-# Largest difference allowed between ONNX Runtime's and TensorFlow's probabilities at export.
-ONNX_TOLERANCE = 1e-4
-
-
-def export_onnx(model: Any, input_size: tuple[int, int], channels: int, path: Path) -> None:
-    """Convert a loaded Keras model (Keras 3 or tf_keras) to an ONNX file with a (None, H, W, C) input."""
-    import tensorflow as tf
-    import tf2onnx
-
-    signature = (tf.TensorSpec((None, *input_size, channels), tf.float32, name="images"),)
-    function = tf.function(lambda images: model(images, training=False))
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=ONNX_OPSET)
-    path.write_bytes(proto.SerializeToString())
-
+EXPORT_COMMAND = "python -m classifiers.repository.onnx_export"
 
 class OnnxModel(ImageModel):
-    """An ONNX Runtime session behind the same interface as CompiledModel."""
+    """An ONNX Runtime session behind the same interface as the tensorflow backend's CompiledModel."""
 
-    backend = "onnxruntime"
+    library = "onnxruntime"
 
     def __init__(self, name: str, path: Path, input_size: tuple[int, int], preprocessing: str,
                  intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
@@ -54,8 +42,9 @@ class OnnxModel(ImageModel):
         except Exception as error:  # onnxruntime raises its own exception types for a bad file.
             raise ModelRepositoryError(
                 f"{path}: cannot load the {name} ONNX model ({type(error).__name__}); re-export it with"
-                f" python -m classifiers.onnx_export {path.parent}") from None
+                f" {EXPORT_COMMAND} {path.parent}") from None
         self.name = name
+        self.file_name = path.name
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.preprocessing = preprocessing
         model_input = self.session.get_inputs()[0]
@@ -65,7 +54,7 @@ class OnnxModel(ImageModel):
         if list(model_input.shape[1:3]) != list(self.input_size):
             raise ModelRepositoryError(
                 f"{path}: the ONNX model takes {model_input.shape[1:3]} images but the manifest says"
-                f" {list(self.input_size)}; re-export it with python -m classifiers.onnx_export {path.parent}")
+                f" {list(self.input_size)}; re-export it with {EXPORT_COMMAND} {path.parent}")
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Run the session on an already preprocessed (N, H, W, C) float32 batch."""
@@ -77,3 +66,35 @@ def _providers(onnxruntime: Any) -> list[str]:
     """CUDA first when this onnxruntime build has it, then CPU."""
     available = onnxruntime.get_available_providers()
     return [name for name in ("CUDAExecutionProvider", "CPUExecutionProvider") if name in available]
+
+
+def configure(options: BackendOptions) -> str:
+    """Describe where the sessions run (thread pools are set per session)."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return "GPU (ONNX Runtime CUDA provider)"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def load(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[OnnxModel, ModelEntry]:
+    """Open the entry's ONNX export and check its output width against the entry's classes."""
+    onnx_file = entry.files.get(ONNX_FILE_KEY)
+    if onnx_file is None:
+        raise ModelRepositoryError(
+            f"{folder / 'manifest.json'} [{entry.role}]: no ONNX export for the onnx backend; run"
+            f" {EXPORT_COMMAND} {folder}, or use the tensorflow backend")
+    model = OnnxModel(entry.role, folder / onnx_file, entry.input_size, entry.preprocessing,
+                      options.intra_op_threads, options.inter_op_threads)
+    if model.num_outputs != len(entry.classes):
+        raise ModelRepositoryError(
+            f"{folder / onnx_file}: {model.num_outputs} outputs but the manifest lists {len(entry.classes)} classes"
+            f" for {entry.role}; re-export it with {EXPORT_COMMAND} {folder}")
+    return model, entry
+
+
+def versions() -> dict[str, str]:
+    """ONNX Runtime's version."""
+    import onnxruntime
+
+    return {"onnxruntime": onnxruntime.__version__}

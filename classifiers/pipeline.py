@@ -14,23 +14,15 @@ import numpy as np
 from PIL import Image
 
 from classifiers.admission import PixelBudget
+from classifiers.backends import DEFAULT_BACKEND, Backend, get_backend
 from classifiers.batching import DynamicBatcher
-from classifiers.errors import InvalidOption, ModelRepositoryError, StudyTooLarge
+from classifiers.body_parts import ROUTER, normalize_body_part
+from classifiers.errors import InvalidOption, StudyTooLarge
 from classifiers.imaging import ImageLimits, count_pixels, decode_image, resize_image
-from classifiers.loading import load_model, model_input_shape
-from classifiers.manifest import (
-    BODY_PARTS,
-    DEFAULT_THRESHOLD,
-    MANIFEST_NAME,
-    NO_MANIFEST_WARNING,
-    ONNX_FILE_KEY,
-    ROUTER,
-    read_manifest,
-    threshold_source,
-)
-from classifiers.onnx_backend import OnnxModel
+from classifiers.repository.entries import Manifest, ModelEntry
+from classifiers.repository.manifest import NO_MANIFEST_WARNING, read_manifest
 from classifiers.results import StudyResult, ViewInput, ViewResult
-from classifiers.runtime import CompiledModel, ImageModel, configure_devices, padded_batch_size
+from classifiers.runtime import BackendOptions, ImageModel, padded_batch_size
 
 logger = logging.getLogger(__name__)
 
@@ -59,43 +51,49 @@ class PipelineSettings:
     jit_compile: bool = False
     intra_op_threads: int = 0
     inter_op_threads: int = 0
-    # "tensorflow" runs the Keras files; "onnx" runs each entry's ONNX export (classifiers.onnx_export).
-    backend: str = "tensorflow"
+    # A name in classifiers.backends.BACKENDS: "tensorflow" runs the Keras files, "onnx" their ONNX exports.
+    backend: str = DEFAULT_BACKEND
 
-
-BACKENDS = ("tensorflow", "onnx")
+    @property
+    def backend_options(self) -> BackendOptions:
+        """The speed settings the backend reads."""
+        return BackendOptions(self.intra_op_threads, self.inter_op_threads, self.jit_compile)
 
 
 @dataclass
 class LoadedModel:
-    """One model of the repository: its manifest entry, compiled function and batcher."""
+    """One model of the repository: its entry, the backend's runner and the batcher in front of it."""
 
-    role: str
-    entry: dict[str, Any]
-    compiled: ImageModel
+    entry: ModelEntry
+    runner: ImageModel
     batcher: DynamicBatcher
-    version: str
 
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) the model takes."""
-        return self.compiled.input_size
+        return self.runner.input_size
+
+    @property
+    def version(self) -> str:
+        """`file@sha256-prefix` of the file the runner runs."""
+        return self.entry.version(self.runner.file_name)
 
 
 class Pipeline:
     """Router + seven experts, loaded once, safe to call from many threads at once."""
 
-    def __init__(self, repository: Path, manifest: dict[str, Any], models: dict[str, LoadedModel],
-                 settings: PipelineSettings, device: str, load_seconds: float) -> None:
+    def __init__(self, repository: Path, manifest: Manifest, models: dict[str, LoadedModel],
+                 settings: PipelineSettings, backend: Backend, device: str, load_seconds: float) -> None:
         self.repository = repository
         self.manifest = manifest
         self.models = models
         self.settings = settings
+        self.backend = backend
         self.device = device
         self.load_seconds = load_seconds
-        self.body_parts: tuple[str, ...] = tuple(manifest[ROUTER]["classes"])
+        self.body_parts: tuple[str, ...] = manifest.router.classes
         self.pixel_budget = PixelBudget(settings.pixel_budget)
-        self.warnings: list[str] = [NO_MANIFEST_WARNING] if manifest[ROUTER].get("conventional") else []
+        self.warnings: list[str] = [NO_MANIFEST_WARNING] if manifest.conventional else []
         for warning in self.warnings:
             logger.warning("%s: %s", repository.name, warning)
 
@@ -107,33 +105,24 @@ class Pipeline:
             ModelRepositoryError: anything in the repository is missing or invalid; nothing is served.
         """
         settings = settings or PipelineSettings()
-        if settings.backend not in BACKENDS:
-            raise ValueError(f"backend {settings.backend!r} unknown; use one of {', '.join(BACKENDS)}")
+        backend = get_backend(settings.backend)
         repository = Path(repository)
         started = time.perf_counter()
-        # The thread settings size the pools of the backend that runs the models: TensorFlow's or ONNX Runtime's.
-        tensorflow_threads = (settings.intra_op_threads, settings.inter_op_threads) \
-            if settings.backend == "tensorflow" else (0, 0)
-        device = configure_devices(*tensorflow_threads)
+        device = backend.configure(settings.backend_options)
         manifest = read_manifest(repository)
-        entries = {ROUTER: manifest[ROUTER], **{part: manifest["experts"][part] for part in BODY_PARTS}}
         models: dict[str, LoadedModel] = {}
         try:
-            for role, entry in entries.items():
-                models[role] = _load_one(repository, role, entry, settings)
+            for role, entry in manifest.entries().items():
+                models[role] = _load_one(repository, entry, backend, settings)
         except BaseException:
             for loaded in models.values():
                 loaded.batcher.close()
             raise
-        return cls(repository, manifest, models, settings, device, time.perf_counter() - started)
-
-    def normalize_body_part(self, body_part: str) -> str:
-        """Accept `XR_WRIST`, `wrist` or `Wrist`; raise InvalidOption for anything else."""
-        candidate = body_part.strip().upper()
-        candidate = candidate if candidate.startswith("XR_") else f"XR_{candidate}"
-        if candidate not in self.body_parts:
-            raise InvalidOption(f"unknown body_part {body_part!r}; valid: {', '.join(self.body_parts)}")
-        return candidate
+        # Entries built from conventional names were completed from their models while loading.
+        manifest = Manifest(router=models[ROUTER].entry,
+                            experts={role: loaded.entry for role, loaded in models.items() if role != ROUTER},
+                            format_version=manifest.format_version, extra=manifest.extra)
+        return cls(repository, manifest, models, settings, backend, device, time.perf_counter() - started)
 
     def predict_study(self, views: Sequence[ViewInput], body_part: str | None = None,
                       aggregation: str = "mean", deadline: float | None = None) -> StudyResult:
@@ -145,7 +134,7 @@ class Pipeline:
         Raises:
             StudyTooLarge: the views have more pixels together than `max_study_pixels`.
         """
-        self._check_options(body_part, aggregation, len(views))
+        chosen_part = self._checked_options(body_part, aggregation, len(views))
         started = time.perf_counter()
         limits = self.settings.image_limits
         num_pixels = sum(count_pixels(view.data, limits, view.name) for view in views)
@@ -155,7 +144,7 @@ class Pipeline:
         with self.pixel_budget.hold(num_pixels, deadline):
             images = [decode_image(view.data, limits, view.name) for view in views]
             decode_ms = (time.perf_counter() - started) * 1000
-            result = self.predict_images([view.name for view in views], images, body_part, aggregation, deadline)
+            result = self._run_stages([view.name for view in views], images, chosen_part, aggregation, deadline)
         result.timing_ms = {"decode": decode_ms, **result.timing_ms}
         result.timing_ms["total"] += decode_ms
         return result
@@ -166,9 +155,14 @@ class Pipeline:
 
         The deadline applies to the router's queue: a study that started there goes on to its expert.
         """
-        self._check_options(body_part, aggregation, len(images))
+        chosen_part = self._checked_options(body_part, aggregation, len(images))
         if len(names) != len(images):
             raise ValueError(f"{len(names)} names for {len(images)} images")
+        return self._run_stages(names, images, chosen_part, aggregation, deadline)
+
+    def _run_stages(self, names: Sequence[str], images: Sequence[Image.Image], given_part: str | None,
+                    aggregation: str, deadline: float | None) -> StudyResult:
+        """Router then expert on checked options: `given_part` is normalised or None, `aggregation` known."""
         started = time.perf_counter()
         resized: dict[tuple[int, int], np.ndarray] = {}
         router = self.models[ROUTER]
@@ -177,12 +171,14 @@ class Pipeline:
         # (num_views, 7) probabilities, columns in self.body_parts order.
         mean_scores = router_scores.mean(axis=0)
         routed_part = self.body_parts[int(np.argmax(mean_scores))]
-        chosen_part = self.normalize_body_part(body_part) if body_part else routed_part
+        chosen_part = given_part or routed_part
         expert = self.models[chosen_part]
         expert_started = time.perf_counter()
-        view_scores = _abnormality(expert, expert.batcher.submit(_resize_all(images, expert.input_size, resized)))
+        expert_outputs = expert.batcher.submit(_resize_all(images, expert.input_size, resized))
+        # (num_views,) P(abnormal) from a 1-unit sigmoid or a 2-way softmax [negative, positive].
+        view_scores = expert_outputs[:, expert.entry.positive_column].astype(np.float64)
         expert_ms = (time.perf_counter() - expert_started) * 1000
-        threshold = float(expert.entry.get("threshold", DEFAULT_THRESHOLD))
+        threshold = expert.entry.decision_threshold
         abnormality = AGGREGATIONS[aggregation](view_scores)
         views = [
             self._view_result(name, scores, score)
@@ -194,34 +190,32 @@ class Pipeline:
             abnormality=abnormality,
             label="abnormal" if abnormality >= threshold else "normal",
             threshold=threshold,
-            threshold_source=threshold_source(expert.entry),
+            threshold_source=expert.entry.threshold_source,
             aggregation=aggregation,
             n_images=len(images),
-            warnings=self._warnings(views, mean_scores, routed_part, body_part and chosen_part),
+            warnings=self._warnings(views, mean_scores, routed_part, given_part),
             images=views,
             models={"router": router.version, "expert": expert.version},
             timing_ms={"router": router_ms, "expert": expert_ms, "total": (time.perf_counter() - started) * 1000},
         )
 
     def describe(self) -> dict[str, Any]:
-        """What is loaded: repository, device, library versions, manifest and per-model settings."""
-        import keras
-        import tensorflow as tf
-
+        """What is loaded: repository, backend, device, library versions, manifest and per-model settings."""
         return {
             "repository": str(self.repository),
+            "backend": self.backend.name,
             "device": self.device,
             "load_seconds": round(self.load_seconds, 3),
-            "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__},
+            "versions": {"python": platform.python_version(), **self.backend.versions()},
             "body_parts": list(self.body_parts),
             "warnings": list(self.warnings),
             "models": {
                 role: {"version": loaded.version, "input_size": list(loaded.input_size),
-                       "preprocessing": loaded.compiled.preprocessing, "classes": loaded.entry["classes"],
-                       "threshold": loaded.entry.get("threshold"), "backend": loaded.compiled.backend}
+                       "preprocessing": loaded.entry.preprocessing, "classes": list(loaded.entry.classes),
+                       "threshold": loaded.entry.threshold, "library": loaded.runner.library}
                 for role, loaded in self.models.items()
             },
-            "manifest": self.manifest,
+            "manifest": self.manifest.to_json(),
         }
 
     def queue_depths(self) -> dict[str, int]:
@@ -233,14 +227,14 @@ class Pipeline:
         for loaded in self.models.values():
             loaded.batcher.close()
 
-    def _check_options(self, body_part: str | None, aggregation: str, num_views: int) -> None:
-        """Reject unknown options and empty studies before any work is done."""
+    @staticmethod
+    def _checked_options(body_part: str | None, aggregation: str, num_views: int) -> str | None:
+        """Reject unknown options and empty studies before any work; return the normalised body part."""
         if aggregation not in AGGREGATIONS:
             raise InvalidOption(f"unknown aggregation {aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
-        if body_part:
-            self.normalize_body_part(body_part)
         if num_views < 1:
             raise InvalidOption("a study needs at least one image")
+        return normalize_body_part(body_part) if body_part else None
 
     def _view_result(self, name: str, router_scores: np.ndarray, abnormality: float) -> ViewResult:
         """Per-view body part, its confidence and all router scores."""
@@ -277,42 +271,16 @@ class Pipeline:
         return warnings
 
 
-def _load_one(repository: Path, role: str, entry: dict[str, Any], settings: PipelineSettings) -> LoadedModel:
-    """Load, compile, warm up and start the batcher of one model."""
-    if settings.backend == "onnx":
-        compiled = _load_onnx(repository, role, entry, settings)
-    else:
-        model = load_model(repository, entry, role)
-        channels = model_input_shape(model)[2]
-        compiled = CompiledModel(role, model, tuple(entry["input_size"]), entry["preprocessing"], channels,
-                                 jit_compile=settings.jit_compile)
+def _load_one(repository: Path, entry: ModelEntry, backend: Backend, settings: PipelineSettings) -> LoadedModel:
+    """Load one entry with the backend, warm it up and start its batcher."""
+    runner, entry = backend.load(repository, entry, settings.backend_options)
     if settings.warmup:
         # XLA compiles per batch shape: compile every padded size the batcher can form, not just 1.
         sizes = {padded_batch_size(size) for size in range(1, settings.max_batch_size + 1)}
-        compiled.warm_up(tuple(sorted(sizes)) if compiled.jit_compile else (1,))
-    batcher = DynamicBatcher(role, compiled.predict, settings.max_batch_size, settings.max_wait_ms,
+        runner.warm_up(tuple(sorted(sizes)) if runner.jit_compile else (1,))
+    batcher = DynamicBatcher(entry.role, runner.predict, settings.max_batch_size, settings.max_wait_ms,
                              settings.max_queue_views, settings.on_batch)
-    main_file = entry["files"].get(ONNX_FILE_KEY) if settings.backend == "onnx" else None
-    main_file = main_file or entry["files"].get("model") or entry["files"]["weights"]
-    checksum = (entry.get("sha256") or {}).get(main_file, "")
-    return LoadedModel(role, entry, compiled, batcher, f"{main_file}@{checksum[:12]}" if checksum else main_file)
-
-
-def _load_onnx(repository: Path, role: str, entry: dict[str, Any], settings: PipelineSettings) -> OnnxModel:
-    """Open the entry's ONNX export and check its output width against the manifest classes."""
-    onnx_file = entry["files"].get(ONNX_FILE_KEY)
-    if onnx_file is None:
-        raise ModelRepositoryError(
-            f"{repository / MANIFEST_NAME} [{role}]: no ONNX export for the onnx backend; run"
-            f" python -m classifiers.onnx_export {repository}, or use the tensorflow backend")
-    model = OnnxModel(role, repository / onnx_file, tuple(entry["input_size"]), entry["preprocessing"],
-                      settings.intra_op_threads, settings.inter_op_threads)
-    expected = len(entry["classes"])
-    if model.num_outputs != expected:
-        raise ModelRepositoryError(
-            f"{repository / onnx_file}: {model.num_outputs} outputs but the manifest lists {expected} classes for"
-            f" {role}; re-export it with python -m classifiers.onnx_export {repository}")
-    return model
+    return LoadedModel(entry, runner, batcher)
 
 
 def _resize_all(images: Sequence[Image.Image], size: tuple[int, int],
@@ -321,10 +289,3 @@ def _resize_all(images: Sequence[Image.Image], size: tuple[int, int],
     if size not in cache:
         cache[size] = np.stack([resize_image(image, size) for image in images])
     return cache[size]
-
-
-def _abnormality(expert: LoadedModel, outputs: np.ndarray) -> np.ndarray:
-    """P(abnormal) per view from a 1-unit sigmoid or a 2-way softmax [negative, positive]."""
-    classes = expert.entry["classes"]
-    column = classes.index("positive") if len(classes) == 2 else 0
-    return outputs[:, column].astype(np.float64)

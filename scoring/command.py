@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from classifiers.names import printable_name
-from classifiers.studies import StudySourceError, find_studies
+from mura.studies import StudySourceError, find_studies
 from scoring.bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED
 from scoring.output import OutputError, open_outputs, read_predictions
 from scoring.runner import StudyOutcome, score_studies

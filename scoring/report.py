@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from classifiers import metrics
-from classifiers.manifest import BODY_PARTS
+from classifiers.body_parts import BODY_PARTS
+from mura import metrics
 from scoring.bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED, bootstrap_interval
 from scoring.report_markdown import render_markdown
 

@@ -18,7 +18,7 @@ from PIL import Image
 from classifiers.errors import ImageError, Overloaded
 from classifiers.imaging import ImageLimits, load_image_file
 from classifiers.pipeline import Pipeline
-from classifiers.studies import Study
+from mura.studies import Study
 
 UNSCORED_LABEL = "unscored"
 OVERLOADED_RETRY_S = 0.05

@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.manifest import BODY_PARTS, FORMAT_VERSION, make_model_entry, write_manifest
+from classifiers.body_parts import BODY_PARTS
+from classifiers.repository.entries import Manifest
+from classifiers.repository.manifest import make_model_entry, write_manifest
 
 KERAS3_FORMATS = ("json+weights.h5", "keras", "h5")
 TF_KERAS_FORMATS = ("tf_keras:json+h5", "tf_keras:h5")
@@ -83,21 +85,21 @@ def save_model(model: Any, folder: Path, stem: str, file_format: str) -> dict[st
 def write_repository(folder: Path, router: Any, experts: Mapping[str, Any], file_format: str = "json+weights.h5",
                      preprocessing: str = "unit", thresholds: Mapping[str, float] | None = None) -> Path:
     """Save a router and seven experts into `folder` with a manifest.json."""
-    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "experts": {}}
     router_size = tuple(router.inputs[0].shape[1:3])
     files = save_model(router, folder, "router", file_format)
-    manifest["router"] = make_model_entry(folder, files, list(BODY_PARTS), router_size, preprocessing,
-                                          provenance={"data": "tiny-test"})
+    router_entry = make_model_entry(folder, "router", files, BODY_PARTS, router_size, preprocessing,
+                                    provenance={"data": "tiny-test"})
+    expert_entries = {}
     for body_part in BODY_PARTS:
         expert = experts[body_part]
         files = save_model(expert, folder, body_part, file_format)
         units = int(expert.outputs[0].shape[-1])
-        manifest["experts"][body_part] = make_model_entry(
-            folder, files, ["abnormal"] if units == 1 else ["negative", "positive"],
+        expert_entries[body_part] = make_model_entry(
+            folder, body_part, files, ["abnormal"] if units == 1 else ["negative", "positive"],
             tuple(expert.inputs[0].shape[1:3]), preprocessing,
             threshold=(thresholds or {}).get(body_part, 0.5), provenance={"data": "tiny-test"},
         )
-    write_manifest(folder, manifest)
+    write_manifest(folder, Manifest(router=router_entry, experts=expert_entries))
     return folder
 
 

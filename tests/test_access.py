@@ -31,7 +31,7 @@ def keyed_app(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     flask_app = create_app({"MODELS_DIR": str(tiny_repository), "WARMUP": False, "API_KEYS": f"ris:{RIS_KEY}",
                             "API_KEY_FILE": str(key_file), "AUDIT_LOG": str(folder / "audit.log")})
     yield flask_app
-    flask_app.extensions["pipeline"].close()
+    flask_app.extensions["pipeline_loader"].close()
 
 
 def audit_lines(flask_app) -> list[dict]:

@@ -149,7 +149,7 @@ def test_full_batch_queue_answers_503_overloaded_with_retry_after(tiny_repositor
     # One queued view fills the router's queue; the batcher holds it up to 1.5 s waiting for more.
     flask_app = create_app({"MODELS_DIR": str(tiny_repository), "MAX_QUEUE_VIEWS": 1, "MAX_WAIT_MS": 1500.0,
                             "WARMUP": False})
-    pipeline = flask_app.extensions["pipeline"]
+    pipeline = flask_app.extensions["pipeline_loader"].pipeline
     first_status: list[int] = []
     first = threading.Thread(target=lambda: first_status.append(
         flask_app.test_client().post("/predict", data=PNG, content_type="image/png").status_code))
@@ -175,7 +175,7 @@ def slow_batch_app(tiny_repository):
     flask_app = create_app({"MODELS_DIR": str(tiny_repository), "MAX_WAIT_MS": 1500.0, "WARMUP": False,
                             "MAX_IN_FLIGHT": 1})
     yield flask_app
-    flask_app.extensions["pipeline"].close()
+    flask_app.extensions["pipeline_loader"].close()
 
 
 def test_study_that_cannot_start_within_its_deadline_is_503_and_never_computed(slow_batch_app):
@@ -187,7 +187,7 @@ def test_study_that_cannot_start_within_its_deadline_is_503_and_never_computed(s
     assert response.get_json()["error"]["code"] == "overloaded"
     assert int(response.headers["Retry-After"]) >= 1
     assert 0.14 < elapsed < 1.2  # at the deadline, not after the 1.5 s batch window
-    assert slow_batch_app.extensions["pipeline"].queue_depths()["router"] == 0
+    assert slow_batch_app.extensions["pipeline_loader"].pipeline.queue_depths()["router"] == 0
     assert "triage_batch_size_count" not in client.get("/metrics").get_data(as_text=True)  # no batch ran
 
 

@@ -181,7 +181,7 @@ def test_environment_variables_configure_the_app(tiny_repository, monkeypatch):
 
 @pytest.mark.parametrize(("setting", "message"), [
     ({"INTER_OP_THREADS": -1}, "INTER_OP_THREADS=-1 must be an integer >= 0"),
-    ({"BACKEND": "torch"}, "BACKEND='torch' must be 'tensorflow' or 'onnx'"),
+    ({"BACKEND": "torch"}, "BACKEND='torch' must be one of tensorflow, onnx"),
 ])
 def test_bad_speed_setting_is_refused_with_the_key_named(tiny_repository, setting, message):
     from app import create_app
@@ -204,7 +204,7 @@ def test_background_loading_answers_healthz_at_once_and_readyz_when_loaded(tiny_
         assert time.monotonic() < deadline, "models did not load within 120 s"
         time.sleep(0.2)
     assert client.post("/predict", data=PNG, content_type="image/png").status_code == 200
-    flask_app.extensions["pipeline"].close()
+    flask_app.extensions["pipeline_loader"].close()
 
 
 def test_importing_app_loads_neither_tensorflow_nor_models():

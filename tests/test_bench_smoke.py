@@ -57,7 +57,8 @@ def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
 @pytest.mark.parametrize("batch_size", [1, 3, 5])
 def test_xla_compiled_model_matches_tf_function_on_padded_batches(batch_size):
     # classifiers/runtime.py pads XLA batches to a power of two; the padding must not leak into the rows.
-    from classifiers.runtime import CompiledModel, padded_batch_size
+    from classifiers.runtime import padded_batch_size
+    from classifiers.tensorflow_backend import CompiledModel
     from tests.model_factory import build_tiny_expert
 
     model = build_tiny_expert((32, 32), two_way=True)

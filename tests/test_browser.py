@@ -49,7 +49,7 @@ def keyed_server_url(tiny_repository):
     yield url
     server.shutdown()
     thread.join(timeout=10)
-    flask_app.extensions["pipeline"].close()
+    flask_app.extensions["pipeline_loader"].close()
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from classifiers import Pipeline, ViewInput
-from classifiers.manifest import BODY_PARTS, read_manifest
-from classifiers.metrics import roc_auc
-from classifiers.studies import find_studies
+from classifiers.body_parts import BODY_PARTS
+from classifiers.repository.manifest import read_manifest
+from mura.metrics import roc_auc
+from mura.studies import find_studies
 from training.synthetic import generate_dataset
 
 REPOSITORY = Path(__file__).resolve().parent.parent / "h5"
@@ -39,10 +40,10 @@ def scored_studies(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, 
 
 def test_shipped_manifest_describes_synthetic_demo_models() -> None:
     manifest = read_manifest(REPOSITORY)  # checks every file's sha256
-    entries = [manifest["router"], *manifest["experts"].values()]
-    assert all(entry["provenance"]["data"] == "synthetic-demo" for entry in entries)
-    assert manifest["router"]["provenance"]["metrics"]["heldout"]["accuracy"] >= 0.97
-    assert all(manifest["experts"][part]["provenance"]["metrics"]["heldout"]["auroc"] >= 0.90 for part in BODY_PARTS)
+    entries = manifest.entries().values()
+    assert all(entry.provenance["data"] == "synthetic-demo" for entry in entries)
+    assert manifest.router.provenance["metrics"]["heldout"]["accuracy"] >= 0.97
+    assert all(manifest.experts[part].provenance["metrics"]["heldout"]["auroc"] >= 0.90 for part in BODY_PARTS)
     total_bytes = sum(path.stat().st_size for path in REPOSITORY.iterdir() if path.is_file())
     assert total_bytes <= 20 * 1024 * 1024
 

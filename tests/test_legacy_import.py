@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewInput, decode_image, resize_image
-from classifiers.legacy_import import main, role_of_file
-from classifiers.manifest import BODY_PARTS
+from classifiers.body_parts import BODY_PARTS
+from classifiers.repository.legacy_import import main, role_of_file
 from tests.conftest import encode_image
 from tests.model_factory import build_tiny_expert, build_tiny_router
 
@@ -78,7 +78,7 @@ def test_import_writes_a_manifest_that_loads_and_scores(original_folder: Path,
         pixels = np.random.default_rng(2).integers(0, 255, (64, 64), dtype=np.uint8)
         data = encode_image(pixels)
         result = pipeline.predict_study([ViewInput("a.png", data)], body_part="XR_HAND")
-        expert = pipeline.models["XR_HAND"].compiled
+        expert = pipeline.models["XR_HAND"].runner
         softmax = expert.predict(resize_image(decode_image(data), (32, 32))[None])
         assert softmax.shape == (1, 2)
         # Abnormality is P(positive), the second softmax column (not the first).

@@ -1,4 +1,4 @@
-"""classifiers.metrics checked against scikit-learn on random data, ties and one-class edge cases."""
+"""mura.metrics checked against scikit-learn on random data, ties and one-class edge cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from classifiers import metrics
+from mura import metrics
 
 SEEDS = [0, 1, 2, 3, 4]
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewInput
-from classifiers.manifest import BODY_PARTS, read_manifest, sha256_file, write_manifest
-from classifiers.onnx_export import export_repository, main
+from classifiers.body_parts import BODY_PARTS
+from classifiers.repository.manifest import read_manifest, sha256_file
+from classifiers.repository.onnx_export import export_repository, main
 from tests.conftest import encode_image
 
 TOLERANCE = 1e-4
@@ -35,10 +36,10 @@ def _study(seed: int, views: int = 3) -> list[ViewInput]:
 
 def test_export_records_each_onnx_file_with_its_checksum(onnx_repository: Path) -> None:
     manifest = read_manifest(onnx_repository)  # verifies every sha256, the ONNX files' included
-    for entry in [manifest["router"], *manifest["experts"].values()]:
-        onnx_file = entry["files"]["onnx"]
+    for entry in manifest.entries().values():
+        onnx_file = entry.files["onnx"]
         assert (onnx_repository / onnx_file).stat().st_size > 0
-        assert entry["sha256"][onnx_file] == sha256_file(onnx_repository / onnx_file)
+        assert entry.sha256[onnx_file] == sha256_file(onnx_repository / onnx_file)
 
 
 @pytest.mark.parametrize("body_part", [None, "XR_ELBOW", "XR_FINGER"])  # a sigmoid and a 2-way softmax expert
@@ -46,8 +47,10 @@ def test_onnx_backend_gives_tensorflow_results(onnx_repository: Path, body_part:
     tensorflow = Pipeline.load(onnx_repository, PipelineSettings(backend="tensorflow"))
     onnx = Pipeline.load(onnx_repository, PipelineSettings(backend="onnx"))
     try:
-        assert {loaded.compiled.backend for loaded in onnx.models.values()} == {"onnxruntime"}
-        assert onnx.describe()["models"]["router"]["backend"] == "onnxruntime"
+        assert {loaded.runner.library for loaded in onnx.models.values()} == {"onnxruntime"}
+        assert onnx.describe()["backend"] == "onnx" and tensorflow.describe()["backend"] == "tensorflow"
+        assert onnx.describe()["models"]["router"]["library"] == "onnxruntime"
+        assert set(onnx.describe()["versions"]) == {"python", "onnxruntime"}
         for seed in range(3):
             expected = tensorflow.predict_study(_study(seed), body_part=body_part)
             actual = onnx.predict_study(_study(seed), body_part=body_part)
@@ -62,7 +65,7 @@ def test_onnx_backend_gives_tensorflow_results(onnx_repository: Path, body_part:
 
 
 def test_onnx_backend_without_an_export_says_how_to_make_one(tiny_repository: Path) -> None:
-    with pytest.raises(ModelRepositoryError, match=r"no ONNX export .* python -m classifiers\.onnx_export"):
+    with pytest.raises(ModelRepositoryError, match=r"no ONNX export .* python -m classifiers\.repository\.onnx_export"):
         Pipeline.load(tiny_repository, PipelineSettings(backend="onnx", warmup=False))
 
 
@@ -76,7 +79,7 @@ def test_unreadable_onnx_file_stops_loading_with_its_name(onnx_repository: Path,
     (folder / "XR_HAND.onnx").write_bytes(b"not an onnx model")
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["experts"]["XR_HAND"]["sha256"]["XR_HAND.onnx"] = sha256_file(folder / "XR_HAND.onnx")
-    write_manifest(folder, manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelRepositoryError, match=r"XR_HAND\.onnx: cannot load the XR_HAND ONNX model"):
         Pipeline.load(folder, PipelineSettings(backend="onnx", warmup=False))
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from classifiers import InvalidOption, Pipeline, PipelineSettings, UnreadableImage, ViewInput
-from classifiers.manifest import BODY_PARTS
+from classifiers.body_parts import BODY_PARTS
 from tests.conftest import encode_image
 from tests.model_factory import build_linear_model, write_repository
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -12,13 +13,12 @@ import pytest
 from PIL import Image
 
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings
-from classifiers.manifest import (
-    BODY_PARTS,
+from classifiers.body_parts import BODY_PARTS
+from classifiers.repository.manifest import (
     NO_MANIFEST_WARNING,
     read_manifest,
     sha256_file,
     update_manifest_entry,
-    write_manifest,
 )
 from tests.model_factory import (
     ALL_FORMATS,
@@ -33,7 +33,7 @@ FAST = PipelineSettings(warmup=False)
 
 
 def _probe_outputs(pipeline: Pipeline) -> dict[str, np.ndarray]:
-    return {role: loaded.compiled.predict(PROBE) for role, loaded in pipeline.models.items()}
+    return {role: loaded.runner.predict(PROBE) for role, loaded in pipeline.models.items()}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,8 @@ def test_every_format_loads_and_predicts_like_the_saved_model(tmp_path: Path, fi
     try:
         for role, outputs in _probe_outputs(pipeline).items():
             np.testing.assert_allclose(outputs, reference_outputs[role], atol=1e-5, err_msg=role)
-        backend = pipeline.describe()["models"]["router"]["backend"]
-        assert backend.startswith("tf_keras") == file_format.startswith("tf_keras")
+        library = pipeline.describe()["models"]["router"]["library"]
+        assert library == ("tf_keras" if file_format.startswith("tf_keras") else "keras")
     finally:
         pipeline.close()
 
@@ -84,7 +84,7 @@ def test_tf_keras_sequential_mobilenet_with_batchnorm_loads(tmp_path: Path, layo
     try:
         images = PROBE.astype(np.float32) / 127.5 - 1
         expected = router(images, training=False).numpy()
-        np.testing.assert_allclose(pipeline.models["router"].compiled.predict(PROBE), expected, atol=1e-5)
+        np.testing.assert_allclose(pipeline.models["router"].runner.predict(PROBE), expected, atol=1e-5)
     finally:
         pipeline.close()
 
@@ -92,7 +92,7 @@ def test_tf_keras_sequential_mobilenet_with_batchnorm_loads(tmp_path: Path, layo
 def _edit_manifest(folder: Path, edit) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     edit(manifest)
-    write_manifest(folder, manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 def _replace_model(folder: Path, stem: str, model) -> None:
@@ -176,9 +176,11 @@ def test_conventional_names_load_without_a_manifest(tmp_path: Path, caplog) -> N
     with caplog.at_level(logging.WARNING, logger="classifiers.pipeline"):
         pipeline = Pipeline.load(tmp_path, FAST)
     try:
-        assert pipeline.models["XR_ELBOW"].entry["classes"] == ["negative", "positive"]
-        assert pipeline.models["XR_HAND"].entry["classes"] == ["abnormal"]
+        assert pipeline.models["XR_ELBOW"].entry.classes == ("negative", "positive")
+        assert pipeline.models["XR_HAND"].entry.classes == ("abnormal",)
         assert pipeline.models["router"].input_size == (32, 32)
+        assert pipeline.manifest.experts["XR_ELBOW"].input_size == (32, 32)  # completed from the model
+        assert read_manifest(tmp_path).experts["XR_ELBOW"].classes == ("abnormal",)  # reading changes nothing
         # Loud at start-up, in /models' description and in every answer: defaults, not chosen thresholds.
         assert any("no manifest.json" in record.getMessage() and "0.5" in record.getMessage()
                    for record in caplog.records)
@@ -210,17 +212,18 @@ def test_architecture_compiled_with_an_unknown_custom_loss_still_loads(repositor
     pipeline = Pipeline.load(repository_copy, FAST)
     try:
         probe = np.full((1, 32, 32, 3), 0.25, np.float32)
-        loaded = pipeline.models["XR_ELBOW"].compiled.forward(probe)
+        loaded = pipeline.models["XR_ELBOW"].runner.forward(probe)
         np.testing.assert_allclose(loaded, np.asarray(expert(probe)), atol=1e-6)
     finally:
         pipeline.close()
 
 
 def test_update_manifest_entry_creates_and_replaces(tmp_path: Path, tiny_repository: Path) -> None:
-    entry = read_manifest(tiny_repository)["experts"]["XR_HAND"]
-    update_manifest_entry(tmp_path, "XR_HAND", entry)
-    update_manifest_entry(tmp_path, "XR_HAND", {**entry, "threshold": 0.3})
+    entry = read_manifest(tiny_repository).experts["XR_HAND"]
+    update_manifest_entry(tmp_path, entry)
+    update_manifest_entry(tmp_path, dataclasses.replace(entry, threshold=0.3))
     written = json.loads((tmp_path / "manifest.json").read_text())
     assert written["format_version"] == 1 and written["experts"]["XR_HAND"]["threshold"] == 0.3
+    assert written["experts"]["XR_HAND"]["files"] == dict(entry.files)
     with pytest.raises(ValueError, match="unknown role 'XR_KNEE'"):
-        update_manifest_entry(tmp_path, "XR_KNEE", entry)
+        update_manifest_entry(tmp_path, dataclasses.replace(entry, role="XR_KNEE"))

@@ -17,9 +17,10 @@ import pytest
 from sklearn import metrics as sk_metrics
 
 import score
-from classifiers import Pipeline, PipelineSettings, metrics
-from classifiers.manifest import BODY_PARTS
-from classifiers.studies import find_studies
+from classifiers import Pipeline, PipelineSettings
+from classifiers.body_parts import BODY_PARTS
+from mura import metrics
+from mura.studies import find_studies
 from scoring.bootstrap import bootstrap_interval
 from scoring.output import PREDICTION_COLUMNS, open_outputs, read_predictions
 from scoring.plots import roc_curve_points

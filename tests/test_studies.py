@@ -1,4 +1,4 @@
-"""classifiers.studies on small MURA-layout trees, plain leaf-folder trees and MURA-style CSVs."""
+"""mura.studies on small MURA-layout trees, plain leaf-folder trees and MURA-style CSVs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from classifiers.studies import Study, StudySourceError, find_studies
+from mura.studies import Study, StudySourceError, find_studies
 
 
 def _write_png(path: Path) -> Path:

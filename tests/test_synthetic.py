@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifiers.manifest import BODY_PARTS
+from classifiers.body_parts import BODY_PARTS
 from training.phantoms import LAYOUTS, Phantom, add_findings
 from training.synthetic import _is_abnormal, generate_dataset, main, render_view, save_png
 

@@ -13,10 +13,11 @@ import pytest
 from sklearn.metrics import roc_curve
 
 from classifiers import Pipeline, ViewInput
+from classifiers.body_parts import BODY_PARTS
 from classifiers.imaging import load_image_file, resize_image
-from classifiers.manifest import BODY_PARTS, read_manifest
 from classifiers.preprocessing import preprocess_batch
-from classifiers.studies import find_studies
+from classifiers.repository.manifest import read_manifest
+from mura.studies import find_studies
 from training.backbones import BACKBONES, build_backbone, build_model, set_freeze_mode
 from training.data import make_dataset, patient_of, split_by_patient, task_examples
 from training.evaluation import youden_threshold
@@ -67,16 +68,16 @@ def trained_repository(synthetic_root: Path, tmp_path_factory: pytest.TempPathFa
 
 def test_one_epoch_run_writes_a_repository_the_pipeline_loads(trained_repository: Path, synthetic_root: Path) -> None:
     manifest = read_manifest(trained_repository)  # validates the schema and every sha256
-    assert manifest["router"]["classes"] == list(BODY_PARTS)
-    assert sorted(manifest["experts"]) == sorted(BODY_PARTS)
-    wrist = manifest["experts"]["XR_WRIST"]
-    assert wrist["files"] == {"architecture": "XR_WRIST.json", "weights": "XR_WRIST.weights.h5"}
-    assert wrist["input_size"] == [32, 32] and wrist["preprocessing"] == "tf"
-    assert 0.0 <= wrist["threshold"] <= 1.0
+    assert manifest.router.classes == BODY_PARTS
+    assert sorted(manifest.experts) == sorted(BODY_PARTS)
+    wrist = manifest.experts["XR_WRIST"]
+    assert wrist.files == {"architecture": "XR_WRIST.json", "weights": "XR_WRIST.weights.h5"}
+    assert wrist.input_size == (32, 32) and wrist.preprocessing == "tf"
+    assert 0.0 <= wrist.threshold <= 1.0
     # The service must not need training code: no optimizer or custom loss recorded in the architecture.
     assert "compile_config" not in json.loads((trained_repository / "XR_WRIST.json").read_text())
-    assert wrist["provenance"]["data"] == "unit-test" and wrist["provenance"]["epochs"] == 1
-    assert set(wrist["provenance"]["metrics"]["validation"]) >= {"auroc", "kappa", "accuracy"}
+    assert wrist.provenance["data"] == "unit-test" and wrist.provenance["epochs"] == 1
+    assert set(wrist.provenance["metrics"]["validation"]) >= {"auroc", "kappa", "accuracy"}
     assert (trained_repository / "logs" / "router.csv").read_text().startswith("epoch,")
     assert (trained_repository / "logs" / "XR_WRIST_loss.png").stat().st_size > 1000
     study = find_studies(synthetic_root / "valid")[0]

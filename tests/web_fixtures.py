@@ -56,7 +56,7 @@ def web_app(tiny_repository: Path) -> Flask:
 
     flask_app = create_app({"TESTING": True, "MODELS_DIR": str(tiny_repository), **TEST_LIMITS})
     yield flask_app
-    flask_app.extensions["pipeline"].close()
+    flask_app.extensions["pipeline_loader"].close()
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from classifiers.body_parts import BODY_PARTS
 from classifiers.imaging import load_image_file, resize_image
-from classifiers.manifest import BODY_PARTS
 from classifiers.preprocessing import check_preprocessing_mode, preprocess_batch
-from classifiers.studies import Study, find_studies
+from mura.studies import Study, find_studies
 
 ROUTER_TASK = "router"
 TASKS = (ROUTER_TASK, *BODY_PARTS)

@@ -21,8 +21,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from classifiers.manifest import BODY_PARTS, MANIFEST_NAME, read_manifest, update_manifest_entry
-from classifiers.studies import find_studies
+from classifiers.body_parts import BODY_PARTS
+from classifiers.repository.manifest import MANIFEST_NAME, read_manifest, update_manifest_entry
+from mura.studies import find_studies
 from training.data import ROUTER_TASK, TaskExamples, split_studies, task_examples
 from training.evaluation import expert_metrics, predict_study_scores, router_metrics
 from training.synthetic import generate_dataset
@@ -106,18 +107,16 @@ def evaluate_heldout(out: Path, heldout_root: Path, batch_size: int = 32) -> dic
     """Score the exported models (read back from OUT) on held-out studies; return metrics by role."""
     manifest = read_manifest(out)
     studies = find_studies(heldout_root)
-    entries = {ROUTER_TASK: manifest["router"], **manifest["experts"]}
     results = {}
-    for role, entry in entries.items():
-        model = keras.models.model_from_json((out / entry["files"]["architecture"]).read_text())
-        model.load_weights(out / entry["files"]["weights"])
+    for role, entry in manifest.entries().items():
+        model = keras.models.model_from_json((out / entry.files["architecture"]).read_text())
+        model.load_weights(out / entry.files["weights"])
         examples = task_examples(studies, role)
-        size = tuple(entry["input_size"])
-        labels, scores = predict_study_scores(model, examples, size, entry["preprocessing"], batch_size)
-        if role == ROUTER_TASK:
+        labels, scores = predict_study_scores(model, examples, entry.input_size, entry.preprocessing, batch_size)
+        if entry.is_router:
             results[role] = router_metrics(labels, scores)
         else:
-            results[role] = expert_metrics(labels, scores, entry["threshold"])
+            results[role] = expert_metrics(labels, scores, entry.threshold)
         print(f"[{role}] held-out (study level): {results[role]}")
     return results
 
@@ -126,12 +125,10 @@ def record_heldout_metrics(out: Path, results: dict[str, dict], heldout_seed: in
     """Add the held-out figures to each manifest entry's provenance metrics."""
     manifest = read_manifest(out)
     for role, metrics in results.items():
-        entry = manifest["router"] if role == ROUTER_TASK else manifest["experts"][role]
-        entry["provenance"]["metrics"]["heldout"] = {
-            **metrics,
-            "data": f"synthetic-demo test split, seed {heldout_seed}",
-        }
-        update_manifest_entry(out, role, entry)
+        entry = manifest.entry(role)
+        heldout = {**metrics, "data": f"synthetic-demo test split, seed {heldout_seed}"}
+        provenance = {**entry.provenance, "metrics": {**entry.provenance["metrics"], "heldout": heldout}}
+        update_manifest_entry(out, replace(entry, provenance=provenance))
 
 
 def build_demo(out: Path, seed: int, work: Path | None = None, recipe: DemoRecipe = DemoRecipe()) -> dict[str, dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from classifiers.metrics import accuracy, cohen_kappa, roc_auc, sensitivity, specificity
+from mura.metrics import accuracy, cohen_kappa, roc_auc, sensitivity, specificity
 from training.data import TaskExamples, make_dataset
 
 

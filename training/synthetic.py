@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifiers.manifest import BODY_PARTS
+from classifiers.body_parts import BODY_PARTS
 from training.phantoms import LAYOUTS, Part, Phantom, add_findings
 
 ABNORMAL_FRACTION = 0.4

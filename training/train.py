@@ -16,9 +16,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from classifiers.loading import without_training_config
-from classifiers.manifest import BODY_PARTS, make_model_entry, update_manifest_entry
-from classifiers.studies import Study
+from classifiers.body_parts import BODY_PARTS
+from classifiers.repository.entries import ModelEntry
+from classifiers.repository.loading import without_training_config
+from classifiers.repository.manifest import make_model_entry, update_manifest_entry
+from mura.studies import Study
 from training.backbones import (
     BACKBONES,
     DEFAULT_PREPROCESSING,
@@ -144,7 +146,7 @@ def fit_model(
     return model, len(history.epoch)
 
 
-def train_task(config: TrainingConfig, train_studies: list[Study], valid_studies: list[Study]) -> dict:
+def train_task(config: TrainingConfig, train_studies: list[Study], valid_studies: list[Study]) -> ModelEntry:
     """Train one task, export <role>.json + <role>.weights.h5 into OUT and update its manifest entry.
 
     Returns:
@@ -186,7 +188,7 @@ def make_provenance(config: TrainingConfig, epochs_run: int, num_train_images: i
 
 def export_model(
     model: keras.Model, config: TrainingConfig, role: str, threshold: float | None, provenance: dict
-) -> dict:
+) -> ModelEntry:
     """Write <role>.json and <role>.weights.h5 into OUT and add their entry to OUT/manifest.json."""
     config.out.mkdir(parents=True, exist_ok=True)
     files = {"architecture": f"{role}.json", "weights": f"{role}.weights.h5"}
@@ -194,8 +196,9 @@ def export_model(
     model.save_weights(config.out / files["weights"])
     classes = list(BODY_PARTS) if role == ROUTER_TASK else ["abnormal"]
     size = (config.input_size, config.input_size)
-    entry = make_model_entry(config.out, files, classes, size, config.preprocessing_mode, threshold, provenance)
-    update_manifest_entry(config.out, role, entry)
+    entry = make_model_entry(config.out, role, files, classes, size, config.preprocessing_mode, threshold,
+                             provenance)
+    update_manifest_entry(config.out, entry)
     return entry
 
 

@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "JIT_COMPILE": False,  # XLA; batches padded to a power of two, one compile per size at warm-up
     "INTRA_OP_THREADS": 0,  # the backend's thread pools; 0 lets it choose
     "INTER_OP_THREADS": 0,
-    "BACKEND": "tensorflow",  # or "onnx": each model's ONNX export (python -m classifiers.onnx_export)
+    "BACKEND": None,  # a name in classifiers.backends.BACKENDS; None: its DEFAULT_BACKEND
     "RETRY_AFTER_NOT_READY_S": 5,
     # Access (web/access.py): `id:key` entries; none set means every endpoint is open (loopback use only).
     "API_KEYS": "",
@@ -104,8 +104,10 @@ def check_limits(config: Mapping[str, Any]) -> None:
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"config {key}={value!r} must be an integer >= 0 (0: TensorFlow's default)")
-    if config["BACKEND"] not in ("tensorflow", "onnx"):
-        raise ValueError(f"config BACKEND={config['BACKEND']!r} must be 'tensorflow' or 'onnx'")
+    from classifiers.backends import BACKENDS  # here, not at import: importing the app loads no classifiers
+
+    if config["BACKEND"] is not None and config["BACKEND"] not in BACKENDS:
+        raise ValueError(f"config BACKEND={config['BACKEND']!r} must be one of {', '.join(BACKENDS)}")
     if not config["QUEUE_TIMEOUT_MS"] > 0:
         raise ValueError(f"config QUEUE_TIMEOUT_MS={config['QUEUE_TIMEOUT_MS']!r} must be > 0")
     if config["MAX_WAIT_MS"] < 0:

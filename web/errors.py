@@ -78,7 +78,7 @@ def classify_exception(error: BaseException, max_request_bytes: int | None) -> t
         if isinstance(error, error_class):
             retry_after_s = getattr(error, "retry_after_s", None) if status == 503 else None
             if status == 503 and retry_after_s is None:
-                retry_after_s = 5
+                retry_after_s = classifier_errors.DEFAULT_RETRY_AFTER_S
             return status, code, str(error), retry_after_s
     if isinstance(error, HTTPException) and error.code is not None and error.code < 500:
         code, message = HTTP_ERROR_CODES.get(error.code, ("http_error", "the request was refused"))

@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app
+from flask import current_app
 
+from classifiers.backends import DEFAULT_BACKEND
 from classifiers.errors import ModelRepositoryError
 from classifiers.imaging import ImageLimits
 from classifiers.pipeline import Pipeline, PipelineSettings
@@ -31,7 +32,7 @@ def build_settings(config: Mapping[str, Any], on_batch: Callable[[str, int], Non
         jit_compile=config["JIT_COMPILE"],
         intra_op_threads=config["INTRA_OP_THREADS"],
         inter_op_threads=config["INTER_OP_THREADS"],
-        backend=config["BACKEND"],
+        backend=config["BACKEND"] or DEFAULT_BACKEND,
         on_batch=on_batch,
     )
 
@@ -50,6 +51,7 @@ class PipelineLoader:
         """Load and warm up every model; raises ModelRepositoryError with a message that says what to do."""
         try:
             self.pipeline = Pipeline.load(self.repository, self.settings)
+            log_loaded(self.pipeline)
         except ModelRepositoryError as error:
             # The message names the bad file; clients see it relative to the repository, not the server path.
             message = str(error).replace(str(self.repository), self.repository.name)
@@ -62,21 +64,23 @@ class PipelineLoader:
             self.loaded.set()
         return self.pipeline
 
-    def load_in_background(self, app: Flask) -> threading.Thread:
+    def load_in_background(self) -> threading.Thread:
         """Start loading in a daemon thread so /healthz answers at once; /readyz says 503 meanwhile."""
 
         def run() -> None:
             try:
-                pipeline = self.load()
+                self.load()
             except Exception:
                 logger.exception("%s", self.failure)
-                return
-            app.extensions["pipeline"] = pipeline
-            logger.info("models loaded from %s; ready", self.repository)
 
         thread = threading.Thread(target=run, name="pipeline-loader", daemon=True)
         thread.start()
         return thread
+
+    def close(self) -> None:
+        """Stop the pipeline's batcher threads, if it loaded."""
+        if self.pipeline is not None:
+            self.pipeline.close()
 
     def queue_depths(self) -> dict[str, int]:
         """Queue depth per model, empty before the pipeline is loaded."""
@@ -89,6 +93,14 @@ class PipelineLoader:
         if self.failure is not None:
             return self.failure
         return "the models are still loading; retry shortly"
+
+
+def log_loaded(pipeline: Pipeline) -> None:
+    """Say what runs: each model, the backend, the device, the load time, and that the service is ready."""
+    for role, loaded in pipeline.models.items():
+        logger.info("%-11s %s (%s, %dx%d)", role, loaded.version, loaded.runner.library, *loaded.input_size)
+    logger.info("%d models loaded from %s with the %s backend on %s in %.1f s; ready", len(pipeline.models),
+                pipeline.repository, pipeline.backend.name, pipeline.device, pipeline.load_seconds)
 
 
 def not_ready_error(loader: PipelineLoader) -> ApiError | None:

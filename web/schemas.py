@@ -6,7 +6,9 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from classifiers.manifest import BODY_PARTS
+from classifiers.backends import BACKENDS
+from classifiers.body_parts import BODY_PARTS, normalize_body_part
+from classifiers.errors import InvalidOption
 from classifiers.pipeline import AGGREGATIONS
 
 PROBABILITY = validate.Range(min=0.0, max=1.0)
@@ -16,11 +18,10 @@ class BodyPartField(fields.String):
     """A body part written XR_WRIST, wrist or Wrist; loads as XR_WRIST."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs).strip().upper()
-        body_part = text if text.startswith("XR_") else f"XR_{text}"
-        if body_part not in BODY_PARTS:
-            raise ValidationError(f"unknown body part {value!r}; valid: {', '.join(BODY_PARTS)}")
-        return body_part
+        try:
+            return normalize_body_part(super()._deserialize(value, attr, data, **kwargs))
+        except InvalidOption as error:
+            raise ValidationError(str(error)) from None
 
 
 class PredictOptionsSchema(Schema):
@@ -115,6 +116,10 @@ class ModelsResponseSchema(Schema):
     """GET /models: what is loaded."""
 
     repository = fields.String(required=True, metadata={"description": "The repository's folder name."})
+    backend = fields.String(required=True, validate=validate.OneOf(list(BACKENDS)),
+                            metadata={"description": "What runs the models (TRIAGE_BACKEND): "
+                                                     + "; ".join(f"{name}: {backend.description}"
+                                                                 for name, backend in BACKENDS.items())})
     device = fields.String(required=True, metadata={"description": "e.g. GPU:0 (...) or CPU (16 cores)."})
     load_seconds = fields.Float(required=True)
     versions = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
@@ -123,7 +128,7 @@ class ModelsResponseSchema(Schema):
                            metadata={"description": "What is wrong with the repository (e.g. no manifest.json)."})
     models = fields.Dict(keys=fields.String(), values=fields.Dict(), required=True,
                          metadata={"description": "Per role (router, XR_ELBOW, ...): version, input size, "
-                                                  "preprocessing, classes, threshold."})
+                                                  "preprocessing, classes, threshold, library."})
     manifest = fields.Dict(required=True, metadata={"description": "manifest.json as loaded."})
 
 

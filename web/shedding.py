@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Request
 
+from classifiers.errors import DEFAULT_RETRY_AFTER_S
 from web.errors import ApiError
 
 DEADLINE_HEADER = "X-Deadline-Ms"
@@ -32,7 +33,7 @@ class InFlightLimit:
         with self._lock:
             if self.in_flight >= self.limit:
                 raise ApiError(503, "overloaded", f"{self.in_flight} studies are in progress in this worker, "
-                                                  "its limit; retry shortly", retry_after_s=1)
+                                                  "its limit; retry shortly", retry_after_s=DEFAULT_RETRY_AFTER_S)
             self.in_flight += 1
         try:
             yield

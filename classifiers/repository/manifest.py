@@ -1,88 +1,87 @@
-"""The model repository's manifest.json: read, validate, verify checksums, write."""
+"""The model repository's manifest.json: read, validate and verify once into a typed Manifest; write."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from classifiers.body_parts import BODY_PARTS, ROLES, ROUTER
 from classifiers.errors import ModelRepositoryError
 from classifiers.preprocessing import PREPROCESSING_MODES
+from classifiers.repository.entries import (
+    DEFAULT_THRESHOLD,
+    KERAS_FILE_LAYOUTS,
+    ONNX_FILE_KEY,
+    Manifest,
+    ModelEntry,
+    sha256_file,
+)
 
-BODY_PARTS = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
-ROUTER = "router"
 EXPERT_CLASS_LAYOUTS = (["abnormal"], ["negative", "positive"])
-FILE_KEY_LAYOUTS = ({"architecture", "weights"}, {"model"})
-ONNX_FILE_KEY = "onnx"  # optional: an ONNX export beside the Keras files (classifiers.onnx_export)
 DEFAULT_INPUT_SIZE = (224, 224)
 DEFAULT_PREPROCESSING = "tf"
-DEFAULT_THRESHOLD = 0.5
 NO_MANIFEST_WARNING = (
     "no manifest.json: every threshold is the default 0.5, preprocessing and input sizes are defaults, and no"
-    " checksum is verified; write a manifest (python -m classifiers.legacy_import FOLDER, or see README,"
-    " 'Model repository') with the thresholds chosen on validation data"
+    " checksum is verified; write a manifest (python -m classifiers.repository.legacy_import FOLDER, or see"
+    " README, 'Model repository') with the thresholds chosen on validation data"
 )
 FIX_HINT = "fix manifest.json or regenerate it (see README, 'Model repository')"
 
 
-def sha256_file(path: str | Path) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def make_model_entry(
     folder: str | Path,
+    role: str,
     files: dict[str, str],
-    classes: list[str],
+    classes: list[str] | tuple[str, ...],
     input_size: tuple[int, int],
     preprocessing: str,
     threshold: float | None = None,
     provenance: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Build one manifest entry for files already in `folder`, with their sha256."""
+) -> ModelEntry:
+    """Build one entry for files already in `folder`, with their sha256."""
     folder = Path(folder)
-    entry: dict[str, Any] = {
-        "files": dict(files),
-        "classes": list(classes),
-        "input_size": [int(input_size[0]), int(input_size[1])],
-        "preprocessing": preprocessing,
-        "sha256": {name: sha256_file(folder / name) for name in files.values()},
-        "provenance": dict(provenance or {}),
-    }
-    if threshold is not None:
-        entry["threshold"] = float(threshold)
-    return entry
+    return ModelEntry(
+        role=role,
+        files=dict(files),
+        classes=tuple(classes),
+        input_size=(int(input_size[0]), int(input_size[1])),
+        preprocessing=preprocessing,
+        threshold=None if threshold is None else float(threshold),
+        sha256={name: sha256_file(folder / name) for name in files.values()},
+        provenance=dict(provenance or {}),
+    )
 
 
-def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> None:
+def write_manifest(folder: str | Path, manifest: Manifest) -> None:
     """Write manifest.json atomically (a temporary file renamed over the old one)."""
     path = Path(folder) / MANIFEST_NAME
+    _write_json_atomically(path, manifest.to_json())
+
+
+def update_manifest_entry(folder: str | Path, entry: ModelEntry) -> None:
+    """Add or replace the entry of `entry.role`; creates manifest.json if missing (entries unchecked)."""
+    if entry.role not in ROLES:
+        raise ValueError(f"unknown role {entry.role!r}; valid roles: {', '.join(ROLES)}")
+    path = Path(folder) / MANIFEST_NAME
+    manifest = json.loads(path.read_text()) if path.exists() else {"format_version": FORMAT_VERSION}
+    if entry.is_router:
+        manifest[ROUTER] = entry.to_json()
+    else:
+        manifest.setdefault("experts", {})[entry.role] = entry.to_json()
+    _write_json_atomically(path, manifest)
+
+
+def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    """Write JSON to a temporary file and rename it over `path`."""
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    temporary.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
     temporary.replace(path)
 
 
-def update_manifest_entry(folder: str | Path, role: str, entry: dict[str, Any]) -> None:
-    """Add or replace the entry of `role` ("router" or a body part); creates manifest.json if missing."""
-    if role != ROUTER and role not in BODY_PARTS:
-        raise ValueError(f"unknown role {role!r}; valid roles: router, {', '.join(BODY_PARTS)}")
-    path = Path(folder) / MANIFEST_NAME
-    manifest = json.loads(path.read_text()) if path.exists() else {"format_version": FORMAT_VERSION}
-    if role == ROUTER:
-        manifest[ROUTER] = entry
-    else:
-        manifest.setdefault("experts", {})[role] = entry
-    write_manifest(folder, manifest)
-
-
-def read_manifest(folder: str | Path, verify_checksums: bool = True) -> dict[str, Any]:
+def read_manifest(folder: str | Path, verify_checksums: bool = True) -> Manifest:
     """Read and validate a repository's manifest.json, verifying every file's sha256.
 
     Without manifest.json, the conventional names (router.json/.h5 or body_part.json/.h5 and
@@ -102,7 +101,17 @@ def read_manifest(folder: str | Path, verify_checksums: bool = True) -> dict[str
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelRepositoryError(f"{path}: not valid JSON ({error}); {FIX_HINT}") from None
     validate_manifest(manifest, folder, verify_checksums)
-    return manifest
+    return parse_manifest(manifest)
+
+
+def parse_manifest(manifest: dict[str, Any]) -> Manifest:
+    """Turn a validated manifest JSON object into typed entries."""
+    return Manifest(
+        router=ModelEntry.from_json(ROUTER, manifest[ROUTER]),
+        experts={part: ModelEntry.from_json(part, manifest["experts"][part]) for part in BODY_PARTS},
+        format_version=manifest["format_version"],
+        extra={key: value for key, value in manifest.items() if key not in ("format_version", ROUTER, "experts")},
+    )
 
 
 def validate_manifest(manifest: Any, folder: Path, verify_checksums: bool = True) -> None:
@@ -138,7 +147,7 @@ def _validate_entry(entry: Any, role: str, folder: Path, verify_checksums: bool)
     if not isinstance(entry, dict):
         raise ModelRepositoryError(f"{where}: must be an object; {FIX_HINT}")
     files = entry.get("files")
-    if not isinstance(files, dict) or set(files) - {ONNX_FILE_KEY} not in FILE_KEY_LAYOUTS:
+    if not isinstance(files, dict) or set(files) - {ONNX_FILE_KEY} not in KERAS_FILE_LAYOUTS:
         raise ModelRepositoryError(
             f"{where}: 'files' must be {{'architecture': X.json, 'weights': X.h5}} or {{'model': X.keras|X.h5}},"
             " optionally with 'onnx': X.onnx"
@@ -183,27 +192,23 @@ def _verify_files(entry: dict[str, Any], where: str, folder: Path, verify_checks
             )
 
 
-def conventional_manifest(folder: Path) -> dict[str, Any]:
-    """Build a manifest for a folder that uses the conventional file names and default settings."""
+def conventional_manifest(folder: Path) -> Manifest:
+    """Build a manifest for a folder that uses the conventional file names and default settings.
+
+    Input sizes and expert classes here are placeholders: loading takes them from each model.
+    """
     router_names = [name for name in ("router", "body_part") if (folder / f"{name}.json").exists()]
     if not router_names:
         raise ModelRepositoryError(
             f"{folder}: no manifest.json and no router.json/body_part.json; add a manifest"
-            " (python -m classifiers.legacy_import FOLDER for the original project's files)"
+            " (python -m classifiers.repository.legacy_import FOLDER for the original project's files)"
         )
     manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "experts": {}}
     manifest[ROUTER] = _conventional_entry(folder, router_names[0], list(BODY_PARTS))
     for body_part in BODY_PARTS:
         manifest["experts"][body_part] = _conventional_entry(folder, body_part, None)
     validate_manifest(manifest, folder, verify_checksums=False)
-    return manifest
-
-
-def threshold_source(entry: dict[str, Any]) -> str:
-    """Where an expert's threshold comes from: "manifest", or a default (said why)."""
-    if entry.get("conventional"):
-        return "default (no manifest.json)"
-    return "manifest" if "threshold" in entry else "default (not in manifest.json)"
+    return parse_manifest(manifest)
 
 
 def _conventional_entry(folder: Path, stem: str, classes: list[str] | None) -> dict[str, Any]:

@@ -26,10 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from classifiers.manifest import BODY_PARTS
+from classifiers.body_parts import BODY_PARTS
 from classifiers.names import printable_name
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _LABEL_PATTERN = re.compile(r"_(positive|negative)$", re.IGNORECASE)
 
 

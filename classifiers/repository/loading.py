@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -9,21 +10,21 @@ from typing import Any
 import h5py
 
 from classifiers.errors import ModelRepositoryError
-from classifiers.manifest import ROUTER
+from classifiers.repository.entries import ModelEntry
 
 # Files written by tf.keras 2.x (TensorFlow <= 2.15) carry a keras_version of "2.x"; Keras 3 refuses many
 # of them, so they are loaded with the tf_keras package, which is that same Keras 2 code.
 LEGACY_KERAS_MAJOR = "2"
 
 
-def load_model(folder: Path, entry: dict[str, Any], role: str) -> Any:
-    """Load the model of one manifest entry and check its input and output shapes.
+def load_model(folder: Path, entry: ModelEntry) -> tuple[Any, ModelEntry]:
+    """Load the Keras model of one entry, check its shapes; return it with the entry completed from it.
 
     Raises:
         ModelRepositoryError: the file cannot be read or the model has the wrong shape for its role.
     """
-    files = entry["files"]
-    main_file = folder / (files.get("model") or files["weights"])
+    files = entry.files
+    main_file = folder / entry.keras_file
     try:
         if "model" in files:
             model = _load_full_model(main_file)
@@ -34,11 +35,10 @@ def load_model(folder: Path, entry: dict[str, Any], role: str) -> Any:
     except Exception as error:  # Keras raises many unrelated types for a bad file.
         message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
         raise ModelRepositoryError(
-            f"{main_file}: cannot load the {role} model ({type(error).__name__}: {message}); check that the file"
-            " is a Keras model saved as .json + .h5 weights, a full .h5 or a .keras file, and not truncated"
+            f"{main_file}: cannot load the {entry.role} model ({type(error).__name__}: {message}); check that the"
+            " file is a Keras model saved as .json + .h5 weights, a full .h5 or a .keras file, and not truncated"
         ) from None
-    check_model_shape(model, entry, role, main_file)
-    return model
+    return model, check_model_shape(model, entry, main_file)
 
 
 def keras_major_version_of_json(architecture_text: str) -> str:
@@ -105,34 +105,36 @@ def final_activation_name(model: Any) -> str | None:
     return getattr(activation, "__name__", None) if activation is not None else None
 
 
-def check_model_shape(model: Any, entry: dict[str, Any], role: str, path: Path) -> None:
-    """Check input channels/size and the output layout against the role and the manifest entry."""
+def check_model_shape(model: Any, entry: ModelEntry, path: Path) -> ModelEntry:
+    """Check input channels/size and the output layout against the entry; return the entry, completed
+    from the model (input size, expert classes) when it was built from conventional names."""
     try:
         height, width, channels = model_input_shape(model)
     except ValueError as error:
         raise ModelRepositoryError(f"{path}: {error}") from None
     if channels not in (1, 3):
         raise ModelRepositoryError(f"{path}: the model takes {channels} channels; only 1 or 3 are supported")
-    if entry.get("conventional") and height and width:
-        entry["input_size"] = [int(height), int(width)]
-    if height and width and [int(height), int(width)] != list(entry["input_size"]):
+    units = int(model.outputs[0].shape[-1])
+    if entry.conventional:
+        input_size = (int(height), int(width)) if height and width else entry.input_size
+        classes = entry.classes if entry.is_router else (("abnormal",) if units == 1 else ("negative", "positive"))
+        entry = dataclasses.replace(entry, input_size=input_size, classes=classes)
+    if height and width and (int(height), int(width)) != entry.input_size:
         raise ModelRepositoryError(
-            f"{path}: the model's input is {height}x{width} but manifest.json says {entry['input_size']};"
+            f"{path}: the model's input is {height}x{width} but manifest.json says {list(entry.input_size)};"
             " fix input_size"
         )
-    units = int(model.outputs[0].shape[-1])
     activation = final_activation_name(model)
-    if role == ROUTER:
-        if units != len(entry["classes"]) or activation not in (None, "softmax"):
+    if entry.is_router:
+        if units != len(entry.classes) or activation not in (None, "softmax"):
             raise ModelRepositoryError(
                 f"{path}: the router must end in a 7-way softmax; it has {units} output(s) ({activation})"
             )
-        return
-    if entry.get("conventional"):
-        entry["classes"] = ["abnormal"] if units == 1 else ["negative", "positive"]
+        return entry
     expected = {1: "sigmoid", 2: "softmax"}.get(units)
-    if expected is None or units != len(entry["classes"]) or activation not in (None, expected):
+    if expected is None or units != len(entry.classes) or activation not in (None, expected):
         raise ModelRepositoryError(
-            f"{path}: the {role} expert must end in a 1-unit sigmoid or a 2-way softmax [negative, positive]"
-            f" matching its manifest classes {entry['classes']}; it has {units} output(s) ({activation})"
+            f"{path}: the {entry.role} expert must end in a 1-unit sigmoid or a 2-way softmax [negative, positive]"
+            f" matching its manifest classes {list(entry.classes)}; it has {units} output(s) ({activation})"
         )
+    return entry

@@ -1,7 +1,7 @@
 """Write manifest.json for a folder of the original MURA project's `.json` + `.h5` model pairs.
 
 Each file's role comes from its name: a name holding XR_ELBOW ... XR_WRIST belongs to that expert, the
-remaining pair is the router. Usage: python -m classifiers.legacy_import FOLDER [--preprocessing tf]
+remaining pair is the router. Usage: python -m classifiers.repository.legacy_import FOLDER [--preprocessing tf]
 """
 
 from __future__ import annotations
@@ -11,20 +11,12 @@ import datetime
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
+from classifiers.body_parts import BODY_PARTS, ROLES, ROUTER
 from classifiers.errors import ModelRepositoryError
-from classifiers.manifest import (
-    BODY_PARTS,
-    DEFAULT_THRESHOLD,
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    ROUTER,
-    make_model_entry,
-    read_manifest,
-    write_manifest,
-)
 from classifiers.preprocessing import PREPROCESSING_MODES
+from classifiers.repository.entries import DEFAULT_THRESHOLD, Manifest
+from classifiers.repository.manifest import MANIFEST_NAME, make_model_entry, read_manifest, write_manifest
 
 # The original models were MobileNets: inputs scaled to [-1, 1] ("tf" mode) at 224x224.
 ORIGINAL_PREPROCESSING = "tf"
@@ -71,7 +63,7 @@ def pair_files(folder: Path) -> dict[str, dict[str, str]]:
             continue
         grouped.setdefault(role_of_file(path.name), {"architecture": [], "weights": []})[kind].append(path.name)
     pairs, problems = {}, []
-    for role in (ROUTER, *BODY_PARTS):
+    for role in ROLES:
         files = grouped.get(role, {"architecture": [], "weights": []})
         if len(files["architecture"]) == 1 and len(files["weights"]) == 1:
             pairs[role] = {"architecture": files["architecture"][0], "weights": files["weights"][0]}
@@ -99,15 +91,15 @@ def _pairing_problem(role: str, files: dict[str, list[str]]) -> str:
 
 
 def build_legacy_manifest(folder: Path, preprocessing: str = ORIGINAL_PREPROCESSING,
-                          threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+                          threshold: float = DEFAULT_THRESHOLD) -> Manifest:
     """Build the manifest for the original project's folder, reading each model's output layout."""
-    from classifiers.loading import load_architecture_and_weights, model_input_shape
+    from classifiers.repository.loading import load_architecture_and_weights, model_input_shape
 
     provenance = {
         "data": "MURA (imported from the original project's model folder)",
         "imported_at": datetime.date.today().isoformat(),
     }
-    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "experts": {}}
+    entries = {}
     for role, files in pair_files(folder).items():
         try:
             model = load_architecture_and_weights(folder / files["architecture"], folder / files["weights"])
@@ -119,14 +111,12 @@ def build_legacy_manifest(folder: Path, preprocessing: str = ORIGINAL_PREPROCESS
         input_size = (height, width) if height and width else ORIGINAL_INPUT_SIZE
         units = int(model.outputs[0].shape[-1])
         if role == ROUTER:
-            entry = make_model_entry(folder, files, list(BODY_PARTS), input_size, preprocessing,
-                                     provenance=provenance)
-            manifest[ROUTER] = entry
-            continue
-        classes = ["abnormal"] if units == 1 else ["negative", "positive"]
-        manifest["experts"][role] = make_model_entry(folder, files, classes, input_size, preprocessing,
-                                                     threshold=threshold, provenance=provenance)
-    return manifest
+            classes, role_threshold = list(BODY_PARTS), None
+        else:
+            classes, role_threshold = (["abnormal"] if units == 1 else ["negative", "positive"]), threshold
+        entries[role] = make_model_entry(folder, role, files, classes, input_size, preprocessing,
+                                         threshold=role_threshold, provenance=provenance)
+    return Manifest(router=entries.pop(ROUTER), experts=entries)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,10 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModelRepositoryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    roles = [ROUTER, *BODY_PARTS]
-    for role in roles:
-        entry = manifest[ROUTER] if role == ROUTER else manifest["experts"][role]
-        print(f"{role:12s} {entry['files']['architecture']!r} + {entry['files']['weights']!r} -> {entry['classes']}")
+    for role, entry in manifest.entries().items():
+        print(f"{role:12s} {entry.files['architecture']!r} + {entry.files['weights']!r} -> {list(entry.classes)}")
     print(f"wrote {args.folder / MANIFEST_NAME}")
     return 0
 

@@ -1,0 +1,153 @@
+"""Typed model entries: manifest.json parsed once into frozen records the rest of the code reads by attribute."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from classifiers.body_parts import BODY_PARTS, ROLES, ROUTER
+
+DEFAULT_THRESHOLD = 0.5
+# File keys of an entry: the Keras files (one of two layouts), and optional exports beside them.
+KERAS_FILE_LAYOUTS = ({"architecture", "weights"}, {"model"})
+ONNX_FILE_KEY = "onnx"  # an ONNX export beside the Keras files (classifiers.repository.onnx_export)
+# The keys an entry's JSON object may hold; anything else is kept as it is in `extra`.
+ENTRY_KEYS = ("files", "classes", "input_size", "preprocessing", "threshold", "sha256", "provenance", "conventional")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the repository as manifest.json describes it (validated before it is built)."""
+
+    role: str
+    files: Mapping[str, str]
+    classes: tuple[str, ...]
+    input_size: tuple[int, int]
+    preprocessing: str
+    threshold: float | None = None
+    sha256: Mapping[str, str] = field(default_factory=dict)
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    conventional: bool = False  # built from conventional file names, without manifest.json
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, role: str, entry: Mapping[str, Any]) -> ModelEntry:
+        """Build the record from an already validated JSON object."""
+        return cls(
+            role=role,
+            files=dict(entry["files"]),
+            classes=tuple(entry["classes"]),
+            input_size=(int(entry["input_size"][0]), int(entry["input_size"][1])),
+            preprocessing=entry["preprocessing"],
+            threshold=float(entry["threshold"]) if entry.get("threshold") is not None else None,
+            sha256=dict(entry.get("sha256") or {}),
+            provenance=dict(entry.get("provenance") or {}),
+            conventional=bool(entry.get("conventional", False)),
+            extra={key: value for key, value in entry.items() if key not in ENTRY_KEYS},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object manifest.json stores for this entry."""
+        entry: dict[str, Any] = {
+            "files": dict(self.files),
+            "classes": list(self.classes),
+            "input_size": list(self.input_size),
+            "preprocessing": self.preprocessing,
+            "sha256": dict(self.sha256),
+            "provenance": dict(self.provenance),
+        }
+        if self.threshold is not None:
+            entry["threshold"] = self.threshold
+        if self.conventional:
+            entry["conventional"] = True
+        return {**entry, **self.extra}
+
+    @property
+    def is_router(self) -> bool:
+        """True for the router, False for an expert."""
+        return self.role == ROUTER
+
+    @property
+    def keras_file(self) -> str:
+        """The file holding the Keras weights: the full model, or the weights of a .json pair."""
+        return self.files.get("model") or self.files["weights"]
+
+    @property
+    def decision_threshold(self) -> float:
+        """The expert's threshold, or the default when the manifest sets none."""
+        return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
+
+    @property
+    def threshold_source(self) -> str:
+        """Where the threshold comes from: "manifest", or a default (said why)."""
+        if self.conventional:
+            return "default (no manifest.json)"
+        return "manifest" if self.threshold is not None else "default (not in manifest.json)"
+
+    @property
+    def positive_column(self) -> int:
+        """The output column of P(abnormal): 0 for a sigmoid, the "positive" column of a 2-way softmax."""
+        return self.classes.index("positive") if len(self.classes) == 2 else 0
+
+    def version(self, file_name: str) -> str:
+        """`file@sha256-prefix`, the name answers give the model run from `file_name`."""
+        checksum = self.sha256.get(file_name, "")
+        return f"{file_name}@{checksum[:12]}" if checksum else file_name
+
+    def with_files(self, folder: Path, **files: str) -> ModelEntry:
+        """A copy with more files (e.g. onnx=...) recorded with their sha256."""
+        checksums = {name: sha256_file(folder / name) for name in files.values()}
+        return dataclasses.replace(self, files={**self.files, **files}, sha256={**self.sha256, **checksums})
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A repository's router and seven experts, in role order."""
+
+    router: ModelEntry
+    experts: Mapping[str, ModelEntry]
+    format_version: int = 1
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def entries(self) -> dict[str, ModelEntry]:
+        """Every entry by role: the router first, then the experts in BODY_PARTS order."""
+        return {ROUTER: self.router, **{part: self.experts[part] for part in BODY_PARTS}}
+
+    def entry(self, role: str) -> ModelEntry:
+        """The entry of one role ("router" or a body part)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; valid roles: {', '.join(ROLES)}")
+        return self.router if role == ROUTER else self.experts[role]
+
+    def with_entry(self, entry: ModelEntry) -> Manifest:
+        """A copy with `entry` in place of the entry of its role."""
+        if entry.is_router:
+            return dataclasses.replace(self, router=entry)
+        return dataclasses.replace(self, experts={**self.experts, entry.role: entry})
+
+    @property
+    def conventional(self) -> bool:
+        """True when there was no manifest.json and defaults stand in for it."""
+        return self.router.conventional
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object manifest.json stores."""
+        return {
+            "format_version": self.format_version,
+            **self.extra,
+            ROUTER: self.router.to_json(),
+            "experts": {part: self.experts[part].to_json() for part in BODY_PARTS if part in self.experts},
+        }
