@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -19,35 +18,14 @@ from pathlib import Path
 
 import requests
 
-from tests.web_fixtures import free_port, make_radiograph
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_gunicorn(models: str) -> tuple[str, subprocess.Popen]:
-    """gunicorn -c gunicorn.conf.py on a free loopback port; returns (url, process) once /readyz is 200."""
-    port = free_port()
-    environment = {**os.environ, "TRIAGE_BIND": f"127.0.0.1:{port}", "TRIAGE_MODELS": models,
-                   "TF_CPP_MIN_LOG_LEVEL": "2", "TRIAGE_AUDIT_LOG": ""}
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT,
-                               env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                return url, process
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("gunicorn did not become ready within 300 s")
+from bench.launch import running_gunicorn
+from bench.workload import make_view_bytes
 
 
 def hammer(url: str, stop: float, results: list) -> None:
     """Post 3-view studies until `stop`; record (status or exception name, seconds)."""
     session = requests.Session()
-    views = [("image", (f"v{index}.png", make_radiograph(512, 512, seed=index), "image/png")) for index in range(3)]
+    views = [("image", (f"v{index}.png", make_view_bytes(index, (512, 512)), "image/png")) for index in range(3)]
     while time.monotonic() < stop:
         started = time.monotonic()
         try:
@@ -82,18 +60,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--models", default="h5")
     arguments = parser.parse_args(argv)
-    url, process = start_gunicorn(arguments.models)
     studies: list = []
     health: list = []
-    stop = time.monotonic() + arguments.seconds
-    threads = [threading.Thread(target=hammer, args=(url, stop, studies)) for _ in range(arguments.clients)]
-    threads.append(threading.Thread(target=probe, args=(url, stop, health)))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=60)
+    with tempfile.TemporaryDirectory() as folder, running_gunicorn(
+            Path(arguments.models), Path(folder) / "gunicorn.log", {"TRIAGE_AUDIT_LOG": ""}, threads=32) as server:
+        server.wait_until_ready(300)
+        stop = time.monotonic() + arguments.seconds
+        threads = [threading.Thread(target=hammer, args=(server.url, stop, studies)) for _ in range(arguments.clients)]
+        threads.append(threading.Thread(target=probe, args=(server.url, stop, health)))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     accepted = [seconds for outcome, seconds in studies if outcome == 200]
     shed = [seconds for outcome, seconds in studies if outcome == 503]
     print(f"clients {arguments.clients}, {arguments.seconds:.0f} s, load average {os.getloadavg()[0]:.1f}")

@@ -1,8 +1,7 @@
-"""Shared pytest fixtures: tiny real model repositories and synthetic images."""
+"""Shared pytest fixtures: tiny real model repositories, the app and its client, synthetic images."""
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -10,9 +9,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
 
+from tests.helpers import encode_image  # noqa: E402
 from tests.model_factory import write_tiny_repository  # noqa: E402
+
+# Limits small enough that tests can cross each of them cheaply.
+TEST_LIMITS = {"MAX_VIEWS": 3, "MAX_PIXELS": 500_000, "MIN_SIDE": 32, "MAX_CONTENT_LENGTH": 1_000_000,
+               "MAX_STUDY_PIXELS": 1_000_000}
 
 
 @pytest.fixture(scope="session")
@@ -31,16 +34,31 @@ def tiny_pipeline(tiny_repository: Path):
     pipeline.close()
 
 
-def encode_image(pixels: np.ndarray, image_format: str = "PNG", mode: str | None = None) -> bytes:
-    """Encode a numpy array as image bytes in memory."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode=mode).save(buffer, format=image_format)
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def radiograph_png() -> bytes:
     """A 128x96 grayscale PNG with a bright bar on a dark background."""
     pixels = np.full((128, 96), 20, dtype=np.uint8)
     pixels[20:110, 40:56] = 200
     return encode_image(pixels)
+
+
+@pytest.fixture(scope="session")
+def app(tiny_repository: Path):
+    """The service over the tiny repository, loaded synchronously, with small limits (session-wide: load time)."""
+    from app import create_app
+
+    flask_app = create_app({"TESTING": True, "MODELS_DIR": str(tiny_repository), **TEST_LIMITS})
+    yield flask_app
+    flask_app.extensions["pipeline_loader"].close()
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the session's app."""
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def openapi_spec(app) -> dict:
+    """The service's own /openapi.json."""
+    return app.test_client().get("/openapi.json").get_json()

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.web_fixtures import make_radiograph
+from tests.helpers import make_radiograph
 from web.access import identify_caller, parse_api_keys
 from web.audit import hash_study_uid
 from web.gunicorn_hooks import binds_beyond_loopback, open_service_warning
-
-pytest_plugins = ["tests.web_fixtures"]
 
 PNG = make_radiograph(seed=31)
 RIS_KEY = "ris-0123456789abcdef-secret"

@@ -10,10 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import encode_image
-from tests.web_fixtures import make_radiograph, validate_against_spec
-
-pytest_plugins = ["tests.web_fixtures"]
+from tests.helpers import encode_image, make_radiograph, validate_against_spec
 
 PNG = make_radiograph(seed=3)
 NOISY_PNG = make_radiograph(width=200, height=200, seed=4)

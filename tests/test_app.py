@@ -14,19 +14,12 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.web_fixtures import make_radiograph, validate_against_spec
-
-pytest_plugins = ["tests.web_fixtures"]
+from tests.helpers import make_radiograph, multipart, validate_against_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = make_radiograph(seed=1)
 JPEG = make_radiograph(seed=2, image_format="JPEG")
 PNG_BASE64 = base64.b64encode(PNG).decode()
-
-
-def multipart(*named_images: tuple[str, bytes], **fields: str) -> dict:
-    """A multipart body with one 'image' part per (name, bytes), plus form fields."""
-    return {"image": [(io.BytesIO(data), name) for name, data in named_images], **fields}
 
 
 # (id, request keyword arguments for client.post, expected view names)
@@ -118,12 +111,12 @@ def test_index_serves_the_predict_page_without_external_assets(client):
         assert client.get(asset).status_code == 200
 
 
-def test_uploads_stay_in_memory_even_when_large(web_app):
+def test_uploads_stay_in_memory_even_when_large(app):
     from flask import request
 
     # Werkzeug spools uploads over 500 KB to a temporary file on disk by default.
     upload = {"image": (io.BytesIO(os.urandom(700_000)), "large.png")}
-    with web_app.test_request_context("/predict", method="POST", data=upload):
+    with app.test_request_context("/predict", method="POST", data=upload):
         assert isinstance(request.files["image"].stream, io.BytesIO)
         assert len(request.files["image"].read()) == 700_000
 

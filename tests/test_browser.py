@@ -11,9 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from werkzeug.serving import make_server
 
-from tests.web_fixtures import free_port, make_radiograph
-
-pytest_plugins = ["tests.web_fixtures"]
+from tests.helpers import free_port, make_radiograph
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -23,9 +21,9 @@ PAGE_KEY = "page-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def server_url(web_app) -> str:
+def server_url(app) -> str:
     """The session's app served by a threaded Werkzeug server on a free loopback port."""
-    url, server, thread = serve(web_app)
+    url, server, thread = serve(app)
     yield url
     server.shutdown()
     thread.join(timeout=10)

@@ -3,85 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.web_fixtures import free_port, make_radiograph
+from bench.launch import Server, encode_multipart, http_status, running_gunicorn
+from tests.helpers import make_radiograph
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 180
 
 
-def multipart_body(named_images: list[tuple[str, bytes]], fields: dict[str, str]) -> tuple[bytes, str]:
-    """Encode 'image' parts and form fields as multipart/form-data; returns (body, content type)."""
-    boundary = uuid.uuid4().hex
-    chunks = []
-    for key, value in fields.items():
-        chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
-    for name, data in named_images:
-        chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-                      f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n")
-    chunks.append(f"--{boundary}--\r\n".encode())
-    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
-
-
-def get_status(url: str) -> int | None:
-    """HTTP status of GET url, or None when nothing answers yet."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return None
-
-
-@contextmanager
-def running_gunicorn(repository: Path, log_path: Path, extra_environment: dict[str, str]) -> Iterator[tuple]:
-    """gunicorn -c gunicorn.conf.py app:app on a free port over `repository`; always stopped."""
-    port = free_port()
-    environment = {**os.environ, "TRIAGE_BIND": f"127.0.0.1:{port}", "TRIAGE_MODELS": str(repository),
-                   "TRIAGE_WORKERS": "1", "TRIAGE_THREADS": "4", "TF_CPP_MIN_LOG_LEVEL": "2", **extra_environment}
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-                                   cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}", process, log_path
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @pytest.fixture
-def gunicorn_url(tiny_repository, tmp_path):
-    """gunicorn over the tiny repository, no API keys."""
-    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log", {}) as running:
-        yield running
-
-
-def wait_until_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    """Wait for /readyz 200; fail with the log's tail if gunicorn exits or takes too long."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while get_status(url + "/readyz") != 200:
-        assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
-        assert time.monotonic() < deadline, f"/readyz not 200 within {STARTUP_TIMEOUT_S} s"
-        time.sleep(0.5)
+def gunicorn_server(tiny_repository, tmp_path) -> Iterator[Server]:
+    """gunicorn over the tiny repository, no API keys, ready."""
+    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log") as server:
+        server.wait_until_ready(STARTUP_TIMEOUT_S)
+        yield server
 
 
 def raw_exchange(url: str, request_bytes: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -98,13 +41,12 @@ def raw_exchange(url: str, request_bytes: bytes) -> tuple[int, dict[str, str], b
     return int(status_line.split()[1]), headers, body
 
 
-def test_gunicorn_serves_a_two_view_study(gunicorn_url):
-    url, process, log_path = gunicorn_url
-    wait_until_ready(url, process, log_path)
-    assert get_status(url + "/healthz") == 200
+def test_gunicorn_serves_a_two_view_study(gunicorn_server):
+    url, process, log_path = gunicorn_server.url, gunicorn_server.process, gunicorn_server.log_path
+    assert http_status(url + "/healthz") == 200
 
-    body, content_type = multipart_body([("frontal.png", make_radiograph(seed=21)),
-                                         ("lateral.png", make_radiograph(seed=22))], {"aggregation": "max"})
+    body, content_type = encode_multipart([("frontal.png", make_radiograph(seed=21)),
+                                           ("lateral.png", make_radiograph(seed=22))], {"aggregation": "max"})
     request = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": content_type},
                                      method="POST")
     with urllib.request.urlopen(request, timeout=60) as response:
@@ -135,9 +77,8 @@ GUNICORN_OWN_ERRORS = [
 ]
 
 
-def test_gunicorn_own_errors_use_the_json_error_shape(gunicorn_url):
-    url, process, log_path = gunicorn_url
-    wait_until_ready(url, process, log_path)
+def test_gunicorn_own_errors_use_the_json_error_shape(gunicorn_server):
+    url = gunicorn_server.url
     for case_id, request_bytes, status, code in GUNICORN_OWN_ERRORS:
         answer_status, headers, body = raw_exchange(url, request_bytes)
         assert answer_status == status, case_id
@@ -146,12 +87,11 @@ def test_gunicorn_own_errors_use_the_json_error_shape(gunicorn_url):
         error = json.loads(body)["error"]
         assert error["status"] == status and error["code"] == code, case_id
         assert "<html" not in body.decode().lower()
-    assert get_status(url + "/healthz") == 200  # and the worker keeps serving
+    assert http_status(url + "/healthz") == 200  # and the worker keeps serving
 
 
-def test_client_that_disconnects_mid_body_is_counted_as_such(gunicorn_url):
-    url, process, log_path = gunicorn_url
-    wait_until_ready(url, process, log_path)
+def test_client_that_disconnects_mid_body_is_counted_as_such(gunicorn_server):
+    url = gunicorn_server.url
     png = make_radiograph(seed=23)
     host, port = url.removeprefix("http://").split(":")
     for _ in range(3):
@@ -168,9 +108,9 @@ def test_client_that_disconnects_mid_body_is_counted_as_such(gunicorn_url):
 
 def test_refused_request_with_a_large_body_gets_its_answer_not_a_reset(tiny_repository, tmp_path):
     key = "gunicorn-test-key-0123456789"
-    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log", {"TRIAGE_API_KEYS": f"t:{key}"}) as running:
-        url, process, log_path = running
-        wait_until_ready(url, process, log_path)
+    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log", {"TRIAGE_API_KEYS": f"t:{key}"}) as server:
+        server.wait_until_ready(STARTUP_TIMEOUT_S)
+        url = server.url
         body = b"\x89PNG" + bytes(8_000_000)  # refused before the app reads it
         for _ in range(3):
             request = urllib.request.Request(url + "/predict", data=body, method="POST",

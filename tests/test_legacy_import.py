@@ -13,7 +13,7 @@ import pytest
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewInput, decode_image, resize_image
 from classifiers.body_parts import BODY_PARTS
 from classifiers.repository.legacy_import import main, role_of_file
-from tests.conftest import encode_image
+from tests.helpers import encode_image
 from tests.model_factory import build_tiny_expert, build_tiny_router
 
 # The original project's sixteen file names, exactly as it saved them (spaces and glued words included).

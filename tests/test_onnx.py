@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,10 @@ from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewIn
 from classifiers.body_parts import BODY_PARTS
 from classifiers.repository.manifest import read_manifest, sha256_file
 from classifiers.repository.onnx_export import export_repository, main
-from tests.conftest import encode_image
+from tests.helpers import encode_image
 
 TOLERANCE = 1e-4
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +91,17 @@ def test_cli_exits_2_with_one_line_for_a_missing_folder(tmp_path: Path, capsys: 
     assert main([str(tmp_path / "missing")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and error.count("\n") == 1
+
+
+def test_onnx_pipeline_runs_without_importing_tensorflow(onnx_repository: Path) -> None:
+    code = ("import sys\n"
+            "from classifiers import Pipeline, PipelineSettings, ViewInput\n"
+            "from tests.helpers import make_radiograph\n"
+            f"pipeline = Pipeline.load({str(onnx_repository)!r}, PipelineSettings(backend='onnx'))\n"
+            "result = pipeline.predict_study([ViewInput('a.png', make_radiograph())])\n"
+            "pipeline.close()\n"
+            "assert 0 <= result.abnormality <= 1\n"
+            "print(sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

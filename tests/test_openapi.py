@@ -8,9 +8,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
-from tests.web_fixtures import make_radiograph, response_schema_name, validate_against_spec
-
-pytest_plugins = ["tests.web_fixtures"]
+from tests.helpers import make_radiograph, response_schema_name, validate_against_spec
 
 
 def test_openapi_document_is_valid_openapi_3(openapi_spec):
@@ -18,8 +16,8 @@ def test_openapi_document_is_valid_openapi_3(openapi_spec):
     assert openapi_spec["openapi"].startswith("3.")
 
 
-def test_every_route_is_documented(web_app, openapi_spec):
-    routes = {(rule.rule, method.lower()) for rule in web_app.url_map.iter_rules()
+def test_every_route_is_documented(app, openapi_spec):
+    routes = {(rule.rule, method.lower()) for rule in app.url_map.iter_rules()
               if rule.endpoint != "static" for method in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(path, method) for path, operations in openapi_spec["paths"].items() for method in operations}
     assert routes == documented

@@ -10,7 +10,7 @@ import pytest
 
 from classifiers import InvalidOption, Pipeline, PipelineSettings, UnreadableImage, ViewInput
 from classifiers.body_parts import BODY_PARTS
-from tests.conftest import encode_image
+from tests.helpers import encode_image
 from tests.model_factory import build_linear_model, write_repository
 
 ELBOW, HAND, WRIST = BODY_PARTS.index("XR_ELBOW"), BODY_PARTS.index("XR_HAND"), BODY_PARTS.index("XR_WRIST")

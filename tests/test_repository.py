@@ -227,3 +227,20 @@ def test_update_manifest_entry_creates_and_replaces(tmp_path: Path, tiny_reposit
     assert written["experts"]["XR_HAND"]["files"] == dict(entry.files)
     with pytest.raises(ValueError, match="unknown role 'XR_KNEE'"):
         update_manifest_entry(tmp_path, dataclasses.replace(entry, role="XR_KNEE"))
+
+
+def test_manifest_is_parsed_once_into_frozen_entries_that_round_trip(tiny_repository: Path, tmp_path: Path) -> None:
+    raw = json.loads((tiny_repository / "manifest.json").read_text())
+    raw["experts"]["XR_HAND"]["explain_layer"] = "conv"  # a key this version does not know is kept
+    folder = Path(shutil.copytree(tiny_repository, tmp_path / "copy"))
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    manifest = read_manifest(folder)
+    assert list(manifest.entries()) == ["router", *BODY_PARTS]
+    hand = manifest.entry("XR_HAND")
+    assert hand.extra == {"explain_layer": "conv"} and hand.role == "XR_HAND"
+    assert manifest.to_json() == raw
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        hand.threshold = 0.1  # type: ignore[misc]
+    expected_column = 1 if hand.classes == ("negative", "positive") else 0
+    assert hand.positive_column == expected_column
+    assert hand.version(hand.keras_file) == f"{hand.keras_file}@{hand.sha256[hand.keras_file][:12]}"

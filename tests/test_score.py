@@ -19,14 +19,9 @@ from sklearn import metrics as sk_metrics
 import score
 from classifiers import Pipeline, PipelineSettings
 from classifiers.body_parts import BODY_PARTS
-from mura import metrics
 from mura.studies import find_studies
-from scoring.bootstrap import bootstrap_interval
-from scoring.output import PREDICTION_COLUMNS, open_outputs, read_predictions
-from scoring.plots import roc_curve_points
-from scoring.report import build_report
+from scoring.output import PREDICTION_COLUMNS, read_predictions
 from scoring.runner import score_studies
-from scoring.worklist import order_worklist
 from training.synthetic import generate_dataset
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -265,78 +260,3 @@ def test_odd_file_names_and_a_fifo_do_not_stop_the_run(mura_root: Path, tiny_rep
     assert "\u202e" not in text and "\udce9" not in text
     assert score.main(arguments) == 0  # a rerun finds both studies done under the same escaped ids
     assert "0 to score" in capsys.readouterr().err
-
-
-def test_open_outputs_drops_torn_line_and_duplicate_rows(tmp_path: Path) -> None:
-    out, errors = tmp_path / "out.csv", tmp_path / "out_errors.csv"
-    header = ",".join(PREDICTION_COLUMNS)
-    row_a = "a,1,0,XR_HAND,0.9,0.7,abnormal,0.5,,XR_HAND,1"
-    row_b = "b,1,0,XR_HAND,0.9,0.2,normal,0.5,,XR_HAND,0"
-    out.write_text(f"{header}\n{row_a}\n{row_b}\n{row_a}\nc,1,0,XR_HA")
-    errors.write_text("study,image,error,message\na,x.png,UnreadableImage,m\nc,y.png,UnreadableImage,m\n")
-    predictions, error_file, done = open_outputs(out, errors)
-    predictions.close()
-    error_file.close()
-    assert done == {"a", "b"}
-    assert out.read_text() == f"{header}\n{row_a}\n{row_b}\n"
-    assert [row["study"] for row in _read_csv(errors)] == ["a"]  # c is scored again, its error too
-
-
-def test_build_report_matches_scikit_learn_on_random_rows() -> None:
-    generator = np.random.default_rng(7)
-    num_rows = 300
-    y_true = generator.integers(0, 2, num_rows)
-    y_score = np.round(np.clip(0.35 * y_true + 0.65 * generator.random(num_rows), 0, 1), 2)
-    true_parts = generator.choice(BODY_PARTS, num_rows)
-    routed_parts = np.where(generator.random(num_rows) < 0.8, true_parts, generator.choice(BODY_PARTS, num_rows))
-    rows = [{"study": f"s{index}", "n_unreadable": "0", "abnormality": f"{y_score[index]:.6f}",
-             "label": "abnormal" if y_score[index] >= 0.5 else "normal", "true_label": str(y_true[index]),
-             "true_body_part": str(true_parts[index]), "body_part": str(routed_parts[index])}
-            for index in range(num_rows)]
-    report = build_report(rows, replicates=200, seed=1)
-    y_pred = (y_score >= 0.5).astype(int)
-    for part in [*BODY_PARTS, "overall"]:
-        members = np.ones(num_rows, bool) if part == "overall" else true_parts == part
-        figures = report["abnormality"][part]
-        assert figures["n_studies"] == members.sum()
-        expected = {
-            "auroc": sk_metrics.roc_auc_score(y_true[members], y_score[members]),
-            "kappa": sk_metrics.cohen_kappa_score(y_true[members], y_pred[members]),
-            "sensitivity": sk_metrics.recall_score(y_true[members], y_pred[members]),
-            "specificity": sk_metrics.recall_score(y_true[members], y_pred[members], pos_label=0),
-            "accuracy": sk_metrics.accuracy_score(y_true[members], y_pred[members]),
-        }
-        for name, value in expected.items():
-            assert figures[name]["value"] == pytest.approx(value), (part, name)
-            assert figures[name]["low"] <= value <= figures[name]["high"], (part, name)
-    assert report["routing"]["accuracy"]["value"] == pytest.approx(np.mean(true_parts == routed_parts))
-
-
-def test_bootstrap_interval_is_seeded_and_narrows_with_more_data() -> None:
-    generator = np.random.default_rng(0)
-    small = (generator.integers(0, 2, 40), generator.integers(0, 2, 40))
-    large = (generator.integers(0, 2, 4000), generator.integers(0, 2, 4000))
-    first = bootstrap_interval(metrics.accuracy, small, replicates=300, seed=5)
-    assert first == bootstrap_interval(metrics.accuracy, small, replicates=300, seed=5)
-    wide = first["high"] - first["low"]
-    large_interval = bootstrap_interval(metrics.accuracy, large, replicates=300, seed=5)
-    assert large_interval["high"] - large_interval["low"] < wide / 4
-
-
-def test_roc_curve_points_match_scikit_learn_with_ties() -> None:
-    generator = np.random.default_rng(2)
-    y_true = generator.integers(0, 2, 200)
-    y_score = np.round(generator.random(200), 1)
-    false_rate, true_rate = roc_curve_points(y_true, y_score)
-    expected_false, expected_true, _ = sk_metrics.roc_curve(y_true, y_score, drop_intermediate=False)
-    np.testing.assert_allclose(false_rate, expected_false)
-    np.testing.assert_allclose(true_rate, expected_true)
-
-
-def test_worklist_order_breaks_ties_by_study_id() -> None:
-    rows = [{"study": "b", "abnormality": "0.5", "label": "abnormal"},
-            {"study": "a", "abnormality": "0.5", "label": "abnormal"},
-            {"study": "c", "abnormality": "0.9", "label": "abnormal"},
-            {"study": "d", "abnormality": "0.1", "label": "normal"},
-            {"study": "e", "abnormality": "", "label": "unscored"}]
-    assert [row["study"] for row in order_worklist(rows)] == ["e", "c", "a", "b", "d"]

@@ -1,0 +1,44 @@
+"""Start-up logs say what runs (models, backend, device, ready); TensorFlow's own notices only at debug."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Printed by TensorFlow's C++ code at import and device listing on a CPU machine.
+LIBRARY_NOISE = ("oneDNN custom operations", "absl::InitializeLog", "cuda")
+
+
+def _load_with_log_level(repository: Path, level: str) -> subprocess.CompletedProcess:
+    """Load the repository through the service's loader in a fresh process, logging at `level`."""
+    code = ("from pathlib import Path\n"
+            "from classifiers.logs import configure_logging\n"
+            f"configure_logging({level!r})\n"
+            "from web.loading import PipelineLoader\n"
+            "from classifiers import PipelineSettings\n"
+            f"PipelineLoader(Path({str(repository)!r}), PipelineSettings()).load().close()\n")
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT)}  # no TF_CPP_MIN_LOG_LEVEL from the suite
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                          env=environment)
+
+
+def test_start_up_log_names_models_backend_device_and_ready_without_library_noise(tiny_repository: Path) -> None:
+    result = _load_with_log_level(tiny_repository, "info")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert any("8 models loaded from" in line and "tensorflow backend on CPU" in line and line.endswith("ready")
+               for line in lines), result.stderr
+    assert sum(line.split(": ", 1)[-1].startswith(("router ", "XR_")) for line in lines) == 8
+    for noise in LIBRARY_NOISE:
+        assert noise.lower() not in result.stderr.lower(), noise
+
+
+@pytest.mark.parametrize("level", ["debug"])
+def test_library_output_comes_back_at_debug(tiny_repository: Path, level: str) -> None:
+    result = _load_with_log_level(tiny_repository, level)
+    assert result.returncode == 0, result.stderr
+    assert "oneDNN custom operations" in result.stderr
