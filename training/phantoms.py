@@ -37,11 +37,21 @@ class Part:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """One finding: its kind, its canonical centre, and the capsules whose footprint is its box."""
+
+    kind: str  # "fracture", "hardware" or "lesion"
+    point: Point
+    outline: tuple[Part, ...]  # fracture: the swelling around the break; hardware: the metal; lesion: itself
+
+
+@dataclass(frozen=True)
 class Phantom:
     """A body part's structures plus the canonical points where its findings lie."""
 
     parts: tuple[Part, ...]
     finding_points: tuple[Point, ...] = ()
+    findings: tuple[Finding, ...] = ()
 
 
 def _point_along(start: Point, end: Point, fraction: float, sideways: float = 0.0) -> Point:
@@ -257,7 +267,7 @@ FINDINGS = {"fracture": _fracture, "hardware": _hardware, "lesion": _lesion}
 def add_findings(parts: list[Part], rng: np.random.Generator, count: int = 1) -> Phantom:
     """Put `count` findings (fracture, hardware, lytic lesion) on the larger fracturable bones."""
     parts = list(parts)
-    points = []
+    findings = []
     for _ in range(count):
         candidates = [index for index, part in enumerate(parts) if part.fracturable]
         if not candidates:  # one finding per bone; a single-bone part keeps its first finding
@@ -270,8 +280,11 @@ def add_findings(parts: list[Part], rng: np.random.Generator, count: int = 1) ->
         if kind == "fracture":
             parts[chosen:chosen + 1] = [replace(piece, fracturable=False) for piece in new_parts[:2]]
             parts.insert(0, new_parts[2])
+            # The box marks the break (gap, fragment ends, swelling), not the whole displaced shaft.
+            outline = (new_parts[2],)
         else:
             parts[chosen] = replace(bone, fracturable=False)
             parts += new_parts
-        points.append(point)
-    return Phantom(tuple(parts), tuple(points))
+            outline = tuple(new_parts)
+        findings.append(Finding(kind, point, outline))
+    return Phantom(tuple(parts), tuple(finding.point for finding in findings), tuple(findings))

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 
 from classifiers.body_parts import BODY_PARTS
+from mura.findings import FindingBox, write_findings_csv
+from training.findings import finding_box
 from training.phantoms import LAYOUTS, Part, Phantom, add_findings
 
 ABNORMAL_FRACTION = 0.4
@@ -144,6 +146,12 @@ def _draw_marker(image: np.ndarray, letter: str, rng: np.random.Generator) -> No
 def render_view(phantom: Phantom, size: tuple[int, int], compress: float, laterality: str,
                 rng: np.random.Generator) -> np.ndarray:
     """Render one view; returns (height, width) float32 brightness in [0, 1], bone bright."""
+    return render_view_and_geometry(phantom, size, compress, laterality, rng)[0]
+
+
+def render_view_and_geometry(phantom: Phantom, size: tuple[int, int], compress: float, laterality: str,
+                             rng: np.random.Generator) -> tuple[np.ndarray, ViewGeometry]:
+    """Render one view as render_view does; also return its canonical-to-pixel geometry."""
     height, width = size
     geometry = _choose_geometry(phantom, size, compress, laterality == "L", rng)
     attenuation = np.zeros((height, width), dtype=np.float32)
@@ -163,7 +171,7 @@ def render_view(phantom: Phantom, size: tuple[int, int], compress: float, latera
         image[:, width - right:] = border
     image += rng.standard_normal(image.shape, dtype=np.float32) * float(rng.uniform(0.006, 0.02))
     _draw_marker(image, laterality, rng)
-    return np.clip(image, 0.0, 1.0)
+    return np.clip(image, 0.0, 1.0), geometry
 
 
 def save_png(image: np.ndarray, path: Path, sixteen_bit: bool) -> None:
@@ -181,8 +189,9 @@ def _study_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(split.encode()), index]))
 
 
-def _write_study(folder: Path, body_part: str, rng: np.random.Generator, abnormal: bool) -> list[Path]:
-    """Draw one study's phantom and write its 1-4 views; returns the image paths."""
+def _write_study(folder: Path, body_part: str, rng: np.random.Generator,
+                 abnormal: bool) -> list[tuple[Path, list[tuple[str, tuple[int, int, int, int]]]]]:
+    """Draw one study's phantom and write its 1-4 views; returns each image path with its findings' boxes."""
     layout = LAYOUTS[body_part](rng)
     phantom = add_findings(layout, rng, count=int(rng.choice([1, 2], p=[0.75, 0.25]))) if abnormal \
         else Phantom(tuple(layout))
@@ -196,10 +205,11 @@ def _write_study(folder: Path, body_part: str, rng: np.random.Generator, abnorma
         portrait = rng.random() < (0.5 if body_part in ("XR_SHOULDER", "XR_ELBOW") else 0.85)
         size = (long_side, short_side) if portrait else (short_side, long_side)
         compress = (1.0, 0.6, 0.8)[view] * rng.uniform(0.93, 1.07) if view < 3 else rng.uniform(0.6, 1.0)
-        image = render_view(phantom, size, compress, laterality, rng)
+        image, geometry = render_view_and_geometry(phantom, size, compress, laterality, rng)
         path = folder / f"image{view + 1}.png"
         save_png(image, path, sixteen_bit=rng.random() < SIXTEEN_BIT_FRACTION)
-        paths.append(path)
+        boxes = [(finding.kind, finding_box(finding, geometry, size)) for finding in phantom.findings]
+        paths.append((path, [(kind, box) for kind, box in boxes if box is not None]))
     return paths
 
 
@@ -239,19 +249,21 @@ def generate_dataset(root: str | Path, num_studies: int, seed: int, split: str =
         if not overwrite:
             raise FileExistsError(f"{split_folder} already exists; remove it or pass overwrite=True (--overwrite)")
         shutil.rmtree(split_folder)
-    study_folders, image_lines, study_lines = [], [], []
+    study_folders, image_lines, study_lines, finding_rows = [], [], [], []
     for index in range(num_studies):
         body_part = body_parts[index % len(body_parts)]
         rng = _study_rng(seed, split, index)
         abnormal = _is_abnormal(seed, split, body_part, index // len(body_parts))
         patient = f"patient{SPLIT_PATIENT_OFFSETS[split] + index + 1:05d}"
         folder = split_folder / body_part / patient / f"study1_{'positive' if abnormal else 'negative'}"
-        for path in _write_study(folder, body_part, rng, abnormal):
+        for path, boxes in _write_study(folder, body_part, rng, abnormal):
             image_lines.append(path.relative_to(root.parent).as_posix())
+            finding_rows += [FindingBox(image_lines[-1], kind, *box) for kind, box in boxes]
         study_lines.append(f"{folder.relative_to(root.parent).as_posix()}/,{int(abnormal)}")
         study_folders.append(folder)
     (root / f"{split}_image_paths.csv").write_text("\n".join(image_lines) + "\n")
     (root / f"{split}_labeled_studies.csv").write_text("\n".join(study_lines) + "\n")
+    write_findings_csv(root / f"{split}_findings.csv", finding_rows)
     return study_folders
 
 
