@@ -18,7 +18,9 @@ from classifiers.backends import DEFAULT_BACKEND, Backend, get_backend
 from classifiers.batching import DynamicBatcher
 from classifiers.body_parts import ROUTER, normalize_body_part
 from classifiers.errors import InvalidOption, StudyTooLarge
+from classifiers.explain import Explainers
 from classifiers.imaging import ImageLimits, count_pixels, decode_image, resize_image
+from classifiers.overlay import Explanation, explain_view
 from classifiers.repository.entries import Manifest, ModelEntry
 from classifiers.repository.manifest import NO_MANIFEST_WARNING, read_manifest
 from classifiers.results import StudyResult, ViewInput, ViewResult
@@ -53,6 +55,8 @@ class PipelineSettings:
     inter_op_threads: int = 0
     # A name in classifiers.backends.BACKENDS: "tensorflow" runs the Keras files, "onnx" their ONNX exports.
     backend: str = DEFAULT_BACKEND
+    # Heatmaps (explain=true) are made on first request per expert; True makes them all at start instead.
+    preload_explainers: bool = False
 
     @property
     def backend_options(self) -> BackendOptions:
@@ -96,6 +100,11 @@ class Pipeline:
         self.warnings: list[str] = [NO_MANIFEST_WARNING] if manifest.conventional else []
         for warning in self.warnings:
             logger.warning("%s: %s", repository.name, warning)
+        self.explainers = Explainers(repository, {role: loaded.runner for role, loaded in models.items()})
+        if settings.preload_explainers:
+            for role, loaded in models.items():
+                if role != ROUTER:
+                    self.explainers.get(loaded.entry)
 
     @classmethod
     def load(cls, repository: str | Path, settings: PipelineSettings | None = None) -> Pipeline:
@@ -125,8 +134,8 @@ class Pipeline:
         return cls(repository, manifest, models, settings, backend, device, time.perf_counter() - started)
 
     def predict_study(self, views: Sequence[ViewInput], body_part: str | None = None,
-                      aggregation: str = "mean", deadline: float | None = None) -> StudyResult:
-        """Decode the views of one study and run both stages on them.
+                      aggregation: str = "mean", deadline: float | None = None, explain: bool = False) -> StudyResult:
+        """Decode the views of one study and run both stages on them (explain: see predict_images).
 
         `deadline` (time.monotonic()) is when the study must have room in the pixel budget and a start in
         the router's queue; past it, Overloaded is raised and nothing more is computed.
@@ -144,24 +153,26 @@ class Pipeline:
         with self.pixel_budget.hold(num_pixels, deadline):
             images = [decode_image(view.data, limits, view.name) for view in views]
             decode_ms = (time.perf_counter() - started) * 1000
-            result = self._run_stages([view.name for view in views], images, chosen_part, aggregation, deadline)
+            result = self._run_stages([view.name for view in views], images, chosen_part, aggregation, deadline,
+                                      explain)
         result.timing_ms = {"decode": decode_ms, **result.timing_ms}
         result.timing_ms["total"] += decode_ms
         return result
 
     def predict_images(self, names: Sequence[str], images: Sequence[Image.Image], body_part: str | None = None,
-                       aggregation: str = "mean", deadline: float | None = None) -> StudyResult:
+                       aggregation: str = "mean", deadline: float | None = None, explain: bool = False) -> StudyResult:
         """Run router and expert on already-decoded RGB images of one study (deadline: see predict_study).
 
         The deadline applies to the router's queue: a study that started there goes on to its expert.
+        With `explain`, each view also gets the expert's heatmap (classifiers.explain); without, none of it runs.
         """
         chosen_part = self._checked_options(body_part, aggregation, len(images))
         if len(names) != len(images):
             raise ValueError(f"{len(names)} names for {len(images)} images")
-        return self._run_stages(names, images, chosen_part, aggregation, deadline)
+        return self._run_stages(names, images, chosen_part, aggregation, deadline, explain)
 
     def _run_stages(self, names: Sequence[str], images: Sequence[Image.Image], given_part: str | None,
-                    aggregation: str, deadline: float | None) -> StudyResult:
+                    aggregation: str, deadline: float | None, explain: bool = False) -> StudyResult:
         """Router then expert on checked options: `given_part` is normalised or None, `aggregation` known."""
         started = time.perf_counter()
         resized: dict[tuple[int, int], np.ndarray] = {}
@@ -178,11 +189,17 @@ class Pipeline:
         # (num_views,) P(abnormal) from a 1-unit sigmoid or a 2-way softmax [negative, positive].
         view_scores = expert_outputs[:, expert.entry.positive_column].astype(np.float64)
         expert_ms = (time.perf_counter() - expert_started) * 1000
+        explanations: list[Explanation | None] = [None] * len(images)
+        explain_timing = {}
+        if explain:
+            explain_started = time.perf_counter()
+            explanations = list(self.explain_views(chosen_part, images, resized[expert.input_size]))
+            explain_timing["explain"] = (time.perf_counter() - explain_started) * 1000
         threshold = expert.entry.decision_threshold
         abnormality = AGGREGATIONS[aggregation](view_scores)
         views = [
-            self._view_result(name, scores, score)
-            for name, scores, score in zip(names, router_scores, view_scores, strict=True)
+            self._view_result(name, scores, score, explanation)
+            for name, scores, score, explanation in zip(names, router_scores, view_scores, explanations, strict=True)
         ]
         return StudyResult(
             body_part=chosen_part,
@@ -196,8 +213,16 @@ class Pipeline:
             warnings=self._warnings(views, mean_scores, routed_part, given_part),
             images=views,
             models={"router": router.version, "expert": expert.version},
-            timing_ms={"router": router_ms, "expert": expert_ms, "total": (time.perf_counter() - started) * 1000},
+            timing_ms={"router": router_ms, "expert": expert_ms, **explain_timing,
+                       "total": (time.perf_counter() - started) * 1000},
         )
+
+    def explain_views(self, role: str, images: Sequence[Image.Image], resized: np.ndarray) -> list[Explanation]:
+        """Heatmap of expert `role` on each view: the decoded views and them at its input size, (N, H, W, 3) uint8."""
+        explainer = self.explainers.get(self.models[role].entry)
+        maps = explainer.maps(resized)
+        return [explain_view(image, [layer_maps[index] for layer_maps in maps], explainer.method)
+                for index, image in enumerate(images)]
 
     def describe(self) -> dict[str, Any]:
         """What is loaded: repository, backend, device, library versions, manifest and per-model settings."""
@@ -236,7 +261,8 @@ class Pipeline:
             raise InvalidOption("a study needs at least one image")
         return normalize_body_part(body_part) if body_part else None
 
-    def _view_result(self, name: str, router_scores: np.ndarray, abnormality: float) -> ViewResult:
+    def _view_result(self, name: str, router_scores: np.ndarray, abnormality: float,
+                     explanation: Explanation | None = None) -> ViewResult:
         """Per-view body part, its confidence and all router scores."""
         best = int(np.argmax(router_scores))
         return ViewResult(
@@ -245,6 +271,7 @@ class Pipeline:
             body_part_confidence=float(router_scores[best]),
             body_part_scores={part: float(score) for part, score in zip(self.body_parts, router_scores, strict=True)},
             abnormality=float(abnormality),
+            explanation=explanation,
         )
 
     def _warnings(self, views: list[ViewResult], mean_scores: np.ndarray, routed_part: str,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from classifiers.overlay import Explanation
 
 ROUND_DIGITS = 6
 
@@ -25,16 +28,20 @@ class ViewResult:
     body_part_confidence: float
     body_part_scores: dict[str, float]
     abnormality: float
+    explanation: Explanation | None = None  # only when asked (explain=true)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form used by the HTTP API."""
-        return {
+        view = {
             "name": self.name,
             "body_part": self.body_part,
             "body_part_confidence": round(self.body_part_confidence, ROUND_DIGITS),
             "body_part_scores": {part: round(score, ROUND_DIGITS) for part, score in self.body_part_scores.items()},
             "abnormality": round(self.abnormality, ROUND_DIGITS),
         }
+        if self.explanation is not None:
+            view["explanation"] = self.explanation.to_dict()
+        return view
 
 
 @dataclass

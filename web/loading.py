@@ -33,6 +33,7 @@ def build_settings(config: Mapping[str, Any], on_batch: Callable[[str, int], Non
         intra_op_threads=config["INTRA_OP_THREADS"],
         inter_op_threads=config["INTER_OP_THREADS"],
         backend=config["BACKEND"] or DEFAULT_BACKEND,
+        preload_explainers=config["PRELOAD_EXPLAINERS"],
         on_batch=on_batch,
     )
 

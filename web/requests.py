@@ -41,6 +41,7 @@ class PredictRequest:
     views: list[ViewInput]
     body_part: str | None
     aggregation: str
+    explain: bool = False
 
 
 def clean_view_name(name: str | None, index: int) -> str:
@@ -88,21 +89,21 @@ def check_view_count(num_views: int, max_views: int) -> None:
                        f"{num_views} images in one study, the limit is {max_views}; send at most {max_views} views")
 
 
-def load_options(values: dict[str, Any]) -> tuple[str | None, str]:
-    """Validate body_part and aggregation; 422 names the field and the allowed values."""
+def load_options(values: dict[str, Any]) -> tuple[str | None, str, bool]:
+    """Validate body_part, aggregation and explain; 422 names the field and the allowed values."""
     present = {key: value for key, value in values.items() if value not in (None, "")}
     try:
         options = PredictOptionsSchema().load(present)
     except ValidationError as error:
         raise ApiError(422, "invalid_option", describe_validation_error(error)) from None
-    return options.get("body_part"), options.get("aggregation", "mean")
+    return options.get("body_part"), options.get("aggregation", "mean"), options.get("explain", False)
 
 
 def option_values(request: Request, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Collect body_part/aggregation from the query string, then the form or JSON body (body wins)."""
+    """Collect body_part/aggregation/explain from the query string, then the form or JSON body (body wins)."""
     values: dict[str, Any] = {}
     for source in (request.args, request.form if body is None else body):
-        for key in ("body_part", "aggregation"):
+        for key in ("body_part", "aggregation", "explain"):
             if source.get(key) not in (None, ""):
                 values[key] = source.get(key)
     return values

@@ -33,7 +33,7 @@ def predict() -> Response:
     with current_app.extensions["in_flight"].admit():
         parsed = parse_predict_request(request, current_app.config["MAX_VIEWS"])
         result = pipeline.predict_study(parsed.views, body_part=parsed.body_part, aggregation=parsed.aggregation,
-                                        deadline=deadline)
+                                        deadline=deadline, explain=parsed.explain)
     write_audit_line(current_app, g.key_id, result, (time.monotonic() - started) * 1000)
     return jsonify(result.to_dict())
 

@@ -36,6 +36,10 @@ class PredictOptionsSchema(Schema):
         validate=validate.OneOf(list(AGGREGATIONS), error="unknown aggregation {input!r}; valid: {choices}"),
         metadata={"description": "How view abnormalities become the study's: mean (default) or max."},
     )
+    explain = fields.Boolean(
+        metadata={"description": "true: add a heatmap of the expert to every view (images[].explanation). "
+                                 "Costs about one more expert pass per view; off by default."},
+    )
 
 
 class PredictJsonSchema(PredictOptionsSchema):
@@ -77,6 +81,20 @@ class StudySchema(Schema):
                            metadata={"description": "Why the result deserves a second look (low confidence, ...)."})
 
 
+class ExplanationSchema(Schema):
+    """Where the expert looked in one view (only with explain=true)."""
+
+    method = fields.String(required=True, metadata={
+        "description": "cam (class activation map), grad-cam, or cam*grad-cam: CAM of the last feature map "
+                       "times Grad-CAM of the map at twice its resolution."})
+    peak = fields.List(fields.Integer(), required=True, validate=validate.Length(equal=2),
+                       metadata={"description": "[x, y] of the hottest point, in pixels of the uploaded image "
+                                                "(x to the right, y down, from the top-left pixel)."})
+    heatmap = fields.String(required=True, metadata={
+        "description": "PNG data URL: the heatmap laid over the view, at the view's size or at most 1024 px "
+                       "on the long side with the same aspect; a white ring marks the peak."})
+
+
 class ViewSchema(Schema):
     """The result for one view (image) of the study."""
 
@@ -85,6 +103,7 @@ class ViewSchema(Schema):
     body_part_confidence = fields.Float(required=True, validate=PROBABILITY)
     body_part_scores = fields.Dict(keys=fields.String(), values=fields.Float(validate=PROBABILITY), required=True)
     abnormality = fields.Float(required=True, validate=PROBABILITY)
+    explanation = fields.Nested(ExplanationSchema, metadata={"description": "Only with explain=true."})
 
 
 class PredictResponseSchema(Schema):
