@@ -177,10 +177,42 @@
         });
       rows.append(row);
     });
+    renderExplanations(result.images);
     setText("result-models", "Models: router " + result.models.router + ", expert " + result.models.expert
       + " · " + Math.round(result.timing_ms.total) + " ms");
     resultSection.hidden = false;
   }
+
+  function renderExplanations(views) {
+    // One figure per view: the heatmap overlay, or the view itself when the toggle is off.
+    const list = document.getElementById("explanation-list");
+    const toggle = document.getElementById("overlay-toggle");
+    list.replaceChildren();
+    const explained = views.filter((view) => view.explanation);
+    explained.forEach((view) => {
+      const index = views.indexOf(view);
+      const item = document.createElement("li");
+      const image = document.createElement("img");
+      image.className = "explanation";
+      image.dataset.overlay = view.explanation.heatmap;
+      image.dataset.original = previewUrls[index] || view.explanation.heatmap;
+      image.src = toggle.checked ? image.dataset.overlay : image.dataset.original;
+      image.alt = "Heatmap of " + displayName(view.name) + ", peak at x " + view.explanation.peak[0]
+        + ", y " + view.explanation.peak[1];
+      const caption = document.createElement("span");
+      caption.textContent = displayName(view.name) + " · peak (" + view.explanation.peak.join(", ") + ") · "
+        + view.explanation.method;
+      item.append(image, caption);
+      list.append(item);
+    });
+    document.getElementById("explanations").hidden = explained.length === 0;
+  }
+
+  document.getElementById("overlay-toggle").addEventListener("change", (event) => {
+    document.querySelectorAll("#explanation-list img.explanation").forEach((image) => {
+      image.src = event.target.checked ? image.dataset.overlay : image.dataset.original;
+    });
+  });
 
   async function readError(response) {
     try {
@@ -209,6 +241,9 @@
       body.append("body_part", bodyPart);
     }
     body.append("aggregation", document.getElementById("aggregation").value);
+    if (document.getElementById("explain").checked) {
+      body.append("explain", "true");
+    }
     submitButton.disabled = true;
     statusLine.textContent = "Analysing " + files.length + (files.length === 1 ? " view…" : " views…");
     try {

@@ -181,3 +181,35 @@ def test_page_is_usable_from_the_keyboard(page):
     page.get_by_role("button", name="Analyse study").focus()
     page.keyboard.press("Enter")
     expect(page.locator("#views-body tr")).to_have_count(1, timeout=30_000)
+
+
+def test_page_shows_heatmaps_on_request_with_an_overlay_toggle(page):
+    page.get_by_label("Choose images").set_input_files([
+        image_file("frontal.png", make_radiograph(width=180, height=120, seed=21)),
+        image_file("lateral.png", make_radiograph(seed=22)),
+    ])
+    page.get_by_label("Show where the model looked").check()
+    page.get_by_role("button", name="Analyse study").click()
+    # The service adds explanations only when the page sent explain=true.
+    expect(page.locator("#explanations")).to_be_visible(timeout=30_000)
+    images = page.locator("#explanation-list img.explanation")
+    expect(images).to_have_count(2)
+    first = images.nth(0)
+    assert first.get_attribute("src").startswith("data:image/png;base64,")
+    # The overlay is drawn at the view's own size (180x120), and the browser decoded it.
+    expect(first).to_have_js_property("naturalWidth", 180)
+    expect(first).to_have_js_property("naturalHeight", 120)
+    assert re.search(r"peak \(\d+, \d+\)", page.locator("#explanation-list li").first.text_content())
+    page.get_by_label("Heatmap over the views").uncheck()
+    expect(first).to_have_attribute("src", re.compile(r"^blob:"))
+    page.get_by_label("Heatmap over the views").check()
+    expect(first).to_have_attribute("src", re.compile(r"^data:image/png"))
+    assert page.console_errors == [] and page.outside_requests == []
+
+
+def test_page_without_the_heatmap_box_shows_no_heatmaps(page):
+    page.get_by_label("Choose images").set_input_files([image_file("frontal.png", make_radiograph(seed=23))])
+    page.get_by_role("button", name="Analyse study").click()
+    expect(page.locator("#result")).to_be_visible(timeout=30_000)
+    expect(page.locator("#explanations")).to_be_hidden()
+    expect(page.locator("#explanation-list li")).to_have_count(0)
