@@ -1,7 +1,7 @@
 """Score a folder or CSV of radiograph studies with the two-stage pipeline; see docs/SCORING.md.
 
     python score.py INPUT --out predictions.csv [--models h5/] [--aggregation mean|max]
-                    [--report DIR] [--worklist [PATH]] [--workers N]
+                    [--report DIR] [--worklist [PATH]] [--workers N] [--heatmaps DIR [--findings CSV]]
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image decoding threads")
     parser.add_argument("--bootstrap-replicates", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--heatmaps", type=Path, help="folder for heatmap overlay PNGs (one per view; peaks in "
+                        "<out stem>_peaks.csv); scored by the pointing game when findings are known")
+    parser.add_argument("--findings", type=Path, help="findings CSV for the pointing game (default: "
+                        "<split>_findings.csv beside the input, as training.synthetic writes it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", action="store_true", help="log the libraries' own output (TensorFlow's) too")
     return parser
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         aggregation=arguments.aggregation, report=arguments.report, worklist=worklist,
         errors=arguments.errors, workers=arguments.workers, decode_workers=arguments.decode_workers,
         bootstrap_replicates=arguments.bootstrap_replicates, seed=arguments.seed,
-        progress=not arguments.no_progress,
+        progress=not arguments.no_progress, heatmaps=arguments.heatmaps, findings=arguments.findings,
     ))
 
 

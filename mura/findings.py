@@ -54,3 +54,29 @@ def boxes_by_image(boxes: Sequence[FindingBox]) -> dict[str, list[FindingBox]]:
     for box in boxes:
         grouped.setdefault(box.image, []).append(box)
     return grouped
+
+
+POINTING_MARGIN = 0.05  # a box is enlarged by this fraction of the image side on each edge
+
+
+def peak_hits(peak: tuple[int, int], size: tuple[int, int], boxes: Sequence[FindingBox],
+              margin: float = POINTING_MARGIN) -> bool:
+    """Pointing game for one view: is the peak (x, y) inside a box enlarged by `margin` of the (width, height)?"""
+    x, y = peak
+    width, height = size
+    return any(box.x0 - margin * width <= x < box.x1 + margin * width
+               and box.y0 - margin * height <= y < box.y1 + margin * height for box in boxes)
+
+
+def pointing_game(views: Sequence[tuple[str, tuple[int, int], tuple[int, int], Sequence[FindingBox]]],
+                  margin: float = POINTING_MARGIN) -> dict[str, dict[str, float | int]]:
+    """Hit rate per body part and overall of views (body part, peak, (width, height), boxes with a finding)."""
+    counts: dict[str, list[int]] = {}
+    for body_part, peak, size, boxes in views:
+        hit = int(peak_hits(peak, size, boxes, margin))
+        for key in (body_part, "overall"):
+            counts.setdefault(key, [0, 0])
+            counts[key][0] += hit
+            counts[key][1] += 1
+    return {key: {"hits": hits, "views": total, "hit_rate": hits / total}
+            for key, (hits, total) in sorted(counts.items(), key=lambda item: (item[0] == "overall", item[0]))}

@@ -17,7 +17,16 @@ from tqdm import tqdm
 from classifiers.names import printable_name
 from mura.studies import StudySourceError, find_studies
 from scoring.bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED
-from scoring.output import OutputError, open_outputs, read_predictions
+from scoring.heatmaps import (
+    PEAK_COLUMNS,
+    find_findings_csv,
+    open_peaks,
+    overlay_path,
+    peaks_path,
+    score_pointing_game,
+    write_pointing_report,
+)
+from scoring.output import AppendOnlyCsv, OutputError, open_outputs, read_predictions
 from scoring.runner import StudyOutcome, score_studies
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -39,6 +48,8 @@ class ScoringOptions:
     bootstrap_replicates: int = DEFAULT_REPLICATES
     seed: int = DEFAULT_SEED
     progress: bool = True
+    heatmaps: Path | None = None  # folder for overlay PNGs; the peaks go to <out stem>_peaks.csv
+    findings: Path | None = None  # findings CSV for the pointing game (default: found beside the input)
 
     @property
     def errors_path(self) -> Path:
@@ -112,7 +123,11 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
     progress = tqdm(total=len(todo), unit="study", file=sys.stderr, disable=not options.progress,
                     dynamic_ncols=True, smoothing=0.1)
 
+    peaks = open_peaks(options.out) if options.heatmaps else None
+
     def on_outcome(outcome: StudyOutcome) -> None:
+        if peaks is not None:
+            _save_heatmaps(options.heatmaps, peaks, outcome)
         predictions.append(outcome.row)
         for failure in outcome.failures:
             errors.append({"study": outcome.study.study_id, "image": str(failure.image_path),
@@ -126,7 +141,7 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
 
     try:
         score_studies(pipeline, todo, on_outcome, options.aggregation, options.workers,
-                      options.decode_workers)
+                      options.decode_workers, explain=options.heatmaps is not None)
     except KeyboardInterrupt:
         progress.close()
         say(f"interrupted: {counts['studies']} studies saved in {options.out} this run; "
@@ -140,6 +155,8 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
         return EXIT_FAILED
     finally:
         pipeline.close()
+        if peaks is not None:
+            peaks.close()
     progress.close()
     seconds = time.perf_counter() - started
     say(f"scored {counts['studies']} studies ({counts['images']} images, {counts['unreadable']} unreadable) "
@@ -149,6 +166,18 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
 
 
 def _write_extras(options: ScoringOptions) -> int:
+    """Write the report, the worklist and the pointing game from the complete output files."""
+    exit_code = _write_report_and_worklist(options)
+    if exit_code == EXIT_OK and options.heatmaps is not None:
+        try:
+            _write_pointing_game(options)
+        except (OSError, ValueError) as error:
+            say(f"error: no pointing game: {error}")
+            return EXIT_USAGE
+    return exit_code
+
+
+def _write_report_and_worklist(options: ScoringOptions) -> int:
     """Write the report and the worklist from the complete predictions file."""
     if options.report is None and options.worklist is None:
         return EXIT_OK
@@ -165,6 +194,37 @@ def _write_extras(options: ScoringOptions) -> int:
         say(f"error: cannot write {error.filename} ({error.strerror}); choose a writable path")
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _save_heatmaps(folder: Path, peaks, outcome: StudyOutcome) -> None:
+    """Write each explained view's overlay PNG and its peak row."""
+    for path, (width, height), explanation in outcome.explained:
+        target = overlay_path(folder, outcome.study.study_id, path.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(explanation.heatmap_png)
+        peaks.append({"study": outcome.study.study_id, "image": path.name, "body_part": outcome.row["body_part"],
+                      "peak_x": explanation.peak[0], "peak_y": explanation.peak[1], "width": width,
+                      "height": height, "method": explanation.method})
+
+
+def _write_pointing_game(options: ScoringOptions) -> None:
+    """Score the heatmap peaks against the findings CSV (given or beside the input), when there is one."""
+    findings = options.findings or find_findings_csv(options.input_path)
+    if findings is None:
+        say("no findings CSV (--findings, or <split>_findings.csv beside the input): no pointing game")
+        return
+    studies = {study.study_id: study for study in find_studies(options.input_path)}
+    image_paths = {(study_id, path.name): path for study_id, study in studies.items() for path in study.image_paths}
+    rows = AppendOnlyCsv(peaks_path(options.out), PEAK_COLUMNS).read_rows()
+    result = score_pointing_game(findings, rows, image_paths)
+    overall = result["per_body_part"].get("overall")
+    if overall is None:
+        say(f"no scored view has a finding in {findings}: no pointing game")
+        return
+    if options.report is not None:
+        write_pointing_report(options.report, result)
+    say(f"pointing game: {overall['hits']}/{overall['views']} peaks in a finding's box (hit rate "
+        f"{overall['hit_rate']:.3f})" + (f"; per body part in {options.report}/report.md" if options.report else ""))
 
 
 def _write_report(options: ScoringOptions, rows: list[dict[str, str]]) -> None:

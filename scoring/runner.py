@@ -17,6 +17,7 @@ from PIL import Image
 
 from classifiers.errors import ImageError, Overloaded
 from classifiers.imaging import ImageLimits, load_image_file
+from classifiers.overlay import Explanation
 from classifiers.pipeline import Pipeline
 from mura.studies import Study
 
@@ -40,6 +41,8 @@ class StudyOutcome:
     study: Study
     row: dict[str, object]
     failures: list[ImageFailure] = field(default_factory=list)
+    # With heatmaps: (image path, its size (width, height), its explanation) per scored view.
+    explained: list[tuple[Path, tuple[int, int], Explanation]] = field(default_factory=list)
 
 
 def decode_study(study: Study, limits: ImageLimits) -> tuple[list[str], list[Image.Image], list[ImageFailure]]:
@@ -67,8 +70,9 @@ def _base_row(study: Study) -> dict[str, object]:
     }
 
 
-def score_decoded(pipeline: Pipeline, study: Study, decoded: tuple, aggregation: str) -> StudyOutcome:
-    """Run the pipeline on one decoded study and build its predictions row."""
+def score_decoded(pipeline: Pipeline, study: Study, decoded: tuple, aggregation: str,
+                  explain: bool = False) -> StudyOutcome:
+    """Run the pipeline on one decoded study and build its predictions row (with heatmaps when `explain`)."""
     names, images, failures = decoded
     failure_warnings = [f"unreadable image {failure.message}" for failure in failures]
     row = _base_row(study) | {"n_images": len(images), "n_unreadable": len(failures)}
@@ -78,7 +82,7 @@ def score_decoded(pipeline: Pipeline, study: Study, decoded: tuple, aggregation:
         return StudyOutcome(study, row, failures)
     while True:
         try:
-            result = pipeline.predict_images(names, images, aggregation=aggregation)
+            result = pipeline.predict_images(names, images, aggregation=aggregation, explain=explain)
             break
         except Overloaded:
             time.sleep(OVERLOADED_RETRY_S)
@@ -90,7 +94,11 @@ def score_decoded(pipeline: Pipeline, study: Study, decoded: tuple, aggregation:
         "threshold": result.threshold,
         "warnings": "; ".join([*result.warnings, *failure_warnings]),
     }
-    return StudyOutcome(study, row, failures)
+    failed = {failure.image_path for failure in failures}
+    paths = [path for path in study.image_paths if path not in failed]
+    explained = [(path, image.size, view.explanation) for path, image, view in zip(paths, images, result.images,
+                                                                                    strict=True) if view.explanation]
+    return StudyOutcome(study, row, failures, explained)
 
 
 def score_studies(
@@ -101,6 +109,7 @@ def score_studies(
     workers: int = 8,
     decode_workers: int = 4,
     limits: ImageLimits | None = None,
+    explain: bool = False,
 ) -> None:
     """Score `studies`, calling `on_outcome` in this thread as each one finishes.
 
@@ -124,7 +133,7 @@ def score_studies(
                 return
             decoded = decode_pool.submit(decode_study, study, limits)
             in_flight.add(score_pool.submit(
-                lambda: score_decoded(pipeline, study, decoded.result(), aggregation)
+                lambda: score_decoded(pipeline, study, decoded.result(), aggregation, explain)
             ))
 
         try:
