@@ -14,7 +14,7 @@ from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewIn
 from classifiers.body_parts import BODY_PARTS
 from classifiers.explain import CAM, GRAD_CAM, Explainer
 from classifiers.overlay import explain_view, overlay_size
-from tests.conftest import encode_image
+from tests.helpers import encode_image
 from tests.model_factory import build_tiny_expert
 
 
