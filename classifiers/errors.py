@@ -34,6 +34,25 @@ class ImageTooSmall(ImageError):
 class StudyTooLarge(ClassifierError):
     """The views of one study have more pixels together than the per-study limit."""
 
+class MalformedDicom(TruncatedImage):
+    """A DICOM file whose header or pixel data is cut short, inconsistent or unreadable."""
+
+
+class UnsupportedTransferSyntax(UnreadableImage):
+    """A DICOM file compressed with a transfer syntax no installed codec decodes."""
+
+
+class UnsupportedModality(ImageError):
+    """A DICOM view that is not a projection radiograph (CT, MR, US, colour images, ...)."""
+
+
+class NoPixelData(ImageError):
+    """A DICOM object without an image (a structured report, a presentation state, ...)."""
+
+
+class MixedStudies(ClassifierError):
+    """Views of more than one DICOM study were sent as one study."""
+
 
 class InvalidOption(ClassifierError, ValueError):
     """A caller option (body part, aggregation) is not one of the allowed values."""

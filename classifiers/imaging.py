@@ -77,7 +77,7 @@ def resize_image(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
 def _open_checked(data: bytes, limits: ImageLimits, name: str) -> Image.Image:
     """Open the image header and apply the format and size limits without decoding pixels."""
     if not data:
-        raise UnreadableImage(name, "the file is empty; send a PNG, JPEG, BMP or TIFF image")
+        raise UnreadableImage(name, "the file is empty; send a PNG, JPEG, BMP, TIFF or DICOM image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -85,9 +85,10 @@ def _open_checked(data: bytes, limits: ImageLimits, name: str) -> Image.Image:
     except Image.DecompressionBombError:
         raise ImageTooLarge(name, f"the image has more than {limits.max_pixels:,} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise UnreadableImage(name, "not an image we can read; send a PNG, JPEG, BMP or TIFF image") from None
+        raise UnreadableImage(name, "not an image we can read; send a PNG, JPEG, BMP, TIFF or DICOM image") from None
     if image.format not in SUPPORTED_FORMATS:
-        raise UnreadableImage(name, f"format {image.format} is not supported; send a PNG, JPEG, BMP or TIFF image")
+        raise UnreadableImage(name, f"format {image.format} is not supported; send a PNG, JPEG, BMP, TIFF or DICOM"
+                                    " image")
     width, height = image.size
     if width * height > limits.max_pixels:
         raise ImageTooLarge(

@@ -17,13 +17,15 @@ from classifiers.admission import PixelBudget
 from classifiers.backends import DEFAULT_BACKEND, Backend, get_backend
 from classifiers.batching import DynamicBatcher
 from classifiers.body_parts import ROUTER, normalize_body_part
+from classifiers.decoding import count_view_pixels, decode_views
+from classifiers.dicom_header import summarise_study
 from classifiers.errors import InvalidOption, StudyTooLarge
 from classifiers.explain import Explainers
-from classifiers.imaging import ImageLimits, count_pixels, decode_image, resize_image
+from classifiers.imaging import ImageLimits, resize_image
 from classifiers.overlay import Explanation, explain_view
 from classifiers.repository.entries import Manifest, ModelEntry
 from classifiers.repository.manifest import NO_MANIFEST_WARNING, read_manifest
-from classifiers.results import StudyResult, ViewInput, ViewResult
+from classifiers.results import DecodedView, StudyResult, ViewInput, ViewResult
 from classifiers.runtime import BackendOptions, ImageModel, padded_batch_size
 
 logger = logging.getLogger(__name__)
@@ -135,7 +137,9 @@ class Pipeline:
 
     def predict_study(self, views: Sequence[ViewInput], body_part: str | None = None,
                       aggregation: str = "mean", deadline: float | None = None, explain: bool = False) -> StudyResult:
-        """Decode the views of one study and run both stages on them (explain: see predict_images).
+        """Decode the views of one study (any format, see `classifiers.decoding`) and run both stages on them.
+
+        `explain`: see predict_images.
 
         `deadline` (time.monotonic()) is when the study must have room in the pixel budget and a start in
         the router's queue; past it, Overloaded is raised and nothing more is computed.
@@ -146,17 +150,39 @@ class Pipeline:
         chosen_part = self._checked_options(body_part, aggregation, len(views))
         started = time.perf_counter()
         limits = self.settings.image_limits
-        num_pixels = sum(count_pixels(view.data, limits, view.name) for view in views)
+        # From the headers only (a DICOM's Rows x Columns x Frames): nothing is decoded before the limits pass.
+        num_pixels = sum(count_view_pixels(view, limits) for view in views)
         if num_pixels > self.settings.max_study_pixels:
             raise StudyTooLarge(f"the {len(views)} views have {num_pixels:,} pixels together, over the limit of "
                                 f"{self.settings.max_study_pixels:,} per study; send fewer or smaller views")
         with self.pixel_budget.hold(num_pixels, deadline):
-            images = [decode_image(view.data, limits, view.name) for view in views]
+            decoded = decode_views(views, limits)
             decode_ms = (time.perf_counter() - started) * 1000
-            result = self._run_stages([view.name for view in views], images, chosen_part, aggregation, deadline,
-                                      explain)
+            return self._run_decoded(decoded, chosen_part, aggregation, decode_ms, deadline, explain)
+
+    def predict_decoded(self, views: Sequence[DecodedView], body_part: str | None = None, aggregation: str = "mean",
+                        deadline: float | None = None, explain: bool = False) -> StudyResult:
+        """Run both stages on views decoded by `classifiers.decoding` (score.py, in-process callers)."""
+        chosen_part = self._checked_options(body_part, aggregation, len(views))
+        return self._run_decoded(views, chosen_part, aggregation, 0.0, deadline, explain)
+
+    def _run_decoded(self, views: Sequence[DecodedView], given_part: str | None, aggregation: str,
+                     decode_ms: float, deadline: float | None, explain: bool = False) -> StudyResult:
+        """Both stages on decoded views; DICOM metadata goes into the result, a header mismatch into warnings."""
+        result = self._run_stages([view.name for view in views], [view.image for view in views], given_part,
+                                  aggregation, deadline, explain)
         result.timing_ms = {"decode": decode_ms, **result.timing_ms}
         result.timing_ms["total"] += decode_ms
+        dicom_views = [view.dicom for view in views if view.dicom is not None]
+        if dicom_views:
+            for view_result, view in zip(result.images, views, strict=True):
+                view_result.dicom = view.dicom
+            result.dicom = summarise_study(dicom_views)
+            named = result.dicom.mapped_body_part
+            if named is not None and named != result.body_part:
+                result.warnings.append(
+                    f"the DICOM header (Body Part Examined or description) names {named} but the study was read"
+                    f" as {result.body_part}; check the body part or pass body_part")
         return result
 
     def predict_images(self, names: Sequence[str], images: Sequence[Image.Image], body_part: str | None = None,

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from PIL import Image
+    from pydicom.dataset import Dataset
+
+    from classifiers.dicom_header import DicomStudyInfo, DicomViewInfo
     from classifiers.overlay import Explanation
 
 ROUND_DIGITS = 6
@@ -19,6 +23,20 @@ class ViewInput:
     data: bytes
 
 
+@dataclass(frozen=True)
+class DecodedView:
+    """One decoded view: display name, 8-bit RGB image and, for DICOM, its metadata and header.
+
+    `header` is the instance's DICOM header without pixel data (patient data included), for writers of
+    DICOM objects in the same study (the SR, overlays); it is never serialised to JSON.
+    """
+
+    name: str
+    image: Image.Image
+    dicom: DicomViewInfo | None = None
+    header: Dataset | None = field(default=None, repr=False, compare=False)
+
+
 @dataclass
 class ViewResult:
     """Router and expert output for one view."""
@@ -29,6 +47,7 @@ class ViewResult:
     body_part_scores: dict[str, float]
     abnormality: float
     explanation: Explanation | None = None  # only when asked (explain=true)
+    dicom: DicomViewInfo | None = None  # only for DICOM input
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form used by the HTTP API."""
@@ -41,6 +60,8 @@ class ViewResult:
         }
         if self.explanation is not None:
             view["explanation"] = self.explanation.to_dict()
+        if self.dicom is not None:
+            view["dicom"] = self.dicom.to_dict()
         return view
 
 
@@ -60,10 +81,11 @@ class StudyResult:
     models: dict[str, str]
     timing_ms: dict[str, float] = field(default_factory=dict)
     threshold_source: str = "manifest"
+    dicom: DicomStudyInfo | None = None  # only for DICOM input
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready /predict response body of DESIGN.md."""
-        return {
+        answer = {
             "study": {
                 "body_part": self.body_part,
                 "body_part_confidence": round(self.body_part_confidence, ROUND_DIGITS),
@@ -79,3 +101,6 @@ class StudyResult:
             "models": dict(self.models),
             "timing_ms": {stage: round(value, 2) for stage, value in self.timing_ms.items()},
         }
+        if self.dicom is not None:
+            answer["study"]["dicom"] = self.dicom.to_dict()
+        return answer
