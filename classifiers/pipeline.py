@@ -178,6 +178,7 @@ class Pipeline:
             for view_result, view in zip(result.images, views, strict=True):
                 view_result.dicom = view.dicom
             result.dicom = summarise_study(dicom_views)
+            result.source_headers = [view.header for view in views if view.header is not None]
             named = result.dicom.mapped_body_part
             if named is not None and named != result.body_part:
                 result.warnings.append(

@@ -82,6 +82,9 @@ class StudyResult:
     timing_ms: dict[str, float] = field(default_factory=dict)
     threshold_source: str = "manifest"
     dicom: DicomStudyInfo | None = None  # only for DICOM input
+    # The DICOM headers (no pixel data, patient data included) of the views, for the SR and other writers of
+    # DICOM objects in the study; never serialised.
+    source_headers: list[Dataset] = field(default_factory=list, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready /predict response body of DESIGN.md."""

@@ -26,8 +26,9 @@ def test_every_route_is_documented(app, openapi_spec):
 def test_predict_documents_every_request_form_and_error_status(openapi_spec):
     operation = openapi_spec["paths"]["/predict"]["post"]
     assert set(operation["requestBody"]["content"]) == {"multipart/form-data", "application/json", "image/png",
-                                                        "image/jpeg"}
-    for status in ("400", "413", "415", "422", "503"):
+                                                        "image/jpeg", "application/dicom"}
+    assert set(operation["responses"]["200"]["content"]) == {"application/json", "application/dicom"}
+    for status in ("400", "406", "413", "415", "422", "503"):
         assert response_schema_name(openapi_spec, "/predict", "post", int(status)) == "Error"
     assert "Retry-After" in operation["responses"]["503"]["headers"]
     form = openapi_spec["components"]["schemas"]["PredictForm"]

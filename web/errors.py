@@ -25,10 +25,15 @@ class ApiError(Exception):
 
 # classifiers error -> (HTTP status, code). Subclasses are listed before their bases.
 CLASSIFIER_ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
+    classifier_errors.MalformedDicom: (400, "malformed_dicom"),
     classifier_errors.TruncatedImage: (400, "truncated_image"),
     classifier_errors.ImageTooLarge: (413, "image_too_large"),
     classifier_errors.StudyTooLarge: (413, "study_too_large"),
+    classifier_errors.UnsupportedTransferSyntax: (415, "unsupported_transfer_syntax"),
     classifier_errors.UnreadableImage: (415, "unsupported_media_type"),
+    classifier_errors.UnsupportedModality: (422, "unsupported_modality"),
+    classifier_errors.NoPixelData: (422, "no_pixel_data"),
+    classifier_errors.MixedStudies: (422, "mixed_studies"),
     classifier_errors.ImageTooSmall: (422, "image_too_small"),
     classifier_errors.InvalidOption: (422, "invalid_option"),
     classifier_errors.Overloaded: (503, "overloaded"),
@@ -42,6 +47,7 @@ HTTP_ERROR_CODES: dict[int, tuple[str, str]] = {
     400: ("bad_request", "the request could not be read"),
     404: ("not_found", "no such endpoint; see /openapi.json for the API"),
     405: ("method_not_allowed", "this endpoint does not accept that HTTP method"),
+    406: ("not_acceptable", "this endpoint cannot answer in the media type asked for in Accept"),
     413: ("payload_too_large", "the request is larger than this service accepts"),
     415: ("unsupported_media_type", "unsupported content type"),
 }

@@ -44,13 +44,21 @@ PREDICT_OPERATION: dict[str, Any] = {
         "application/json": {"schema": "PredictJson"},
         "image/png": {"schema": {"type": "string", "format": "binary"}},
         "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "application/dicom": {"schema": {"type": "string", "format": "binary"}},
     }},
     "responses": {
-        "200": json_response("The study's body part and abnormality, and each view's.", "PredictResponse"),
-        "400": error_response("Malformed: truncated image, bad JSON or base64, no image."),
-        "413": error_response("Too large: request bytes, pixels of a view, or number of views."),
-        "415": error_response("Not an image this service reads, or a content type it does not accept."),
-        "422": error_response("Valid request refused: image too small, unknown body_part or aggregation."),
+        "200": {"description": "The study's body part and abnormality, and each view's (JSON); or, with Accept:"
+                               " application/dicom and DICOM views, a DICOM Comprehensive SR in the same study.",
+                "content": {"application/json": {"schema": "PredictResponse"},
+                            "application/dicom": {"schema": {"type": "string", "format": "binary"}}}},
+        "400": error_response("Malformed: truncated image or DICOM file, bad JSON or base64, no image."),
+        "406": error_response("Accept: application/dicom asked for a study that is not DICOM."),
+        "413": error_response("Too large: request bytes, pixels of a view (DICOM: rows x columns x frames), or views."),
+        "415": error_response("Not an image this service reads, a DICOM transfer syntax without a codec, or a"
+                              " content type it does not accept."),
+        "422": error_response("Valid request refused: image too small, unknown body_part or aggregation, DICOM of"
+                              " another modality (unsupported_modality), without pixel data (no_pixel_data), or of"
+                              " several studies (mixed_studies)."),
         "503": error_response("Models not loaded yet, or the batch queue is full.", retry_after=True),
     },
 }

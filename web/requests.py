@@ -17,10 +17,10 @@ from classifiers.pipeline import ViewInput
 from web.errors import ApiError
 from web.schemas import PredictJsonSchema, PredictOptionsSchema
 
-RAW_IMAGE_TYPES = ("image/png", "image/jpeg")
+RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "application/dicom")
 ACCEPTED_FORMS = (
-    "send multipart/form-data with one or more 'image' parts, a raw image/png or image/jpeg body, "
-    'or JSON {"image": "<base64 or data URL>"}'
+    "send multipart/form-data with one or more 'image' parts, a raw image/png, image/jpeg or application/dicom"
+    ' body, or JSON {"image": "<base64 or data URL>"}'
 )
 DATA_URL = re.compile(r"^data:(?P<media_type>[\w.+-]+/[\w.+-]+)?(?P<parameters>(;[^,;]*)*?),", re.ASCII)
 MAX_NAME_LENGTH = 200

@@ -7,13 +7,18 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from classifiers.dicom import is_dicom
+from classifiers.structured_report import build_structured_report, structured_report_bytes
 from web.audit import write_audit_line
-from web.errors import error_response
+from web.errors import ApiError, error_response
 from web.loading import PipelineLoader, get_pipeline, not_ready_error
 from web.requests import parse_predict_request
 from web.shedding import request_deadline
 
 blueprint = Blueprint("triage", __name__)
+DICOM_TYPE = "application/dicom"
+ANSWER_TYPES = ["application/json", DICOM_TYPE]  # the first one wins when Accept allows both equally
+SR_FILE_NAME = "triage-result-sr.dcm"
 
 
 @blueprint.get("/")
@@ -26,15 +31,23 @@ def predict_page() -> Response:
 
 @blueprint.post("/predict")
 def predict() -> Response:
-    """Triage one study sent as multipart, a raw image body or JSON."""
+    """Triage one study sent as multipart, a raw image body or JSON; JSON answer, or a DICOM SR when asked."""
     started = time.monotonic()
     pipeline = get_pipeline()
     deadline = request_deadline(request, current_app.config, started)
+    wants_dicom = request.accept_mimetypes.best_match(ANSWER_TYPES) == DICOM_TYPE
     with current_app.extensions["in_flight"].admit():
         parsed = parse_predict_request(request, current_app.config["MAX_VIEWS"])
+        if wants_dicom and not all(is_dicom(view.data) for view in parsed.views):
+            raise ApiError(406, "not_acceptable", "a DICOM SR answer (Accept: application/dicom) needs DICOM input;"
+                                                  " send DICOM views or accept application/json")
         result = pipeline.predict_study(parsed.views, body_part=parsed.body_part, aggregation=parsed.aggregation,
                                         deadline=deadline, explain=parsed.explain)
     write_audit_line(current_app, g.key_id, result, (time.monotonic() - started) * 1000)
+    if wants_dicom:
+        report = build_structured_report(result.source_headers, result)
+        return Response(structured_report_bytes(report), mimetype=DICOM_TYPE,
+                        headers={"Content-Disposition": f'attachment; filename="{SR_FILE_NAME}"'})
     return jsonify(result.to_dict())
 
 

@@ -45,7 +45,8 @@ class PredictOptionsSchema(Schema):
 class PredictJsonSchema(PredictOptionsSchema):
     """JSON body of POST /predict: one image, or several, as base64 or data URLs."""
 
-    image = fields.String(metadata={"description": "One view: base64 or a data URL (data:image/png;base64,...)."})
+    image = fields.String(metadata={"description": "One view (PNG, JPEG or DICOM): base64 or a data URL"
+                                                   " (data:image/png;base64,...)."})
     name = fields.String(metadata={"description": "Name echoed back for `image`."})
     images = fields.List(fields.String(), metadata={"description": "Several views of one study, base64 or data URLs."})
     names = fields.List(fields.String(), metadata={"description": "Names echoed back for `images`, same order."})
@@ -59,6 +60,27 @@ class PredictFormSchema(PredictOptionsSchema):
         required=True,
         metadata={"description": "One part per view of the study (repeat the field)."},
     )
+
+
+class DicomStudySchema(Schema):
+    """What the DICOM headers say about the study (DICOM input only; never a patient attribute)."""
+
+    study_instance_uid = fields.String(required=True)
+    body_part_examined = fields.String(required=True, allow_none=True,
+                                       metadata={"description": "Body Part Examined as written in the header."})
+    modality = fields.String(required=True, metadata={"description": "CR, DX, RG or OT."})
+
+
+class DicomViewSchema(Schema):
+    """Which DICOM instance and frame a view came from (DICOM input only)."""
+
+    sop_instance_uid = fields.String(required=True)
+    series_instance_uid = fields.String(required=True)
+    view_position = fields.String(required=True, allow_none=True, metadata={"description": "e.g. PA, AP, LAT."})
+    laterality = fields.String(required=True, allow_none=True,
+                               metadata={"description": "Image Laterality (else Laterality): L, R, U or B."})
+    frame = fields.Integer(required=True, validate=validate.Range(min=1),
+                           metadata={"description": "1-based frame number; each frame of a file is a view."})
 
 
 class StudySchema(Schema):
@@ -79,6 +101,7 @@ class StudySchema(Schema):
     n_images = fields.Integer(required=True, validate=validate.Range(min=1))
     warnings = fields.List(fields.String(), required=True,
                            metadata={"description": "Why the result deserves a second look (low confidence, ...)."})
+    dicom = fields.Nested(DicomStudySchema, metadata={"description": "Present only when the views were DICOM."})
 
 
 class ExplanationSchema(Schema):
@@ -104,6 +127,7 @@ class ViewSchema(Schema):
     body_part_scores = fields.Dict(keys=fields.String(), values=fields.Float(validate=PROBABILITY), required=True)
     abnormality = fields.Float(required=True, validate=PROBABILITY)
     explanation = fields.Nested(ExplanationSchema, metadata={"description": "Only with explain=true."})
+    dicom = fields.Nested(DicomViewSchema, metadata={"description": "Present only when the view was DICOM."})
 
 
 class PredictResponseSchema(Schema):

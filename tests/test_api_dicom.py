@@ -1,0 +1,167 @@
+"""POST /predict with DICOM views: every input form, DICOM fields, the SR answer, refusals, no patient data out."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import ComprehensiveSRStorage, generate_uid
+
+from tests.dicom_factory import LEAK_MARKERS, jpeg_baseline, make_dataset, png_bytes, synthetic_radiograph, to_bytes
+from tests.helpers import validate_against_spec
+
+STUDY_UID = generate_uid()
+PIXELS = np.round(synthetic_radiograph("XR_ELBOW", seed=7) * 255).astype(np.uint8)
+DICOM_A = make_dataset(PIXELS, study_uid=STUDY_UID, body_part="ELBOW")
+DICOM_B = make_dataset(255 - PIXELS, photometric="MONOCHROME1", study_uid=STUDY_UID, body_part="ELBOW")
+BYTES_A, BYTES_B = to_bytes(DICOM_A), to_bytes(DICOM_B)
+PNG = png_bytes(PIXELS)
+
+
+def multipart(*named: tuple[str, bytes, str]) -> dict:
+    """Multipart 'image' parts with the given names and (any) content types."""
+    return {"image": [(io.BytesIO(data), name, content_type) for name, data, content_type in named]}
+
+
+INPUT_FORMS = [
+    ("multipart-octet-stream", {"data": multipart(("a.dcm", BYTES_A, "application/octet-stream"),
+                                                  ("b", BYTES_B, "image/png"))}, 2),
+    ("raw-application-dicom", {"data": BYTES_A, "content_type": "application/dicom"}, 1),
+    ("json-base64", {"json": {"images": [base64.b64encode(BYTES_A).decode(), base64.b64encode(BYTES_B).decode()]}}, 2),
+    ("json-data-url", {"json": {"image": "data:application/dicom;base64," + base64.b64encode(BYTES_A).decode()}}, 1),
+]
+
+
+@pytest.mark.parametrize(("form", "request_arguments", "num_views"), INPUT_FORMS, ids=[form[0] for form in INPUT_FORMS])
+def test_dicom_in_every_input_form(client, openapi_spec, form, request_arguments, num_views):
+    response = client.post("/predict", **request_arguments)
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    validate_against_spec(openapi_spec, "PredictResponse", body)
+    assert body["study"]["dicom"] == {"study_instance_uid": STUDY_UID, "body_part_examined": "ELBOW", "modality": "DX"}
+    sources = [DICOM_A, DICOM_B][:num_views]
+    assert [image["dicom"] for image in body["images"]] == [
+        {"sop_instance_uid": dataset.SOPInstanceUID, "series_instance_uid": dataset.SeriesInstanceUID,
+         "view_position": "PA", "laterality": "L", "frame": 1} for dataset in sources]
+
+
+def test_monochrome1_view_scores_like_its_monochrome2_twin(client):
+    body = client.post("/predict", data=multipart(("a", BYTES_A, "x/y"), ("b", BYTES_B, "x/y"))).get_json()
+    first, second = body["images"]
+    assert first["body_part_scores"] == second["body_part_scores"] and first["abnormality"] == second["abnormality"]
+
+
+def test_png_answer_has_no_dicom_fields(client):
+    body = client.post("/predict", data=PNG, content_type="image/png").get_json()
+    assert "dicom" not in body["study"] and "dicom" not in body["images"][0]
+
+
+def test_header_body_part_disagreeing_with_the_result_is_a_study_warning(client):
+    wrist = to_bytes(make_dataset(PIXELS, body_part="WRIST"))
+    body = client.post("/predict", data=wrist, content_type="application/dicom",
+                       query_string={"body_part": "XR_SHOULDER"}).get_json()
+    assert any("names XR_WRIST but the study was read as XR_SHOULDER" in warning
+               for warning in body["study"]["warnings"])
+    agreeing = client.post("/predict", data=wrist, content_type="application/dicom",
+                           query_string={"body_part": "wrist"}).get_json()
+    assert not any("DICOM header" in warning for warning in agreeing["study"]["warnings"])
+
+
+def test_accept_dicom_answers_a_structured_report(client):
+    response = client.post("/predict", data=multipart(("a.dcm", BYTES_A, "application/dicom"),
+                                                       ("b.dcm", BYTES_B, "application/dicom")),
+                           headers={"Accept": "application/dicom"})
+    assert response.status_code == 200 and response.mimetype == "application/dicom"
+    assert "attachment" in response.headers["Content-Disposition"]
+    report = pydicom.dcmread(io.BytesIO(response.data))
+    assert report.SOPClassUID == ComprehensiveSRStorage and report.StudyInstanceUID == STUDY_UID
+    assert report.PatientID == DICOM_A.PatientID
+    references = [item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                  for item in report.ContentSequence if item.ValueType == "IMAGE"]
+    assert references == [DICOM_A.SOPInstanceUID, DICOM_B.SOPInstanceUID]
+    json_body = client.post("/predict", data=BYTES_A, content_type="application/dicom",
+                            headers={"Accept": "application/json, application/dicom"}).get_json()
+    assert json_body["study"]["dicom"]["study_instance_uid"] == STUDY_UID
+
+
+def test_accept_dicom_for_a_png_study_is_406(client, openapi_spec):
+    response = client.post("/predict", data=PNG, content_type="image/png", headers={"Accept": "application/dicom"})
+    assert response.status_code == 406
+    body = response.get_json()
+    validate_against_spec(openapi_spec, "Error", body)
+    assert body["error"]["code"] == "not_acceptable" and "needs DICOM input" in body["error"]["message"]
+
+
+def truncated() -> bytes:
+    return BYTES_A[: len(BYTES_A) // 3]
+
+
+def ct() -> bytes:
+    return to_bytes(make_dataset(PIXELS, modality="CT"))
+
+
+def report_without_pixels() -> bytes:
+    return open(get_testdata_file("test-SR.dcm"), "rb").read()
+
+
+def mpeg2() -> bytes:
+    dataset = jpeg_baseline(make_dataset(PIXELS))
+    dataset.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
+    return to_bytes(dataset)
+
+
+def too_many_pixels() -> bytes:
+    dataset = make_dataset(PIXELS)
+    dataset.Rows, dataset.Columns = 1000, 1000
+    return to_bytes(dataset)
+
+
+REFUSALS = [
+    ("truncated", truncated, 400, "malformed_dicom", "bad.dcm: the pixel data holds"),
+    ("ct", ct, 422, "unsupported_modality", "bad.dcm: modality CT is not a projection radiograph"),
+    ("sr", report_without_pixels, 422, "no_pixel_data", "bad.dcm: this DICOM object holds no image"),
+    ("mpeg2", mpeg2, 415, "unsupported_transfer_syntax", "bad.dcm: transfer syntax MPEG2"),
+    ("pixels", too_many_pixels, 413, "image_too_large", "bad.dcm: 1000x1000 x 1 frames is 1,000,000 pixels"),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "status", "code", "message"), REFUSALS, ids=[row[0] for row in REFUSALS])
+def test_bad_dicom_views_are_clear_errors(client, openapi_spec, case, make, status, code, message):
+    response = client.post("/predict", data=multipart(("good.dcm", BYTES_A, "application/dicom"),
+                                                       ("bad.dcm", make(), "application/dicom")))
+    assert response.status_code == status
+    body = response.get_json()
+    validate_against_spec(openapi_spec, "Error", body)
+    assert body["error"]["code"] == code and body["error"]["message"].startswith(message)
+
+
+def test_views_of_two_studies_are_refused(client):
+    other = to_bytes(make_dataset(PIXELS))
+    response = client.post("/predict", data=multipart(("mine.dcm", BYTES_A, "a/b"), ("theirs.dcm", other, "a/b")))
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "mixed_studies" and "mine.dcm" in error["message"] and "theirs.dcm" in error["message"]
+
+
+def test_no_patient_attribute_leaves_in_answers_logs_metrics_or_errors(client, caplog, capfd):
+    """Every path a DICOM full of patient attributes can take, then grep everything that left the service."""
+    caplog.set_level(logging.DEBUG)
+    bodies = []
+    # A value pydicom's reading validation would quote in a warning and a log line ("Invalid value for VR UI").
+    invalid = make_dataset(PIXELS, study_uid=STUDY_UID, extra={"FrameOfReferenceUID": "1.2.3.Leakmore"})
+    for data in (BYTES_A, to_bytes(invalid), truncated(), ct(), report_without_pixels(), mpeg2(), too_many_pixels(),
+                 to_bytes(make_dataset(PIXELS))):
+        bodies.append(client.post("/predict", data=multipart(("a.dcm", BYTES_A, "x/y"), ("v.dcm", data, "x/y"))).data)
+    bodies.append(client.post("/predict", data=PNG, content_type="image/png",
+                              headers={"Accept": "application/dicom"}).data)
+    bodies.append(client.get("/metrics").data)
+    captured = capfd.readouterr()
+    outputs = [body.decode("utf-8", "replace") for body in bodies] + [caplog.text, captured.out, captured.err]
+    for output in outputs:
+        for marker in LEAK_MARKERS:
+            assert marker not in output
