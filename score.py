@@ -1,7 +1,7 @@
 """Score a folder or CSV of radiograph studies with the two-stage pipeline; see docs/SCORING.md.
 
     python score.py INPUT --out predictions.csv [--models h5/] [--aggregation mean|max]
-                    [--report DIR] [--worklist [PATH]] [--workers N] [--heatmaps DIR [--findings CSV]]
+                    [--report DIR] [--worklist [PATH]] [--sr DIR] [--workers N] [--heatmaps DIR [--findings CSV]]
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser; each option maps to one ScoringOptions field."""
     parser = argparse.ArgumentParser(
         prog="score.py",
-        description="Score radiograph studies (MURA-layout folder, leaf-folder tree or CSV of image paths); "
+        description="Score radiograph studies (MURA-layout folder, leaf-folder tree or CSV of image paths; PNG, "
+        "JPEG or DICOM, a DICOM study being a StudyInstanceUID); "
         "one CSV row per study, resumable.",
     )
     parser.add_argument("input", type=Path, help="folder of studies or CSV of image paths")
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--worklist", type=Path, nargs="?", const=True, default=None,
                         help="write the triage worklist (default path: <out stem>_worklist.csv)")
     parser.add_argument("--errors", type=Path, help="errors CSV (default: <out stem>_errors.csv)")
+    parser.add_argument("--sr", type=Path, help="folder for one DICOM SR per DICOM study (<StudyInstanceUID>.dcm)")
     parser.add_argument("--workers", type=int, default=8, help="studies scored at once (default 8)")
     parser.add_argument("--decode-workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="image decoding threads")
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_scoring(ScoringOptions(
         input_path=arguments.input, out=arguments.out, models=arguments.models,
         aggregation=arguments.aggregation, report=arguments.report, worklist=worklist,
-        errors=arguments.errors, workers=arguments.workers, decode_workers=arguments.decode_workers,
+        errors=arguments.errors, sr=arguments.sr, workers=arguments.workers, decode_workers=arguments.decode_workers,
         bootstrap_replicates=arguments.bootstrap_replicates, seed=arguments.seed,
         progress=not arguments.no_progress, heatmaps=arguments.heatmaps, findings=arguments.findings,
     ))

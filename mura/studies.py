@@ -15,6 +15,11 @@ A study is one folder of views. Three sources are understood:
 
 Study ids are stable across runs: the study folder path relative to the input folder, or for a CSV the
 folder part of the path exactly as the CSV writes it (MURA's own study identifier), in POSIX form.
+
+DICOM files (recognised by content) are grouped by their StudyInstanceUID instead of their folder: one
+study's files spread over folders are one study, a folder holding two studies is two. Such a study's id is
+its StudyInstanceUID; its body part and label come from its folders when they all agree. A DICOM file
+whose header cannot be read stays in its folder's study, where decoding reports it.
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ import csv
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+import pydicom
+
 from classifiers.body_parts import BODY_PARTS
+from classifiers.dicom import is_dicom
 from classifiers.names import printable_name
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
+DICOM_PROBE_BYTES = 132  # preamble + "DICM"
 _LABEL_PATTERN = re.compile(r"_(positive|negative)$", re.IGNORECASE)
 
 
@@ -67,12 +76,49 @@ def find_studies(source: str | Path) -> list[Study]:
         raise StudySourceError(
             f"input {str(source)!r} is neither a folder nor a .csv file of image paths"
         )
+    studies = group_dicom_by_study(studies)
     if not studies:
         raise StudySourceError(
             f"no images found in {str(source)!r}; expected image files ({', '.join(IMAGE_SUFFIXES)}) "
             "inside study folders, e.g. XR_WRIST/patient00011/study1_positive/image1.png"
         )
     return studies
+
+
+def group_dicom_by_study(studies: Iterable[Study]) -> list[Study]:
+    """Regroup DICOM files by StudyInstanceUID (see the module docstring); other files keep their study."""
+    kept: list[Study] = []
+    by_uid: dict[str, list[tuple[Path, Study]]] = {}
+    for study in studies:
+        others = []
+        for image_path in study.image_paths:
+            uid = dicom_study_uid(image_path)
+            if uid is None:
+                others.append(image_path)
+            else:
+                by_uid.setdefault(uid, []).append((image_path, study))
+        if others:
+            kept.append(replace(study, image_paths=tuple(others)))
+    for uid, members in by_uid.items():
+        parts = {study.body_part for _path, study in members}
+        labels = {study.label for _path, study in members}
+        kept.append(Study(study_id=uid, image_paths=tuple(sorted(path for path, _study in members)),
+                          body_part=parts.pop() if len(parts) == 1 else None,
+                          label=labels.pop() if len(labels) == 1 else None))
+    return sorted(kept, key=lambda study: study.study_id)
+
+
+def dicom_study_uid(path: Path) -> str | None:
+    """The StudyInstanceUID of a DICOM file (read up to the pixel data); None for other or unreadable files."""
+    try:
+        with open(path, "rb") as handle:
+            if not is_dicom(handle.read(DICOM_PROBE_BYTES)):
+                return None
+            handle.seek(0)
+            header = pydicom.dcmread(handle, force=True, stop_before_pixels=True)
+            return str(header.StudyInstanceUID).strip() or None
+    except Exception:  # noqa: BLE001 - an unreadable header leaves the file in its folder's study
+        return None
 
 
 def body_part_from_path(parts: Iterable[str]) -> str | None:

@@ -43,6 +43,7 @@ class ScoringOptions:
     report: Path | None = None
     worklist: Path | None = None
     errors: Path | None = None
+    sr: Path | None = None
     workers: int = 8
     decode_workers: int = 4
     bootstrap_replicates: int = DEFAULT_REPLICATES
@@ -82,6 +83,8 @@ def run_scoring(options: ScoringOptions) -> int:
         say(f"error: {problem}")
         return EXIT_USAGE
     try:
+        if options.sr is not None:
+            _make_sr_folder(options.sr)
         studies = find_studies(options.input_path)
         predictions, errors, done = open_outputs(options.out, options.errors_path)
     except (StudySourceError, OutputError) as error:
@@ -98,6 +101,15 @@ def run_scoring(options: ScoringOptions) -> int:
     if exit_code == EXIT_OK:
         exit_code = _write_extras(options)
     return exit_code
+
+
+def _make_sr_folder(folder: Path) -> None:
+    """Create the --sr folder; OutputError saying why when it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create the --sr folder {folder} ({error.strerror}); choose a writable folder") \
+            from None
 
 
 def _load_pipeline(models: Path):
@@ -141,7 +153,7 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
 
     try:
         score_studies(pipeline, todo, on_outcome, options.aggregation, options.workers,
-                      options.decode_workers, explain=options.heatmaps is not None)
+                      options.decode_workers, explain=options.heatmaps is not None, sr_folder=options.sr)
     except KeyboardInterrupt:
         progress.close()
         say(f"interrupted: {counts['studies']} studies saved in {options.out} this run; "

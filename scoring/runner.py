@@ -13,12 +13,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
+from classifiers.decoding import decode_view
 from classifiers.errors import ImageError, Overloaded
-from classifiers.imaging import ImageLimits, load_image_file
+from classifiers.imaging import ImageLimits
 from classifiers.overlay import Explanation
 from classifiers.pipeline import Pipeline
+from classifiers.results import DecodedView, StudyResult, ViewInput
+from classifiers.structured_report import build_structured_report, structured_report_bytes
 from mura.studies import Study
 
 UNSCORED_LABEL = "unscored"
@@ -45,21 +46,23 @@ class StudyOutcome:
     explained: list[tuple[Path, tuple[int, int], Explanation]] = field(default_factory=list)
 
 
-def decode_study(study: Study, limits: ImageLimits) -> tuple[list[str], list[Image.Image], list[ImageFailure]]:
-    """Decode every image of a study; an unreadable one becomes an ImageFailure, not an exception."""
-    names: list[str] = []
-    images: list[Image.Image] = []
+def decode_study(study: Study, limits: ImageLimits) -> tuple[list[DecodedView], list[Path], list[ImageFailure]]:
+    """Decode every file of a study: its views (a multi-frame DICOM gives one per frame), each view's file, and
+    the failures, reported, not raised."""
+    views: list[DecodedView] = []
+    sources: list[Path] = []
     failures: list[ImageFailure] = []
     for image_path in study.image_paths:
         try:
-            images.append(load_image_file(image_path, limits))
-            names.append(image_path.name)
+            decoded = decode_view(ViewInput(image_path.name, image_path.read_bytes()), limits)
+            views.extend(decoded)
+            sources.extend([image_path] * len(decoded))
         except ImageError as error:
             failures.append(ImageFailure(image_path, type(error).__name__, str(error)))
         except OSError as error:
             message = f"{image_path.name}: cannot read the file ({error.strerror or error})"
             failures.append(ImageFailure(image_path, "FileError", message))
-    return names, images, failures
+    return views, sources, failures
 
 
 def _base_row(study: Study) -> dict[str, object]:
@@ -71,18 +74,18 @@ def _base_row(study: Study) -> dict[str, object]:
 
 
 def score_decoded(pipeline: Pipeline, study: Study, decoded: tuple, aggregation: str,
-                  explain: bool = False) -> StudyOutcome:
-    """Run the pipeline on one decoded study and build its predictions row (with heatmaps when `explain`)."""
-    names, images, failures = decoded
+                  explain: bool = False, sr_folder: Path | None = None) -> StudyOutcome:
+    """Run the pipeline on one decoded study and build its predictions row (heatmaps when `explain`, SR when asked)."""
+    views, sources, failures = decoded
     failure_warnings = [f"unreadable image {failure.message}" for failure in failures]
-    row = _base_row(study) | {"n_images": len(images), "n_unreadable": len(failures)}
-    if not images:
+    row = _base_row(study) | {"n_images": len(views), "n_unreadable": len(failures)}
+    if not views:
         # Nothing to score: the row says so, and the worklist puts the study first for a human read.
         row |= {"label": UNSCORED_LABEL, "warnings": "; ".join(["no readable image", *failure_warnings])}
         return StudyOutcome(study, row, failures)
     while True:
         try:
-            result = pipeline.predict_images(names, images, aggregation=aggregation, explain=explain)
+            result = pipeline.predict_decoded(views, aggregation=aggregation, explain=explain)
             break
         except Overloaded:
             time.sleep(OVERLOADED_RETRY_S)
@@ -94,11 +97,27 @@ def score_decoded(pipeline: Pipeline, study: Study, decoded: tuple, aggregation:
         "threshold": result.threshold,
         "warnings": "; ".join([*result.warnings, *failure_warnings]),
     }
-    failed = {failure.image_path for failure in failures}
-    paths = [path for path in study.image_paths if path not in failed]
-    explained = [(path, image.size, view.explanation) for path, image, view in zip(paths, images, result.images,
-                                                                                    strict=True) if view.explanation]
+    explained = [(_overlay_source(source, view), view.image.size, view_result.explanation)
+                 for source, view, view_result in zip(sources, views, result.images, strict=True)
+                 if view_result.explanation]
+    if sr_folder is not None and all(view.header is not None for view in views):
+        write_structured_report(sr_folder, views, result)
     return StudyOutcome(study, row, failures, explained)
+
+
+def _overlay_source(source: Path, view: DecodedView) -> Path:
+    """The path a view's overlay is named after: its file, with the frame number for a multi-frame DICOM."""
+    if view.dicom is None or source.name == view.name:
+        return source
+    return source.with_name(f"{source.stem}_frame{view.dicom.frame}{source.suffix}")
+
+
+def write_structured_report(sr_folder: Path, views: list[DecodedView], result: StudyResult) -> Path:
+    """Write a DICOM study's SR as <sr_folder>/<StudyInstanceUID>.dcm (replacing an earlier one)."""
+    report = build_structured_report([view.header for view in views], result)
+    path = sr_folder / f"{report.StudyInstanceUID}.dcm"
+    path.write_bytes(structured_report_bytes(report))
+    return path
 
 
 def score_studies(
@@ -110,11 +129,13 @@ def score_studies(
     decode_workers: int = 4,
     limits: ImageLimits | None = None,
     explain: bool = False,
+    sr_folder: Path | None = None,
 ) -> None:
     """Score `studies`, calling `on_outcome` in this thread as each one finishes.
 
     At most `2 * workers` studies are decoded or scored at a time. If `on_outcome` or scoring raises
-    (or the user presses Ctrl-C), studies not yet started are cancelled and the error propagates.
+    (or the user presses Ctrl-C), studies not yet started are cancelled and the error propagates. With
+    `sr_folder`, each study whose views are all DICOM gets its SR written there.
     """
     if workers < 1 or decode_workers < 1:
         raise ValueError(f"workers and decode_workers must be at least 1, got {workers} and {decode_workers}")
@@ -133,7 +154,7 @@ def score_studies(
                 return
             decoded = decode_pool.submit(decode_study, study, limits)
             in_flight.add(score_pool.submit(
-                lambda: score_decoded(pipeline, study, decoded.result(), aggregation, explain)
+                lambda: score_decoded(pipeline, study, decoded.result(), aggregation, explain, sr_folder)
             ))
 
         try:

@@ -9,7 +9,7 @@ import pytest
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from classifiers import Pipeline, ViewInput
-from classifiers.manifest import BODY_PARTS
+from classifiers.body_parts import BODY_PARTS
 from tests.dicom_factory import make_dataset, png_bytes, synthetic_radiograph, to_bytes
 
 REPOSITORY = Path(__file__).resolve().parent.parent / "h5"

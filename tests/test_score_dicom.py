@@ -1,0 +1,80 @@
+"""score.py over DICOM trees: a study is a StudyInstanceUID, refused files reported, --sr writes one SR per study."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+import score
+from mura.studies import find_studies
+from tests.dicom_factory import make_dataset, png_bytes, synthetic_radiograph, to_bytes
+
+PIXELS = np.round(synthetic_radiograph("XR_HAND", seed=21) * 255).astype(np.uint8)
+SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA = (generate_uid() for _ in range(4))
+
+
+def write_dicom(path: Path, study_uid: str, **options) -> pydicom.Dataset:
+    """Write a synthetic DICOM view of `study_uid` at `path`."""
+    dataset = make_dataset(options.pop("pixels", PIXELS), study_uid=study_uid, **options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(to_bytes(dataset))
+    return dataset
+
+
+@pytest.fixture(scope="module")
+def dicom_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One study spread over two folders, a folder of two studies, a MURA study, a PNG study, bad files."""
+    root = tmp_path_factory.mktemp("dicom_tree")
+    write_dicom(root / "day1" / "a.dcm", SPREAD)
+    write_dicom(root / "day2" / "b" / "c.DCM", SPREAD, pixels=np.stack([PIXELS, PIXELS]))
+    write_dicom(root / "shared" / "one.dcm", FIRST_OF_TWO)
+    write_dicom(root / "shared" / "two.dcm", SECOND_OF_TWO)
+    mura = root / "XR_WRIST" / "patient00001" / "study1_positive"
+    write_dicom(mura / "image1.dcm", MURA)
+    write_dicom(mura / "image2.dcm", MURA)
+    (mura / "image3.dcm").write_bytes(to_bytes(make_dataset(PIXELS, study_uid=MURA, modality="CT")))
+    truncated = to_bytes(make_dataset(PIXELS, study_uid=MURA))
+    (mura / "image4.dcm").write_bytes(truncated[: len(truncated) // 2])
+    (root / "pngs" / "study_negative").mkdir(parents=True)
+    (root / "pngs" / "study_negative" / "image1.png").write_bytes(png_bytes(PIXELS))
+    return root
+
+
+def test_dicom_studies_are_grouped_by_study_instance_uid(dicom_tree: Path) -> None:
+    studies = {study.study_id: study for study in find_studies(dicom_tree)}
+    assert set(studies) == {SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA, "pngs/study_negative"}
+    assert [path.name for path in studies[SPREAD].image_paths] == ["a.dcm", "c.DCM"]
+    mura = studies[MURA]
+    assert (mura.body_part, mura.label) == ("XR_WRIST", 1)
+    assert [path.name for path in mura.image_paths] == ["image1.dcm", "image2.dcm", "image3.dcm", "image4.dcm"]
+
+
+def test_score_py_scores_dicom_and_writes_one_sr_per_study(dicom_tree: Path, tiny_repository: Path,
+                                                            tmp_path: Path) -> None:
+    out, sr_folder = tmp_path / "predictions.csv", tmp_path / "sr"
+    exit_code = score.main([str(dicom_tree), "--out", str(out), "--models", str(tiny_repository), "--sr",
+                            str(sr_folder), "--no-progress", "--workers", "2"])
+    assert exit_code == 0
+    with open(out, newline="", encoding="utf-8") as handle:
+        rows = {row["study"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA, "pngs/study_negative"}
+    assert (rows[SPREAD]["n_images"], rows[MURA]["n_images"], rows[MURA]["n_unreadable"]) == ("3", "2", "2")
+    assert (rows[MURA]["true_body_part"], rows[MURA]["true_label"]) == ("XR_WRIST", "1")
+    with open(tmp_path / "predictions_errors.csv", newline="", encoding="utf-8") as handle:
+        errors = sorted((Path(row["image"]).name, row["error"]) for row in csv.DictReader(handle))
+    assert errors == [("image3.dcm", "UnsupportedModality"), ("image4.dcm", "MalformedDicom")]
+    written = sorted(path.name for path in sr_folder.iterdir())
+    assert written == sorted(f"{uid}.dcm" for uid in (SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA))
+    report = pydicom.dcmread(io.BytesIO((sr_folder / f"{SPREAD}.dcm").read_bytes()))
+    references = [item.ReferencedSOPSequence[0] for item in report.ContentSequence if item.ValueType == "IMAGE"]
+    assert report.StudyInstanceUID == SPREAD and len(references) == 2
+    assert list(references[1].ReferencedFrameNumber) == [1, 2]
+    probability = next(item for item in report.ContentSequence if item.ValueType == "NUM")
+    assert float(probability.MeasuredValueSequence[0].NumericValue) == pytest.approx(
+        float(rows[SPREAD]["abnormality"]), abs=1e-6)
