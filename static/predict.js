@@ -1,5 +1,7 @@
 // The predict page: pick or drop views, POST them as one study, show the result.
 // Every string that comes from the server or from a file name is inserted with textContent, never as HTML.
+// DICOM views get a placeholder instead of a preview, so nothing from a DICOM file (header or burned-in
+// annotation) is ever drawn on screen; the answer's DICOM fields hold no patient attribute.
 "use strict";
 
 (function () {
@@ -12,6 +14,7 @@
   const statusLine = document.getElementById("status");
   const errorBox = document.getElementById("error");
   const resultSection = document.getElementById("result");
+  const srButton = document.getElementById("sr-button");
 
   const apiKeyRow = document.getElementById("api-key-row");
   const apiKeyInput = document.getElementById("api-key");
@@ -61,24 +64,38 @@
     statusLine.textContent = "";
   }
 
+  function looksLikeDicom(file) {
+    return file.type === "application/dicom" || /\.(dcm|dicom)$/i.test(file.name);
+  }
+
+  function placeholder(text) {
+    const element = document.createElement("div");
+    element.className = "no-preview";
+    element.textContent = text;
+    return element;
+  }
+
+  function previewOf(file, index) {
+    if (looksLikeDicom(file)) {
+      return placeholder("DICOM view " + (index + 1));
+    }
+    const image = document.createElement("img");
+    const url = URL.createObjectURL(file);
+    previewUrls[index] = url;  // by file: a DICOM file has no entry
+    image.alt = "Preview of view " + (index + 1) + ": " + displayName(file.name);
+    // Not an image the browser can show (the service will say whether it can read it).
+    image.addEventListener("error", () => image.replaceWith(placeholder("No preview")));
+    image.src = url;
+    return image;
+  }
+
   function renderPreviews() {
-    previewUrls.forEach((url) => URL.revokeObjectURL(url));
+    previewUrls.forEach((url) => url && URL.revokeObjectURL(url));
     previewUrls = [];
     previews.replaceChildren();
     files.forEach((file, index) => {
       const item = document.createElement("li");
-      const image = document.createElement("img");
-      const url = URL.createObjectURL(file);
-      previewUrls.push(url);
-      image.alt = "Preview of view " + (index + 1) + ": " + displayName(file.name);
-      image.addEventListener("error", () => {
-        // Not an image the browser can show (the service will say whether it can read it).
-        const placeholder = document.createElement("div");
-        placeholder.className = "no-preview";
-        placeholder.textContent = "No preview";
-        image.replaceWith(placeholder);
-      });
-      image.src = url;
+      const preview = previewOf(file, index);
       const caption = document.createElement("span");
       caption.textContent = displayName(file.name);
       const remove = document.createElement("button");
@@ -90,7 +107,7 @@
         files.splice(index, 1);
         renderPreviews();
       });
-      item.append(image, caption, remove);
+      item.append(preview, caption, remove);
       previews.append(item);
     });
     submitButton.disabled = files.length === 0;
@@ -180,6 +197,11 @@
     renderExplanations(result.images);
     setText("result-models", "Models: router " + result.models.router + ", expert " + result.models.expert
       + " · " + Math.round(result.timing_ms.total) + " ms");
+    const dicom = study.dicom;
+    setText("result-dicom", dicom ? "DICOM study: modality " + dicom.modality + ", body part examined "
+      + (dicom.body_part_examined || "not given") : "");
+    document.getElementById("result-dicom").hidden = !dicom;
+    srButton.hidden = !dicom;
     resultSection.hidden = false;
   }
 
@@ -195,7 +217,10 @@
       const image = document.createElement("img");
       image.className = "explanation";
       image.dataset.overlay = view.explanation.heatmap;
-      image.dataset.original = previewUrls[index] || view.explanation.heatmap;
+      // The view itself when the browser previewed its file; views and files pair up one to one unless a
+      // multi-frame DICOM gave several views. DICOM files are never previewed here.
+      const original = views.length === files.length ? previewUrls[index] : undefined;
+      image.dataset.original = original || view.explanation.heatmap;
       image.src = toggle.checked ? image.dataset.overlay : image.dataset.original;
       image.alt = "Heatmap of " + displayName(view.name) + ", peak at x " + view.explanation.peak[0]
         + ", y " + view.explanation.peak[1];
@@ -212,6 +237,53 @@
     document.querySelectorAll("#explanation-list img.explanation").forEach((image) => {
       image.src = event.target.checked ? image.dataset.overlay : image.dataset.original;
     });
+  });
+
+  function requestHeaders(headers) {
+    const apiKey = apiKeyInput.value.trim();
+    if (apiKey) {
+      sessionStorage.setItem(API_KEY_STORAGE, apiKey);
+      headers.Authorization = "Bearer " + apiKey;
+    }
+    return headers;
+  }
+
+  function studyBody() {
+    const body = new FormData();
+    files.forEach((file) => body.append("image", file, file.name));
+    const bodyPart = document.getElementById("body-part").value;
+    if (bodyPart) {
+      body.append("body_part", bodyPart);
+    }
+    body.append("aggregation", document.getElementById("aggregation").value);
+    return body;
+  }
+
+  srButton.addEventListener("click", async () => {
+    clearMessages();
+    statusLine.textContent = "Preparing the DICOM SR…";
+    try {
+      const response = await fetch("/predict", {
+        method: "POST", body: studyBody(), headers: requestHeaders({ Accept: "application/dicom" }),
+      });
+      if (!response.ok) {
+        statusLine.textContent = "";
+        showError(await readError(response));
+        return;
+      }
+      const url = URL.createObjectURL(await response.blob());
+      const link = document.createElement("a");
+      link.href = url;
+      link.download = "triage-result-sr.dcm";
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+      statusLine.textContent = "DICOM SR downloaded.";
+    } catch (error) {
+      statusLine.textContent = "";
+      showError("Could not reach the service: " + error.message);
+    }
   });
 
   async function readError(response) {
@@ -234,26 +306,14 @@
     }
     clearMessages();
     resultSection.hidden = true;
-    const body = new FormData();
-    files.forEach((file) => body.append("image", file, file.name));
-    const bodyPart = document.getElementById("body-part").value;
-    if (bodyPart) {
-      body.append("body_part", bodyPart);
-    }
-    body.append("aggregation", document.getElementById("aggregation").value);
+    const body = studyBody();
     if (document.getElementById("explain").checked) {
       body.append("explain", "true");
     }
     submitButton.disabled = true;
     statusLine.textContent = "Analysing " + files.length + (files.length === 1 ? " view…" : " views…");
     try {
-      const headers = {};
-      const apiKey = apiKeyInput.value.trim();
-      if (apiKey) {
-        sessionStorage.setItem(API_KEY_STORAGE, apiKey);
-        headers.Authorization = "Bearer " + apiKey;
-      }
-      const response = await fetch("/predict", { method: "POST", body: body, headers: headers });
+      const response = await fetch("/predict", { method: "POST", body: body, headers: requestHeaders({}) });
       if (response.status === 401) {
         // Ask for the key: show the field, forget a wrong one, and say so.
         sessionStorage.removeItem(API_KEY_STORAGE);

@@ -90,6 +90,7 @@ def test_page_shows_the_result_of_a_two_view_study(page, tmp_path):
 
     expect(page.locator("#result")).to_be_visible(timeout=30_000)
     expect(page.locator("#result-body-part")).to_have_text("Wrist")
+    expect(page.locator("#sr-button")).to_be_hidden()  # an SR only for DICOM input
     expect(page.locator("#result-abnormality")).to_have_text(re.compile(r"^\d{1,3}\.\d %$"))
     label = page.locator("#result-label").text_content()
     assert label in ("normal", "abnormal")
@@ -213,3 +214,35 @@ def test_page_without_the_heatmap_box_shows_no_heatmaps(page):
     expect(page.locator("#result")).to_be_visible(timeout=30_000)
     expect(page.locator("#explanations")).to_be_hidden()
     expect(page.locator("#explanation-list li")).to_have_count(0)
+
+
+def test_page_takes_dicom_shows_no_patient_data_and_downloads_the_sr(page, tmp_path):
+    import numpy as np
+    import pydicom
+    from pydicom.uid import ComprehensiveSRStorage, generate_uid
+
+    from tests.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
+
+    pixels = np.round(synthetic_radiograph("XR_WRIST", seed=31) * 255).astype(np.uint8)
+    study_uid = generate_uid()
+    page.get_by_label("Choose images").set_input_files([
+        image_file("pa.dcm", to_bytes(make_dataset(pixels, study_uid=study_uid)), "application/dicom"),
+        image_file("lateral", to_bytes(make_dataset(pixels[::-1], study_uid=study_uid)), "application/octet-stream"),
+    ])
+    expect(page.locator("#previews .no-preview")).to_have_count(2)
+    expect(page.locator("#previews .no-preview").first).to_have_text("DICOM view 1")
+    page.get_by_role("button", name="Analyse study").click()
+    expect(page.locator("#result")).to_be_visible(timeout=30_000)
+    expect(page.locator("#views-body tr")).to_have_count(2)
+    expect(page.locator("#result-dicom")).to_have_text("DICOM study: modality DX, body part examined WRIST")
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download result as DICOM SR").click()
+    download = download_info.value
+    assert download.suggested_filename == "triage-result-sr.dcm"
+    saved = tmp_path / "sr.dcm"
+    download.save_as(saved)
+    report = pydicom.dcmread(saved)
+    assert report.SOPClassUID == ComprehensiveSRStorage and report.StudyInstanceUID == study_uid
+    shown = page.locator("body").inner_text()
+    assert not [marker for marker in LEAK_MARKERS if marker in shown]
+    assert page.console_errors == [] and page.outside_requests == []
