@@ -9,31 +9,42 @@ from classifiers.errors import (
     ImageTooLarge,
     ImageTooSmall,
     InvalidOption,
+    MalformedDicom,
+    MixedStudies,
     ModelRepositoryError,
+    NoPixelData,
     Overloaded,
     TruncatedImage,
     UnreadableImage,
+    UnsupportedModality,
+    UnsupportedTransferSyntax,
 )
 from classifiers.imaging import ImageLimits, decode_image, load_image_file, resize_image
 from classifiers.pipeline import AGGREGATIONS, Pipeline, PipelineSettings
-from classifiers.results import StudyResult, ViewInput, ViewResult
+from classifiers.results import DecodedView, StudyResult, ViewInput, ViewResult
 
 __all__ = [
     "AGGREGATIONS",
     "BODY_PARTS",
     "ClassifierError",
+    "DecodedView",
     "ImageError",
     "ImageLimits",
     "ImageTooLarge",
     "ImageTooSmall",
     "InvalidOption",
+    "MalformedDicom",
+    "MixedStudies",
     "ModelRepositoryError",
+    "NoPixelData",
     "Overloaded",
     "Pipeline",
     "PipelineSettings",
     "StudyResult",
     "TruncatedImage",
     "UnreadableImage",
+    "UnsupportedModality",
+    "UnsupportedTransferSyntax",
     "ViewInput",
     "ViewResult",
     "decode_image",

@@ -165,7 +165,8 @@ def _modality_output_range(dataset: Dataset) -> tuple[float, float]:
 
 def _check_pixel_module(dataset: Dataset, limits: ImageLimits, name: str) -> int:
     """Check the Image Pixel module and the pixel limit before decoding; return the number of frames."""
-    missing = [keyword for keyword in ("Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation")
+    missing = [keyword for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored",
+                                       "PixelRepresentation")
                if dataset.get(keyword) in (None, "")]
     if missing:
         raise MalformedDicom(name, f"the Image Pixel module lacks {', '.join(missing)}; send the original file")

@@ -13,6 +13,7 @@ from classifiers.decoding import decode_view, decode_views
 from classifiers.dicom import is_dicom
 from classifiers.dicom_header import body_part_from_text
 from classifiers.errors import (
+    ImageError,
     ImageTooLarge,
     MalformedDicom,
     MixedStudies,
@@ -305,3 +306,28 @@ def test_study_uid_checked_only_for_dicom_views(pixels8: np.ndarray, radiograph_
                          LIMITS)
     assert [view.dicom is None for view in views] == [False, True]
     assert generate_uid() != views[0].dicom.study_instance_uid
+
+
+def test_bad_element_length_is_a_clear_error(pixels8: np.ndarray) -> None:
+    data = bytearray(to_bytes(make_dataset(pixels8)))
+    value_at = data.index(b"Leakmore")
+    data[value_at - 2:value_at] = (0xFFF0).to_bytes(2, "little")  # explicit VR short length of PatientName
+    with pytest.raises(ImageError) as raised:
+        decode_one(bytes(data), name="length.dcm")
+    assert str(raised.value).startswith("length.dcm: ") and "Leakmore" not in str(raised.value)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_corrupted_headers_never_escape_as_other_errors(seed: int, pixels8: np.ndarray) -> None:
+    """Random byte damage in the header: every outcome is a decoded view or an ImageError (a 4xx)."""
+    original = to_bytes(make_dataset(pixels8))
+    header_end = original.index(b"\xe0\x7f\x10\x00")  # the Pixel Data tag
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        data = bytearray(original)
+        for position in rng.integers(0, header_end, size=3):
+            data[position] = int(rng.integers(0, 256))
+        try:
+            decode_view(ViewInput("fuzz.dcm", bytes(data)), LIMITS)
+        except ImageError as error:
+            assert str(error).startswith("fuzz.dcm")
