@@ -165,3 +165,16 @@ def test_no_patient_attribute_leaves_in_answers_logs_metrics_or_errors(client, c
     for output in outputs:
         for marker in LEAK_MARKERS:
             assert marker not in output
+
+
+def test_header_body_part_disagreeing_with_the_router_is_a_study_warning(client):
+    routed = client.post("/predict", data=PNG, content_type="image/png").get_json()["study"]["body_part"]
+    other = "FINGER" if routed != "XR_FINGER" else "ELBOW"
+    body = client.post("/predict", data=to_bytes(make_dataset(PIXELS, body_part=other)),
+                       content_type="application/dicom").get_json()
+    assert body["study"]["body_part"] == routed
+    assert f"names XR_{other} but the study was read as {routed}" in " ".join(body["study"]["warnings"])
+    same = routed.removeprefix("XR_")
+    agreeing = client.post("/predict", data=to_bytes(make_dataset(PIXELS, body_part=same)),
+                           content_type="application/dicom").get_json()
+    assert "DICOM header" not in " ".join(agreeing["study"]["warnings"])

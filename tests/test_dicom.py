@@ -331,3 +331,14 @@ def test_corrupted_headers_never_escape_as_other_errors(seed: int, pixels8: np.n
             decode_view(ViewInput("fuzz.dcm", bytes(data)), LIMITS)
         except ImageError as error:
             assert str(error).startswith("fuzz.dcm")
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless], ids=["rle", "jpeg2000"])
+def test_compressed_multi_frame_decodes_frame_by_frame(syntax: UID, pixels8: np.ndarray) -> None:
+    frames = np.stack([pixels8, 255 - pixels8])
+    dataset = make_dataset(frames)
+    dataset.compress(syntax)
+    views = decode_view(ViewInput("cine.dcm", to_bytes(dataset)), LIMITS)
+    assert [view.dicom.frame for view in views] == [1, 2]
+    for view, frame in zip(views, frames, strict=True):
+        np.testing.assert_array_equal(gray(view), frame)
