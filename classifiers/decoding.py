@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from classifiers.dicom import count_dicom_pixels, decode_dicom, is_dicom
+from classifiers.dicom_header import summarise_study
 from classifiers.errors import MixedStudies
 from classifiers.imaging import ImageLimits, count_pixels, decode_image
-from classifiers.results import DecodedView, ViewInput
+from classifiers.results import DecodedView, StudyResult, ViewInput
 
 Detector = Callable[[bytes], bool]
 PixelCounter = Callable[[bytes, ImageLimits, str], int]  # from the header, after its checks; nothing decoded
@@ -63,3 +64,19 @@ def check_single_study(views: Sequence[DecodedView]) -> None:
         listing = "; ".join(f"{uid}: {', '.join(names)}" for uid, names in views_by_study.items())
         raise MixedStudies(f"the views belong to {len(views_by_study)} DICOM studies ({listing});"
                            " send one study per request")
+
+
+def attach_dicom_metadata(result: StudyResult, views: Sequence[DecodedView]) -> None:
+    """Copy the views' DICOM metadata into the result; warn when the header's body part is not the result's."""
+    dicom_views = [view.dicom for view in views if view.dicom is not None]
+    if not dicom_views:
+        return
+    for view_result, view in zip(result.images, views, strict=True):
+        view_result.dicom = view.dicom
+    result.dicom = summarise_study(dicom_views)
+    result.source_headers = [view.header for view in views if view.header is not None]
+    named = result.dicom.mapped_body_part
+    if named is not None and named != result.body_part:
+        result.warnings.append(
+            f"the DICOM header (Body Part Examined or description) names {named} but the study was read"
+            f" as {result.body_part}; check the body part or pass body_part")

@@ -17,8 +17,7 @@ from classifiers.admission import PixelBudget
 from classifiers.backends import DEFAULT_BACKEND, Backend, get_backend
 from classifiers.batching import DynamicBatcher
 from classifiers.body_parts import ROUTER, normalize_body_part
-from classifiers.decoding import count_view_pixels, decode_views
-from classifiers.dicom_header import summarise_study
+from classifiers.decoding import attach_dicom_metadata, count_view_pixels, decode_views
 from classifiers.errors import InvalidOption, StudyTooLarge
 from classifiers.explain import Explainers
 from classifiers.imaging import ImageLimits, resize_image
@@ -173,17 +172,7 @@ class Pipeline:
                                   aggregation, deadline, explain)
         result.timing_ms = {"decode": decode_ms, **result.timing_ms}
         result.timing_ms["total"] += decode_ms
-        dicom_views = [view.dicom for view in views if view.dicom is not None]
-        if dicom_views:
-            for view_result, view in zip(result.images, views, strict=True):
-                view_result.dicom = view.dicom
-            result.dicom = summarise_study(dicom_views)
-            result.source_headers = [view.header for view in views if view.header is not None]
-            named = result.dicom.mapped_body_part
-            if named is not None and named != result.body_part:
-                result.warnings.append(
-                    f"the DICOM header (Body Part Examined or description) names {named} but the study was read"
-                    f" as {result.body_part}; check the body part or pass body_part")
+        attach_dicom_metadata(result, views)
         return result
 
     def predict_images(self, names: Sequence[str], images: Sequence[Image.Image], body_part: str | None = None,
