@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from classifiers.dicom import count_dicom_pixels, decode_dicom, is_dicom
 from classifiers.dicom_header import summarise_study
-from classifiers.errors import MixedStudies
+from classifiers.errors import MixedStudies, UnreadableImage
 from classifiers.imaging import ImageLimits, count_pixels, decode_image
+from classifiers.names import printable_name
 from classifiers.results import DecodedView, StudyResult, ViewInput
 
 Detector = Callable[[bytes], bool]
@@ -40,6 +42,15 @@ def count_view_pixels(view: ViewInput, limits: ImageLimits) -> int:
 def decode_view(view: ViewInput, limits: ImageLimits) -> list[DecodedView]:
     """Decode one uploaded view into one or more views (a multi-frame DICOM gives one per frame)."""
     return _entry(view.data)[2](view.data, limits, view.name)
+
+
+def load_view_file(path: str | Path, limits: ImageLimits) -> list[DecodedView]:
+    """Read and decode one regular file of any format (see `decode_view`); a FIFO or device is refused unread."""
+    path = Path(path)
+    name = printable_name(path.name)
+    if not path.is_file():
+        raise UnreadableImage(name, "not a regular file (a folder, FIFO or device); list image files only")
+    return decode_view(ViewInput(name, path.read_bytes()), limits)
 
 
 def decode_views(views: Sequence[ViewInput], limits: ImageLimits) -> list[DecodedView]:

@@ -102,7 +102,7 @@ def group_dicom_by_study(studies: Iterable[Study]) -> list[Study]:
     for uid, members in by_uid.items():
         parts = {study.body_part for _path, study in members}
         labels = {study.label for _path, study in members}
-        kept.append(Study(study_id=uid, image_paths=tuple(sorted(path for path, _study in members)),
+        kept.append(Study(study_id=printable_name(uid), image_paths=tuple(sorted(path for path, _study in members)),
                           body_part=parts.pop() if len(parts) == 1 else None,
                           label=labels.pop() if len(labels) == 1 else None))
     return sorted(kept, key=lambda study: study.study_id)

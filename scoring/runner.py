@@ -13,12 +13,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifiers.decoding import decode_view
+from classifiers.decoding import load_view_file
 from classifiers.errors import ImageError, Overloaded
 from classifiers.imaging import ImageLimits
 from classifiers.overlay import Explanation
 from classifiers.pipeline import Pipeline
-from classifiers.results import DecodedView, StudyResult, ViewInput
+from classifiers.results import DecodedView, StudyResult
 from classifiers.structured_report import build_structured_report, structured_report_bytes
 from mura.studies import Study
 
@@ -54,7 +54,7 @@ def decode_study(study: Study, limits: ImageLimits) -> tuple[list[DecodedView], 
     failures: list[ImageFailure] = []
     for image_path in study.image_paths:
         try:
-            decoded = decode_view(ViewInput(image_path.name, image_path.read_bytes()), limits)
+            decoded = load_view_file(image_path, limits)
             views.extend(decoded)
             sources.extend([image_path] * len(decoded))
         except ImageError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 
 import numpy as np
@@ -178,3 +179,22 @@ def test_header_body_part_disagreeing_with_the_router_is_a_study_warning(client)
     agreeing = client.post("/predict", data=to_bytes(make_dataset(PIXELS, body_part=same)),
                            content_type="application/dicom").get_json()
     assert "DICOM header" not in " ".join(agreeing["study"]["warnings"])
+
+
+def test_audit_line_of_a_dicom_study_holds_its_keyed_uid_hash(tiny_repository, tmp_path):
+    from app import create_app
+    from web.audit import hash_study_uid
+
+    audit_log = tmp_path / "audit.log"
+    flask_app = create_app({"TESTING": True, "MODELS_DIR": str(tiny_repository), "AUDIT_LOG": str(audit_log),
+                            "AUDIT_SECRET": "audit key", "WARMUP": False})
+    try:
+        client = flask_app.test_client()
+        assert client.post("/predict", data=BYTES_A, content_type="application/dicom").status_code == 200
+        assert client.post("/predict", data=PNG, content_type="image/png").status_code == 200
+    finally:
+        flask_app.extensions["pipeline"].close()
+    dicom_line, png_line = (json.loads(line.removeprefix("audit ")) for line in audit_log.read_text().splitlines())
+    assert dicom_line["study_uid_hash"] == hash_study_uid(STUDY_UID, b"audit key")
+    assert png_line["study_uid_hash"] is None
+    assert STUDY_UID not in audit_log.read_text() and "Leakmore" not in audit_log.read_text()

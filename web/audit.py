@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 import sys
 import time
 from typing import Any
@@ -28,6 +29,17 @@ def hash_study_uid(study_instance_uid: str, secret: bytes) -> str:
     would let anyone test.
     """
     return hmac.new(secret, study_instance_uid.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def audit_secret(app: Flask) -> bytes:
+    """The key of `hash_study_uid`: TRIAGE_AUDIT_SECRET, else a random key drawn once for this app (process).
+
+    Without TRIAGE_AUDIT_SECRET, hashes of one study match within a worker's lifetime only.
+    """
+    configured = app.config.get("AUDIT_SECRET") or ""
+    if configured:
+        return configured.encode()
+    return app.extensions.setdefault("audit_random_secret", secrets.token_bytes(32))
 
 
 def audit_record(key_id: str, result: StudyResult, latency_ms: float, study_uid_hash: str | None) -> dict[str, Any]:

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "API_KEYS": "",
     "API_KEY_FILE": "",
     "AUDIT_LOG": "-",  # one JSON line per prediction: "-" stderr, a file path, or "" for none
+    "AUDIT_SECRET": "",  # key of the audit line's study_uid_hash; "" draws a random one per process
 }
 
 
@@ -75,6 +76,7 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TRIAGE_API_KEYS": ("API_KEYS", str),
     "TRIAGE_API_KEY_FILE": ("API_KEY_FILE", str),
     "TRIAGE_AUDIT_LOG": ("AUDIT_LOG", str),
+    "TRIAGE_AUDIT_SECRET": ("AUDIT_SECRET", str),
 }
 
 

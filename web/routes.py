@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from classifiers.dicom import is_dicom
 from classifiers.structured_report import build_structured_report, structured_report_bytes
-from web.audit import write_audit_line
+from web.audit import audit_secret, hash_study_uid, write_audit_line
 from web.errors import ApiError, error_response
 from web.loading import PipelineLoader, get_pipeline, not_ready_error
 from web.requests import parse_predict_request
@@ -43,7 +43,9 @@ def predict() -> Response:
                                                   " send DICOM views or accept application/json")
         result = pipeline.predict_study(parsed.views, body_part=parsed.body_part, aggregation=parsed.aggregation,
                                         deadline=deadline, explain=parsed.explain)
-    write_audit_line(current_app, g.key_id, result, (time.monotonic() - started) * 1000)
+    study_uid_hash = hash_study_uid(result.dicom.study_instance_uid, audit_secret(current_app)) \
+        if result.dicom is not None else None
+    write_audit_line(current_app, g.key_id, result, (time.monotonic() - started) * 1000, study_uid_hash)
     if wants_dicom:
         report = build_structured_report(result.source_headers, result)
         return Response(structured_report_bytes(report), mimetype=DICOM_TYPE,
