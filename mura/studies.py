@@ -138,8 +138,26 @@ def label_from_folder_name(folder_name: str) -> int | None:
 
 
 def _is_image(path: Path) -> bool:
-    """An image file by its suffix, not hidden, and a regular file (a FIFO or device would block a read)."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+    """An image file by its suffix, not hidden, and a regular file (a FIFO or device would block a read).
+
+    DICOM files named without an image suffix, as PACS exports write them (`IM000001`, or a UID such as
+    `1.2.840.1.5`), are recognised by content.
+    """
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return True
+    return (suffix == "" or suffix[1:].isdigit()) and _starts_like_dicom(path)
+
+
+def _starts_like_dicom(path: Path) -> bool:
+    """True when the file's first bytes are DICOM's (see `classifiers.dicom.is_dicom`)."""
+    try:
+        with open(path, "rb") as handle:
+            return is_dicom(handle.read(DICOM_PROBE_BYTES))
+    except OSError:
+        return False
 
 
 def _studies_from_folder(root: Path) -> list[Study]:

@@ -193,7 +193,7 @@ def test_audit_line_of_a_dicom_study_holds_its_keyed_uid_hash(tiny_repository, t
         assert client.post("/predict", data=BYTES_A, content_type="application/dicom").status_code == 200
         assert client.post("/predict", data=PNG, content_type="image/png").status_code == 200
     finally:
-        flask_app.extensions["pipeline"].close()
+        flask_app.extensions["pipeline_loader"].close()
     dicom_line, png_line = (json.loads(line.removeprefix("audit ")) for line in audit_log.read_text().splitlines())
     assert dicom_line["study_uid_hash"] == hash_study_uid(STUDY_UID, b"audit key")
     assert png_line["study_uid_hash"] is None

@@ -33,6 +33,9 @@ def dicom_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dicom_tree")
     write_dicom(root / "day1" / "a.dcm", SPREAD)
     write_dicom(root / "day2" / "b" / "c.DCM", SPREAD, pixels=np.stack([PIXELS, PIXELS]))
+    write_dicom(root / "export" / "IM000001", SPREAD)  # PACS exports: no suffix, or a UID as the name
+    write_dicom(root / "export" / "1.2.840.99.7", SPREAD)
+    (root / "export" / "README").write_text("not an image")
     write_dicom(root / "shared" / "one.dcm", FIRST_OF_TWO)
     write_dicom(root / "shared" / "two.dcm", SECOND_OF_TWO)
     mura = root / "XR_WRIST" / "patient00001" / "study1_positive"
@@ -49,7 +52,8 @@ def dicom_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dicom_studies_are_grouped_by_study_instance_uid(dicom_tree: Path) -> None:
     studies = {study.study_id: study for study in find_studies(dicom_tree)}
     assert set(studies) == {SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA, "pngs/study_negative"}
-    assert [path.name for path in studies[SPREAD].image_paths] == ["a.dcm", "c.DCM"]
+    assert sorted(path.name for path in studies[SPREAD].image_paths) == ["1.2.840.99.7", "IM000001", "a.dcm",
+                                                                          "c.DCM"]
     mura = studies[MURA]
     assert (mura.body_part, mura.label) == ("XR_WRIST", 1)
     assert [path.name for path in mura.image_paths] == ["image1.dcm", "image2.dcm", "image3.dcm", "image4.dcm"]
@@ -64,7 +68,7 @@ def test_score_py_scores_dicom_and_writes_one_sr_per_study(dicom_tree: Path, tin
     with open(out, newline="", encoding="utf-8") as handle:
         rows = {row["study"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA, "pngs/study_negative"}
-    assert (rows[SPREAD]["n_images"], rows[MURA]["n_images"], rows[MURA]["n_unreadable"]) == ("3", "2", "2")
+    assert (rows[SPREAD]["n_images"], rows[MURA]["n_images"], rows[MURA]["n_unreadable"]) == ("5", "2", "2")
     assert (rows[MURA]["true_body_part"], rows[MURA]["true_label"]) == ("XR_WRIST", "1")
     with open(tmp_path / "predictions_errors.csv", newline="", encoding="utf-8") as handle:
         errors = sorted((Path(row["image"]).name, row["error"]) for row in csv.DictReader(handle))
@@ -73,8 +77,8 @@ def test_score_py_scores_dicom_and_writes_one_sr_per_study(dicom_tree: Path, tin
     assert written == sorted(f"{uid}.dcm" for uid in (SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA))
     report = pydicom.dcmread(io.BytesIO((sr_folder / f"{SPREAD}.dcm").read_bytes()))
     references = [item.ReferencedSOPSequence[0] for item in report.ContentSequence if item.ValueType == "IMAGE"]
-    assert report.StudyInstanceUID == SPREAD and len(references) == 2
-    assert list(references[1].ReferencedFrameNumber) == [1, 2]
+    assert report.StudyInstanceUID == SPREAD and len(references) == 4
+    assert [list(reference.get("ReferencedFrameNumber") or []) for reference in references].count([1, 2]) == 1
     probability = next(item for item in report.ContentSequence if item.ValueType == "NUM")
     assert float(probability.MeasuredValueSequence[0].NumericValue) == pytest.approx(
         float(rows[SPREAD]["abnormality"]), abs=1e-6)
