@@ -198,3 +198,11 @@ def test_audit_line_of_a_dicom_study_holds_its_keyed_uid_hash(tiny_repository, t
     assert dicom_line["study_uid_hash"] == hash_study_uid(STUDY_UID, b"audit key")
     assert png_line["study_uid_hash"] is None
     assert STUDY_UID not in audit_log.read_text() and "Leakmore" not in audit_log.read_text()
+
+
+def test_explain_gives_a_heatmap_per_frame_of_a_multi_frame_file(client):
+    cine = to_bytes(make_dataset(np.stack([PIXELS, PIXELS[::-1]]), study_uid=STUDY_UID))
+    body = client.post("/predict", data=cine, content_type="application/dicom",
+                       query_string={"explain": "true"}).get_json()
+    assert [image["dicom"]["frame"] for image in body["images"]] == [1, 2]
+    assert all(image["explanation"]["heatmap"].startswith("data:image/png;base64,") for image in body["images"])

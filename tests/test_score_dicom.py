@@ -62,8 +62,9 @@ def test_dicom_studies_are_grouped_by_study_instance_uid(dicom_tree: Path) -> No
 def test_score_py_scores_dicom_and_writes_one_sr_per_study(dicom_tree: Path, tiny_repository: Path,
                                                             tmp_path: Path) -> None:
     out, sr_folder = tmp_path / "predictions.csv", tmp_path / "sr"
+    heatmaps = tmp_path / "heatmaps"
     exit_code = score.main([str(dicom_tree), "--out", str(out), "--models", str(tiny_repository), "--sr",
-                            str(sr_folder), "--no-progress", "--workers", "2"])
+                            str(sr_folder), "--heatmaps", str(heatmaps), "--no-progress", "--workers", "2"])
     assert exit_code == 0
     with open(out, newline="", encoding="utf-8") as handle:
         rows = {row["study"]: row for row in csv.DictReader(handle)}
@@ -82,3 +83,7 @@ def test_score_py_scores_dicom_and_writes_one_sr_per_study(dicom_tree: Path, tin
     probability = next(item for item in report.ContentSequence if item.ValueType == "NUM")
     assert float(probability.MeasuredValueSequence[0].NumericValue) == pytest.approx(
         float(rows[SPREAD]["abnormality"]), abs=1e-6)
+    # One overlay per view: the two frames of c.DCM get one each, named by frame.
+    overlays = sorted(path.name for path in (heatmaps / SPREAD).iterdir())
+    assert overlays == ["1.2.840.99_heatmap.png", "IM000001_heatmap.png", "a_heatmap.png", "c_frame1_heatmap.png",
+                        "c_frame2_heatmap.png"]
