@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 MODELS ?= h5
 
-.PHONY: install install-dev browser run serve test lint demo-models bench clean
+.PHONY: install install-dev system-packages run serve test lint demo-models bench clean
 
 install: $(VENV)/.runtime-installed
 install-dev: $(VENV)/.dev-installed
@@ -17,15 +17,19 @@ $(VENV)/.runtime-installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt requirements-ray.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -r requirements-ray.txt
 	touch $@
 
-# The browser tests use Debian's Chromium (Playwright's own browser download is not used).
-browser:
-	@command -v chromium >/dev/null || { \
+# Debian packages the tests run for real: Chromium for the browser tests (Playwright's own browser
+# download is not used) and nginx in front of gunicorn replicas. Only the missing ones are installed.
+DEBIAN_TEST_PACKAGES ?= chromium nginx
+system-packages:
+	@missing=$$(for package in $(DEBIAN_TEST_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 run: install
 	$(PY) app.py --host $(HOST) --port $(PORT) --models $(MODELS)
@@ -33,7 +37,7 @@ run: install
 serve: install
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
 
-test: install-dev browser
+test: install-dev system-packages
 	$(PY) -m pytest
 
 lint: install-dev

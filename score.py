@@ -2,6 +2,7 @@
 
     python score.py INPUT --out predictions.csv [--models h5/] [--aggregation mean|max]
                     [--report DIR] [--worklist [PATH]] [--sr DIR] [--workers N] [--heatmaps DIR [--findings CSV]]
+                    [--engine local|ray [--ray-address ADDRESS] [--gpus-per-worker G]]
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODELS = Path(__file__).resolve().parent / "h5"
+DEFAULT_WORKERS = {"local": 8, "ray": 2}  # studies at once in this process; Ray actors (a model copy each)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the triage worklist (default path: <out stem>_worklist.csv)")
     parser.add_argument("--errors", type=Path, help="errors CSV (default: <out stem>_errors.csv)")
     parser.add_argument("--sr", type=Path, help="folder for one DICOM SR per DICOM study (<StudyInstanceUID>.dcm)")
-    parser.add_argument("--workers", type=int, default=8, help="studies scored at once (default 8)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local engine: studies scored at once (default 8); ray engine: actors, each with"
+                             " its own copy of the models (default 2)")
     parser.add_argument("--decode-workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="image decoding threads")
     parser.add_argument("--bootstrap-replicates", type=int, default=1000, help="bootstrap resamples (default 1000)")
@@ -40,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "<out stem>_peaks.csv); scored by the pointing game when findings are known")
     parser.add_argument("--findings", type=Path, help="findings CSV for the pointing game (default: "
                         "<split>_findings.csv beside the input, as training.synthetic writes it)")
+    parser.add_argument("--engine", default="local", choices=("local", "ray"),
+                        help="local: threads in this process (default); ray: Ray Data actors (pip install -r"
+                             " requirements-ray.txt; docs/SCORING.md, 'On a Ray cluster')")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: start a local Ray")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray engine: GPUs per actor")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", action="store_true", help="log the libraries' own output (TensorFlow's) too")
     return parser
@@ -59,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     return run_scoring(ScoringOptions(
         input_path=arguments.input, out=arguments.out, models=arguments.models,
         aggregation=arguments.aggregation, report=arguments.report, worklist=worklist,
-        errors=arguments.errors, sr=arguments.sr, workers=arguments.workers, decode_workers=arguments.decode_workers,
-        bootstrap_replicates=arguments.bootstrap_replicates, seed=arguments.seed,
-        progress=not arguments.no_progress, heatmaps=arguments.heatmaps, findings=arguments.findings,
+        errors=arguments.errors, sr=arguments.sr, workers=arguments.workers or DEFAULT_WORKERS[arguments.engine],
+        decode_workers=arguments.decode_workers, bootstrap_replicates=arguments.bootstrap_replicates,
+        seed=arguments.seed, progress=not arguments.no_progress, heatmaps=arguments.heatmaps,
+        findings=arguments.findings, engine=arguments.engine, ray_address=arguments.ray_address,
+        gpus_per_worker=arguments.gpus_per_worker,
     ))
 
 

@@ -1,10 +1,12 @@
-"""The real service for tests and benchmarks: `gunicorn -c gunicorn.conf.py app:app` on a free loopback port."""
+"""The real service for tests and benchmarks: gunicorn replicas, and nginx in front, on free loopback ports."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -103,3 +105,40 @@ def running_gunicorn(models_dir: Path, log_path: Path, environment: Mapping[str,
         yield server
     finally:
         server.stop()
+
+
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx.conf"
+
+
+def render_nginx_config(listen: str, upstreams: Sequence[str], run_dir: Path, max_body: str = "64m",
+                        user: str = "root") -> str:
+    """deploy/nginx.conf with its ${...} names filled in, as envsubst would (nginx's own $names kept)."""
+    servers = " ".join(f"server {address} max_fails=0;" for address in upstreams)
+    values = {"LISTEN": listen, "UPSTREAM_SERVERS": servers, "RUN_DIR": str(run_dir), "MAX_BODY": max_body,
+              "NGINX_USER": user}
+    return string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(values)
+
+
+@contextmanager
+def running_nginx(upstreams: Sequence[str], run_dir: Path, max_body: str = "64m",
+                  port: int | None = None) -> Iterator[Server]:
+    """Debian's nginx with deploy/nginx.conf in front of `upstreams` (host:port), on a free loopback port."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    address = f"127.0.0.1:{port or free_port()}"
+    config = run_dir / "nginx.conf"
+    config.write_text(render_nginx_config(address, upstreams, run_dir, max_body))
+    log_path = run_dir / "nginx.out"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(config), "-p", str(run_dir),
+                                    "-g", "daemon off;"], stdout=log_file, stderr=subprocess.STDOUT)
+    server = Server(f"http://{address}", process, log_path)
+    try:
+        deadline = time.monotonic() + 20
+        while http_status(server.url + "/nginx-not-a-path") is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                errors = (run_dir / "error.log").read_text(errors="replace") if (run_dir / "error.log").exists() else ""
+                raise RuntimeError(f"nginx did not start: {log_path.read_text(errors='replace')} {errors}"[-3000:])
+            time.sleep(0.1)
+        yield server
+    finally:
+        server.stop(timeout_s=10)

@@ -27,9 +27,11 @@ from scoring.heatmaps import (
     write_pointing_report,
 )
 from scoring.output import AppendOnlyCsv, OutputError, open_outputs, read_predictions
+from scoring.ray_engine import RayEngineError
 from scoring.runner import StudyOutcome, score_studies
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class ScoringOptions:
     progress: bool = True
     heatmaps: Path | None = None  # folder for overlay PNGs; the peaks go to <out stem>_peaks.csv
     findings: Path | None = None  # findings CSV for the pointing game (default: found beside the input)
+    engine: str = "local"  # "local": threads in this process; "ray": actors on a Ray cluster (scoring.ray_engine)
+    ray_address: str | None = None  # None: a local Ray; "auto": the cluster this machine belongs to
+    gpus_per_worker: float = 0.0  # Ray: GPUs per actor
 
     @property
     def errors_path(self) -> Path:
@@ -73,6 +78,12 @@ def _check_options(options: ScoringOptions) -> str | None:
         return "--workers and --decode-workers must be at least 1"
     if options.bootstrap_replicates < 1:
         return "--bootstrap-replicates must be at least 1"
+    if options.engine not in ENGINES:
+        return f"unknown engine {options.engine!r}; valid: {', '.join(ENGINES)}"
+    if options.engine == "ray" and (options.heatmaps is not None or options.sr is not None):
+        return "--heatmaps and --sr work with the local engine only; drop --engine ray, or them"
+    if options.gpus_per_worker < 0:
+        return "--gpus-per-worker must be 0 or more"
     return None
 
 
@@ -127,9 +138,10 @@ def _load_pipeline(models: Path):
 
 def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
     """Score the studies not yet in the output, appending rows as they finish."""
-    pipeline = _load_pipeline(options.models)
-    if pipeline is None:
+    engine = _start_engine(options)
+    if engine is None:
         return EXIT_USAGE
+    run, close = engine
     started = time.perf_counter()
     counts = {"studies": 0, "images": 0, "unreadable": 0}
     progress = tqdm(total=len(todo), unit="study", file=sys.stderr, disable=not options.progress,
@@ -152,21 +164,29 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
         progress.set_postfix_str(f"{counts['images'] / (time.perf_counter() - started):.1f} images/s")
 
     try:
-        score_studies(pipeline, todo, on_outcome, options.aggregation, options.workers,
-                      options.decode_workers, explain=options.heatmaps is not None, sr_folder=options.sr)
+        run(todo, on_outcome)
     except KeyboardInterrupt:
         progress.close()
         say(f"interrupted: {counts['studies']} studies saved in {options.out} this run; "
             "rerun the same command to score the rest")
         return EXIT_INTERRUPTED
+    except RayEngineError as error:
+        progress.close()
+        if error.models_failed:
+            say(f"error: {error}")
+            return EXIT_USAGE
+        say(f"error: scoring on Ray failed ({error}); the {counts['studies']} studies scored this run are saved"
+            f" in {options.out}; rerun the same command to resume")
+        return EXIT_FAILED
     except Exception as error:
         # Any failure: the rows so far are kept; say what happened and how to resume, without a traceback.
         progress.close()
-        say(f"error: scoring failed ({type(error).__name__}: {error}); the {counts['studies']} studies "
+        detail = f"{type(error).__name__}: {error}"
+        say(f"error: scoring failed ({detail}); the {counts['studies']} studies "
             f"scored this run are saved in {options.out}; rerun the same command to resume")
         return EXIT_FAILED
     finally:
-        pipeline.close()
+        close()
         if peaks is not None:
             peaks.close()
     progress.close()
@@ -175,6 +195,45 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
         f"in {seconds:.1f} s, {counts['images'] / seconds:.1f} images/s; rows in {options.out}"
         + (f", unreadable images in {options.errors_path}" if counts["unreadable"] else ""))
     return EXIT_OK
+
+
+def _start_engine(options: ScoringOptions):
+    """(run(studies, on_outcome), close()) for the chosen engine, or None after saying why it cannot start."""
+    if options.engine == "ray":
+        return _start_ray_engine(options)
+    pipeline = _load_pipeline(options.models)
+    if pipeline is None:
+        return None
+
+    def run(studies: list, on_outcome) -> None:
+        score_studies(pipeline, studies, on_outcome, options.aggregation, options.workers,
+                      options.decode_workers, explain=options.heatmaps is not None, sr_folder=options.sr)
+
+    return run, pipeline.close
+
+
+def _start_ray_engine(options: ScoringOptions):
+    """The Ray engine: check Ray and the repository here, load the models in the actors."""
+    from classifiers import ClassifierError
+    from classifiers.repository.manifest import read_manifest
+    from scoring.ray_engine import INSTALL_HINT, RayOptions, score_studies_on_ray
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        say(f"error: {INSTALL_HINT}")
+        return None
+    try:
+        read_manifest(options.models)  # files and checksums, before any actor starts
+    except ClassifierError as error:
+        say(f"error: the models in {options.models} do not load: {error}")
+        return None
+    ray_options = RayOptions(options.ray_address, options.workers, options.gpus_per_worker)
+
+    def run(studies: list, on_outcome) -> None:
+        score_studies_on_ray(options.models, studies, on_outcome, options.aggregation, ray_options)
+
+    return run, lambda: None
 
 
 def _write_extras(options: ScoringOptions) -> int:

@@ -1,0 +1,120 @@
+"""Two real gunicorn replicas behind a real nginx (deploy/nginx.conf): a replica killed under load loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from bench.launch import Server, encode_multipart, free_port, running_gunicorn, running_nginx
+from tests.helpers import make_radiograph
+
+NUM_REQUESTS = 120
+CLIENTS = 4
+STUDY = [("frontal.png", make_radiograph(seed=31)), ("lateral.png", make_radiograph(seed=32))]
+
+
+def _post_study(url: str) -> tuple[int, dict, dict[str, str]]:
+    """POST the two-view study; return (status, JSON body, headers)."""
+    body, content_type = encode_multipart(STUDY)
+    request = urllib.request.Request(url + "/predict", data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}"), dict(error.headers)
+
+
+def _kill_replica(server: Server) -> None:
+    """SIGKILL the replica's workers and master at once, as a crashed machine or the OOM killer would."""
+    for pid in [*server.worker_pids(), server.process.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    server.process.wait(timeout=10)
+
+
+def _upstreams_answering(access_log: Path) -> list[tuple[str, str]]:
+    """(upstream address, status) of each proxied /predict in nginx's access log."""
+    entries = []
+    for line in access_log.read_text().splitlines():
+        if '"POST /predict"' in line:
+            fields = dict(part.split("=", 1) for part in line.split() if part.startswith("upstream"))
+            entries.append((fields["upstream"], line.split('"')[2].split()[0]))
+    return entries
+
+
+def test_a_replica_killed_under_load_loses_no_request_and_comes_back(tiny_repository: Path, tmp_path: Path) -> None:
+    ports = [free_port(), free_port()]
+    with ExitStack() as stack:
+        # Each replica sized to carry the whole load alone (8 threads: 4 predictions at once, 4 clients).
+        replicas = [stack.enter_context(running_gunicorn(tiny_repository, tmp_path / f"replica{index}.log",
+                                                         {"TRIAGE_AUDIT_LOG": ""}, threads=8, port=port))
+                    for index, port in enumerate(ports)]
+        for replica in replicas:
+            replica.wait_until_ready()
+        nginx = stack.enter_context(running_nginx([f"127.0.0.1:{port}" for port in ports], tmp_path / "nginx"))
+        status, expected, _ = _post_study(nginx.url)
+        assert status == 200
+
+        outcomes: list[tuple[int, dict, dict[str, str]]] = []
+        lock = threading.Lock()
+
+        def client(count: int) -> None:
+            for _ in range(count):
+                outcome = _post_study(nginx.url)
+                with lock:
+                    outcomes.append(outcome)
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=client, args=(NUM_REQUESTS // CLIENTS,)) for _ in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        while len(outcomes) < NUM_REQUESTS // 3:
+            time.sleep(0.01)
+        _kill_replica(replicas[0])
+        for thread in threads:
+            thread.join(timeout=300)
+
+        assert len(outcomes) == NUM_REQUESTS
+        statuses = [status for status, _, _ in outcomes]
+        assert not {502, 504} & set(statuses), statuses
+        shed = [outcome for outcome in outcomes if outcome[0] == 503]
+        assert all("Retry-After" in headers for _, _, headers in shed)
+        answered = [body for status, body, _ in outcomes if status == 200]
+        assert len(answered) + len(shed) == NUM_REQUESTS and len(answered) >= NUM_REQUESTS * 0.9
+        for body in answered:  # the same study gets the same answer from either replica
+            assert body["study"]["abnormality"] == pytest.approx(expected["study"]["abnormality"], abs=1e-6)
+
+        # The killed replica comes back on its port and takes traffic again.
+        restarted = stack.enter_context(running_gunicorn(tiny_repository, tmp_path / "replica0-again.log",
+                                                         {"TRIAGE_AUDIT_LOG": ""}, threads=8, port=ports[0]))
+        restarted.wait_until_ready()
+        before = len(_upstreams_answering(tmp_path / "nginx" / "access.log"))
+        assert all(_post_study(nginx.url)[0] == 200 for _ in range(12))
+        recent = _upstreams_answering(tmp_path / "nginx" / "access.log")[before:]
+        assert (f"127.0.0.1:{ports[0]}", "200") in recent, recent
+
+
+def test_nginx_refuses_a_body_over_the_service_limit_in_the_api_error_shape(tiny_repository: Path,
+                                                                            tmp_path: Path) -> None:
+    port = free_port()
+    with running_gunicorn(tiny_repository, tmp_path / "replica.log", {"TRIAGE_AUDIT_LOG": ""}, port=port) as replica, \
+            running_nginx([f"127.0.0.1:{port}"], tmp_path / "nginx", max_body="1m") as nginx:
+        replica.wait_until_ready()
+        request = urllib.request.Request(nginx.url + "/predict", data=b"\x89PNG" + bytes(2_000_000), method="POST",
+                                         headers={"Content-Type": "image/png"})
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=30)
+        assert raised.value.code == 413 and raised.value.headers["Content-Type"] == "application/json"
+        assert json.load(raised.value)["error"]["code"] == "payload_too_large"
