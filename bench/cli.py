@@ -41,7 +41,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="comma-separated router backbones to cost beside the router ('' for none)")
     parser.add_argument("--skip-xla", action="store_true", help="do not compare tf.function with XLA")
     parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=list(BACKENDS),
-                        help="pipeline and service backend (onnx exports the repository once, then reuses it)")
+                        help="pipeline and service backend (all but tensorflow optimize the repository once:"
+                             " fp32 ONNX + INT8, kept in the cache)")
+    parser.add_argument("--note", default="", help="what else ran on the machine meanwhile, kept in the record")
     return parser.parse_args(argv)
 
 
@@ -60,6 +62,7 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
         load_pipeline,
         measure_forward,
         measure_naive,
+        measure_onnx_precisions,
         measure_pipeline,
     )
     from bench.machine import matmul_gflops, peak_rss_mb
@@ -77,6 +80,7 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
                                 inter_op_threads=arguments.inter_op_threads, backend=arguments.backend,
                                 on_batch=recorder)
     pipeline, results["load_seconds"] = load_pipeline(repository, settings)
+    results["load_breakdown_seconds"] = pipeline.load_breakdown
     try:
         expert_role = pipeline.body_parts[0]
         keras_models = keras_models_of(pipeline)
@@ -87,6 +91,9 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
         progress(f"loaded in {results['load_seconds']:.1f} s; compiled forward passes")
         forward = measure_forward(pipeline, (1, 8), sizes["repeats"])
         results["forward_ms"] = {"router": forward["router"], "expert": forward[expert_role]}
+        results["backends"] = {role: f"{loaded.runner.backend} ({loaded.runner.file_name})"
+                               for role, loaded in pipeline.models.items()}
+        results["onnx_forward_ms"] = measure_onnx_precisions(pipeline, (1, 8), sizes["repeats"])
         views = [make_view_bytes(seed) for seed in range(12)]
         progress("naive Model.predict")
         results["naive"] = measure_naive(pipeline, keras_models, views, sizes["naive_views"])
@@ -141,9 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from bench.machine import describe_machine, load_average
-    from bench.models import build_repository
+    from bench.models import build_repository, prepare_repository
     from bench.report import compute_ratios, format_table, judge_targets, write_json
-    from classifiers.repository.manifest import read_manifest
 
     side = arguments.input_size or (64 if arguments.quick else 224)
     sizes = ({"matmul": 512, "repeats": 2, "naive_views": 4, "studies": 6} if arguments.quick else
@@ -153,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     router_backbone = arguments.router_backbone or arguments.backbone
     started = time.perf_counter()
     results: dict[str, Any] = {"command": " ".join(["python -m bench", *(argv or sys.argv[1:])]),
-                               "machine": describe_machine(), "input_size": side, "backbone": arguments.backbone,
+                               "machine": describe_machine(), "note": arguments.note,
+                               "input_size": side, "backbone": arguments.backbone,
                                "router_backbone": router_backbone,
                                "settings": {key: getattr(arguments, key) for key in (
                                    "max_batch_size", "max_wait_ms", "jit_compile", "intra_op_threads",
@@ -163,17 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    file_key = BACKENDS[arguments.backend].file_key
-    if file_key and file_key not in read_manifest(repository).router.files:
-        from classifiers.repository.onnx_export import export_repository
-
-        progress("exporting the benchmark repository to ONNX (once; kept in the cache)")
-        export_repository(repository, log=progress)
+    if arguments.backend != "tensorflow":
+        prepare_repository(repository, log=progress)
     results["repository"] = str(repository)
     results.update(measure_in_process(arguments, repository, sizes))
     results["service"] = None if arguments.skip_service else measure_service(arguments, repository, sizes)
     results["ratios"] = compute_ratios(results)
-    results["targets"] = judge_targets(results["ratios"])
+    results["targets"] = judge_targets(results["ratios"], results["machine"])
     results["load_average_end"] = load_average()
     results["total_seconds"] = time.perf_counter() - started
     print(format_table(results))

@@ -90,8 +90,27 @@ def keras_models_of(pipeline: Pipeline) -> dict[str, Any]:
     from classifiers.repository.loading import load_model
     from classifiers.tensorflow_backend import CompiledModel
 
+    # Models on a shared architecture (classifiers.shared_graph) have no Keras model of their own.
     return {role: loaded.runner.model if isinstance(loaded.runner, CompiledModel)
             else load_model(pipeline.repository, loaded.entry)[0] for role, loaded in pipeline.models.items()}
+
+
+def measure_onnx_precisions(pipeline: Pipeline, batch_sizes: tuple[int, ...],
+                            repeats: int) -> dict[str, dict[str, float]] | None:
+    """Router forward ms per call, fp32 ONNX vs INT8 ONNX, at each batch size (None without both files)."""
+    from classifiers.backends import BACKENDS
+
+    entry = pipeline.models["router"].entry
+    if not all(BACKENDS[name].file_key in entry.files for name in ("onnx", "int8")):
+        return None
+    results: dict[str, dict[str, float]] = {}
+    for name in ("onnx", "int8"):
+        model, _ = BACKENDS[name].load(pipeline.repository, entry, pipeline.settings.backend_options)
+        results[name] = {}
+        for batch_size in batch_sizes:
+            batch = model.prepare(np.zeros((batch_size, *model.input_size, 3), np.uint8))
+            results[name][str(batch_size)] = 1000 * time_forward(model.forward, batch, repeats)
+    return results
 
 
 def measure_naive(pipeline: Pipeline, keras_models: dict[str, Any], views: list[bytes], count: int) -> dict[str, Any]:

@@ -25,11 +25,23 @@ def describe_machine() -> dict[str, object]:
     return {
         "cpu_model": model_name,
         "cores": os.cpu_count(),
-        "simd": [flag for flag in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if flag in flags],
+        "simd": [flag for flag in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                                                  "amx_tile") if flag in flags],
         "load_average": load_average(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
+        "onnxruntime": _version_of("onnxruntime"),
     }
+
+
+def _version_of(package: str) -> str | None:
+    """An installed package's version, None when absent."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def load_average() -> list[float]:

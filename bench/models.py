@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from classifiers.body_parts import BODY_PARTS
-from classifiers.repository.entries import Manifest
-from classifiers.repository.manifest import make_model_entry, write_manifest
+from classifiers.repository.entries import INT8_FILE_KEY, Manifest
+from classifiers.repository.manifest import make_model_entry, read_manifest, write_manifest
 
 PREPROCESSING = "torch"
 
@@ -77,6 +77,23 @@ def build_repository(cache_root: Path, router_backbone: str, expert_backbone: st
         provenance={**provenance, "backbone": expert_backbone}) for body_part in BODY_PARTS}
     write_manifest(folder, Manifest(router=router_entry, experts=experts))
     return folder
+
+
+def prepare_repository(folder: Path, log: Callable[[str], None] = print) -> None:
+    """Optimize a benchmark repository once (fp32 ONNX + INT8, guard waived: random weights have no accuracy)."""
+    from bench.workload import make_view_bytes
+    from classifiers.repository.optimize import optimize_repository
+
+    if INT8_FILE_KEY in read_manifest(folder).router.files:
+        return
+    calibration = folder / "calibration"
+    for seed in range(16):
+        study = calibration / f"study{seed:02d}"
+        study.mkdir(parents=True, exist_ok=True)
+        (study / "image1.png").write_bytes(make_view_bytes(seed))
+    log("optimizing the benchmark repository: fp32 ONNX + INT8 (once; kept in the cache)")
+    optimize_repository(folder, int8=True, calibration=calibration, accuracy_guard=False, calibration_views=16,
+                        log=log)
 
 
 def count_flops(model: Any) -> float:

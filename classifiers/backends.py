@@ -1,18 +1,23 @@
 """The backend registry: one entry per way of running a repository's models, looked up by name.
 
 A backend is a module-level trio: `configure(options) -> device description`, `load(folder, entry,
-options) -> (ImageModel, entry)` and `versions() -> {library: version}`. Adding one (INT8, OpenVINO)
-is one entry here; nothing else branches on backend names.
+options) -> (ImageModel, entry)` and `versions() -> {library: version}`. Adding one (OpenVINO) is one
+entry here; nothing else branches on backend names.
+
+`auto`, the default, chooses per entry the fastest verified file the repository has: the INT8 model
+`classifiers.repository.optimize --int8` left (its accuracy guard passed, or was waived), else the fp32
+ONNX export, else the Keras files.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from classifiers import onnx_backend, tensorflow_backend
-from classifiers.repository.entries import ONNX_FILE_KEY, ModelEntry
+from classifiers.repository.entries import INT8_FILE_KEY, ONNX_FILE_KEY, ModelEntry
 from classifiers.runtime import BackendOptions, ImageModel
 
 
@@ -31,10 +36,52 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     "tensorflow": Backend("tensorflow", "the Keras files, run by TensorFlow (Keras 3 or tf_keras)", None,
                           tensorflow_backend.configure, tensorflow_backend.load, tensorflow_backend.versions),
-    "onnx": Backend("onnx", "each entry's ONNX export (python -m classifiers.repository.onnx_export), run by"
+    "onnx": Backend("onnx", "each entry's fp32 ONNX export (python -m classifiers.repository.optimize), run by"
                     " ONNX Runtime", ONNX_FILE_KEY, onnx_backend.configure, onnx_backend.load, onnx_backend.versions),
+    "int8": Backend("int8", "each entry's guarded INT8 model (python -m classifiers.repository.optimize --int8),"
+                    " run by ONNX Runtime", INT8_FILE_KEY, onnx_backend.configure, onnx_backend.load_int8,
+                    onnx_backend.versions),
 }
-DEFAULT_BACKEND = "tensorflow"
+AUTO_ORDER = ("int8", "onnx")  # then the Keras files
+
+
+def choose_backend(entry: ModelEntry) -> str:
+    """The backend auto runs an entry with: the first of AUTO_ORDER whose file it has, else tensorflow."""
+    if importlib.util.find_spec("onnxruntime") is not None:
+        for name in AUTO_ORDER:
+            if BACKENDS[name].file_key in entry.files:
+                return name
+    return "tensorflow"
+
+
+def _configure_auto(options: BackendOptions) -> str:
+    """ONNX Runtime's device; TensorFlow is set up only if an entry falls back to its Keras files."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return tensorflow_backend.configure(options)
+    return onnx_backend.configure(options)
+
+
+def _load_auto(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[ImageModel, ModelEntry]:
+    """Load the entry with the backend choose_backend picks; the runner says which."""
+    name = choose_backend(entry)
+    if name == "tensorflow":
+        tensorflow_backend.configure(options)
+    runner, entry = BACKENDS[name].load(folder, entry, options)
+    runner.backend = name
+    return runner, entry
+
+
+def _auto_versions() -> dict[str, str]:
+    """The versions of the libraries auto may run: ONNX Runtime, and TensorFlow if it is loaded."""
+    import sys
+
+    versions = onnx_backend.versions() if importlib.util.find_spec("onnxruntime") is not None else {}
+    return {**versions, **(tensorflow_backend.versions() if "tensorflow" in sys.modules else {})}
+
+
+BACKENDS["auto"] = Backend("auto", "per entry: the INT8 model, else the fp32 ONNX export, else the Keras files",
+                           None, _configure_auto, _load_auto, _auto_versions)
+DEFAULT_BACKEND = "auto"
 
 
 def get_backend(name: str) -> Backend:

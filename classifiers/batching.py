@@ -29,9 +29,11 @@ class _Request:
 class DynamicBatcher:
     """Run `run_batch` on merged batches of up to `max_batch_size` views from a bounded queue.
 
-    The first waiting request opens a batch; requests arriving within `max_wait_ms` join it until it
-    is full. A request larger than the batch runs in chunks. When more than `max_queue_views` views
-    wait, `submit` raises Overloaded at once instead of queueing without bound.
+    A request that finds no other waiting runs at once: a lone view pays no wait. When several are
+    waiting (a burst: they queued up while the previous batch ran), they form one batch, which stays open
+    up to `max_wait_ms` for more until it is full. A request larger than the batch runs in chunks. When
+    more than `max_queue_views` views wait, `submit` raises Overloaded at once instead of queueing
+    without bound.
 
     A request may carry a deadline by which its views must start. It is refused at once when the views
     ahead of it, at the measured seconds per view, would not let it start in time; a request still
@@ -136,12 +138,12 @@ class DynamicBatcher:
         self._seconds_per_view = per_view if previous == 0.0 else 0.8 * previous + 0.2 * per_view
 
     def _collect(self, first: _Request) -> list:
-        """Gather requests until the batch is full or `max_wait_ms` has passed since the first."""
+        """Gather the requests waiting now; in a burst, more until the batch is full or `max_wait_ms` passed."""
         requests: list = [first]
         num_views = len(first.views)
         deadline = time.monotonic() + self._max_wait_s
         while num_views < self._max_batch_size:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - time.monotonic() if len(requests) > 1 else 0.0
             try:
                 request = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:

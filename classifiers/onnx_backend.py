@@ -13,10 +13,19 @@ from typing import Any
 import numpy as np
 
 from classifiers.errors import ModelRepositoryError
-from classifiers.repository.entries import ONNX_FILE_KEY, ModelEntry
+from classifiers.repository.entries import INT8_FILE_KEY, ONNX_FILE_KEY, ModelEntry
 from classifiers.runtime import BackendOptions, ImageModel
 
-EXPORT_COMMAND = "python -m classifiers.repository.onnx_export"
+EXPORT_COMMAND = "python -m classifiers.repository.optimize"
+
+
+def default_intra_op_threads() -> int:
+    """Half the cores per session: under load a router batch and an expert batch then run side by side.
+
+    Measured on 2 cores (docs/PERFORMANCE.md): one thread per session served more views/s over HTTP than
+    ONNX Runtime's default of one thread per core, and a batch of one was no slower."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
 
 class OnnxModel(ImageModel):
     """An ONNX Runtime session behind the same interface as the tensorflow backend's CompiledModel."""
@@ -32,7 +41,7 @@ class OnnxModel(ImageModel):
                 "the onnx backend needs the onnxruntime package: pip install -r requirements.txt") from None
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = intra_op_threads
+        options.intra_op_num_threads = intra_op_threads or default_intra_op_threads()
         options.inter_op_num_threads = inter_op_threads
         # Eight sessions share the cores: idle pool threads must sleep, not spin, or they starve the busy one.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -48,7 +57,7 @@ class OnnxModel(ImageModel):
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.preprocessing = preprocessing
         model_input = self.session.get_inputs()[0]
-        self._input_name = model_input.name
+        self.input_name = model_input.name
         self.channels = int(model_input.shape[3])
         self.num_outputs = int(self.session.get_outputs()[0].shape[-1])
         if list(model_input.shape[1:3]) != list(self.input_size):
@@ -58,7 +67,7 @@ class OnnxModel(ImageModel):
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Run the session on an already preprocessed (N, H, W, C) float32 batch."""
-        outputs = self.session.run(None, {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         return np.asarray(outputs[0], dtype=np.float32)
 
 
@@ -78,12 +87,23 @@ def configure(options: BackendOptions) -> str:
 
 
 def load(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[OnnxModel, ModelEntry]:
-    """Open the entry's ONNX export and check its output width against the entry's classes."""
-    onnx_file = entry.files.get(ONNX_FILE_KEY)
+    """Open the entry's fp32 ONNX export and check its output width against the entry's classes."""
+    return _load_file(folder, entry, options, ONNX_FILE_KEY, "ONNX export", EXPORT_COMMAND)
+
+
+def load_int8(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[OnnxModel, ModelEntry]:
+    """Open the entry's guarded INT8 model (classifiers.repository.optimize --int8)."""
+    return _load_file(folder, entry, options, INT8_FILE_KEY, "INT8 model", f"{EXPORT_COMMAND} --int8")
+
+
+def _load_file(folder: Path, entry: ModelEntry, options: BackendOptions, file_key: str, artefact: str,
+               command: str) -> tuple[OnnxModel, ModelEntry]:
+    """Open the ONNX file under `file_key` and check its output width against the entry's classes."""
+    onnx_file = entry.files.get(file_key)
     if onnx_file is None:
         raise ModelRepositoryError(
-            f"{folder / 'manifest.json'} [{entry.role}]: no ONNX export for the onnx backend; run"
-            f" {EXPORT_COMMAND} {folder}, or use the tensorflow backend")
+            f"{folder / 'manifest.json'} [{entry.role}]: no {artefact}; run {command} {folder},"
+            " or use TRIAGE_BACKEND=auto")
     model = OnnxModel(entry.role, folder / onnx_file, entry.input_size, entry.preprocessing,
                       options.intra_op_threads, options.inter_op_threads)
     if model.num_outputs != len(entry.classes):

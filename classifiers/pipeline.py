@@ -72,6 +72,7 @@ class LoadedModel:
     entry: ModelEntry
     runner: ImageModel
     batcher: DynamicBatcher
+    seconds: dict[str, float] = field(default_factory=dict)  # {"load": ..., "warm_up": ...}
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -96,6 +97,8 @@ class Pipeline:
         self.backend = backend
         self.device = device
         self.load_seconds = load_seconds
+        # Where the start-up seconds went: runtime import, manifest and checksums, model loading, warm-up.
+        self.load_breakdown: dict[str, float] = {}
         self.body_parts: tuple[str, ...] = manifest.router.classes
         self.pixel_budget = PixelBudget(settings.pixel_budget)
         self.warnings: list[str] = [NO_MANIFEST_WARNING] if manifest.conventional else []
@@ -118,12 +121,15 @@ class Pipeline:
         backend = get_backend(settings.backend)
         repository = Path(repository)
         started = time.perf_counter()
-        device = backend.configure(settings.backend_options)
+        options = settings.backend_options  # one per load: its Keras architectures are shared by the entries
+        device = backend.configure(options)
+        configured = time.perf_counter()
         manifest = read_manifest(repository)
+        read = time.perf_counter()
         models: dict[str, LoadedModel] = {}
         try:
             for role, entry in manifest.entries().items():
-                models[role] = _load_one(repository, entry, backend, settings)
+                models[role] = _load_one(repository, entry, backend, settings, options)
         except BaseException:
             for loaded in models.values():
                 loaded.batcher.close()
@@ -132,7 +138,12 @@ class Pipeline:
         manifest = Manifest(router=models[ROUTER].entry,
                             experts={role: loaded.entry for role, loaded in models.items() if role != ROUTER},
                             format_version=manifest.format_version, extra=manifest.extra)
-        return cls(repository, manifest, models, settings, backend, device, time.perf_counter() - started)
+        pipeline = cls(repository, manifest, models, settings, backend, device, time.perf_counter() - started)
+        pipeline.load_breakdown = {
+            "runtime_import_and_devices": configured - started, "manifest_and_checksums": read - configured,
+            "models_load": sum(loaded.seconds["load"] for loaded in models.values()),
+            "models_warm_up": sum(loaded.seconds["warm_up"] for loaded in models.values())}
+        return pipeline
 
     def predict_study(self, views: Sequence[ViewInput], body_part: str | None = None,
                       aggregation: str = "mean", deadline: float | None = None, explain: bool = False) -> StudyResult:
@@ -247,13 +258,15 @@ class Pipeline:
             "backend": self.backend.name,
             "device": self.device,
             "load_seconds": round(self.load_seconds, 3),
+            "load_breakdown_seconds": {cause: round(seconds, 3) for cause, seconds in self.load_breakdown.items()},
             "versions": {"python": platform.python_version(), **self.backend.versions()},
             "body_parts": list(self.body_parts),
             "warnings": list(self.warnings),
             "models": {
                 role: {"version": loaded.version, "input_size": list(loaded.input_size),
                        "preprocessing": loaded.entry.preprocessing, "classes": list(loaded.entry.classes),
-                       "threshold": loaded.entry.threshold, "library": loaded.runner.library}
+                       "threshold": loaded.entry.threshold, "library": loaded.runner.library,
+                       "backend": loaded.runner.backend}
                 for role, loaded in self.models.items()
             },
             "manifest": self.manifest.to_json(),
@@ -314,16 +327,20 @@ class Pipeline:
         return warnings
 
 
-def _load_one(repository: Path, entry: ModelEntry, backend: Backend, settings: PipelineSettings) -> LoadedModel:
-    """Load one entry with the backend, warm it up and start its batcher."""
-    runner, entry = backend.load(repository, entry, settings.backend_options)
+def _load_one(repository: Path, entry: ModelEntry, backend: Backend, settings: PipelineSettings,
+              options: BackendOptions) -> LoadedModel:
+    """Load one entry with the backend, warm it up and start its batcher; time both."""
+    started = time.perf_counter()
+    runner, entry = backend.load(repository, entry, options)
+    runner.backend = runner.backend or backend.name
+    loaded = time.perf_counter()
     if settings.warmup:
         # XLA compiles per batch shape: compile every padded size the batcher can form, not just 1.
         sizes = {padded_batch_size(size) for size in range(1, settings.max_batch_size + 1)}
         runner.warm_up(tuple(sorted(sizes)) if runner.jit_compile else (1,))
     batcher = DynamicBatcher(entry.role, runner.predict, settings.max_batch_size, settings.max_wait_ms,
                              settings.max_queue_views, settings.on_batch)
-    return LoadedModel(entry, runner, batcher)
+    return LoadedModel(entry, runner, batcher, {"load": loaded - started, "warm_up": time.perf_counter() - loaded})
 
 
 def _resize_all(images: Sequence[Image.Image], size: tuple[int, int],

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,8 @@ class BackendOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     jit_compile: bool = False  # XLA, tensorflow backend only
+    # One repository load's Keras models by architecture, shared by the entries that have it (tensorflow).
+    architectures: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def padded_batch_size(batch_size: int) -> int:
@@ -32,6 +35,7 @@ class ImageModel:
     name: str  # the role it plays: "router" or a body part
     file_name: str  # the repository file it runs
     library: str  # what runs it: keras, tf_keras, onnxruntime
+    backend: str = ""  # the registry name that loaded it (tensorflow, onnx, int8), set by the pipeline
     input_size: tuple[int, int]
     preprocessing: str
     channels: int
@@ -39,10 +43,12 @@ class ImageModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Run the model on (N, H, W, 3) uint8 RGB images; return (N, K) float32 outputs."""
+        return self.forward(self.prepare(images))
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB images -> the (N, H, W, C) float32 batch `forward` takes."""
         batch = preprocess_batch(images, self.preprocessing)
-        if self.channels == 1:
-            batch = batch[..., :1]
-        return self.forward(batch)
+        return batch[..., :1] if self.channels == 1 else batch
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on an already preprocessed (N, H, W, C) float32 batch."""

@@ -14,6 +14,7 @@ from classifiers.logs import native_output_logged
 from classifiers.repository.entries import ModelEntry
 from classifiers.repository.loading import load_model, model_input_shape
 from classifiers.runtime import BackendOptions, ImageModel, padded_batch_size
+from classifiers.shared_graph import load_shared
 
 logger = logging.getLogger(__name__)
 _devices_configured = threading.Lock()
@@ -96,8 +97,16 @@ def configure(options: BackendOptions) -> str:
     return configure_devices(options.intra_op_threads, options.inter_op_threads)
 
 
-def load(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[CompiledModel, ModelEntry]:
-    """Load the entry's Keras files and compile them; return the model and the entry completed from it."""
+def load(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[ImageModel, ModelEntry]:
+    """Load the entry's Keras files and compile them; return the model and the entry completed from it.
+
+    Entries whose architecture another entry of the same load already built share its model and traced
+    function (classifiers.shared_graph); XLA (`jit_compile`) pads batches per model and keeps its own.
+    """
+    if not options.jit_compile:
+        shared = load_shared(folder, entry, options.architectures)
+        if shared is not None:
+            return shared
     model, entry = load_model(folder, entry)
     channels = model_input_shape(model)[2]
     compiled = CompiledModel(entry.role, model, entry.input_size, entry.preprocessing, channels,

@@ -18,7 +18,12 @@ def _row_sums(views: np.ndarray) -> np.ndarray:
 
 def test_concurrent_requests_are_merged_and_answered_with_their_own_rows() -> None:
     batch_sizes: list[int] = []
-    batcher = DynamicBatcher("sum", _row_sums, max_batch_size=64, max_wait_ms=50,
+
+    def slow_row_sums(views: np.ndarray) -> np.ndarray:
+        time.sleep(0.2)  # the requests that arrive meanwhile queue up and form the next batch
+        return _row_sums(views)
+
+    batcher = DynamicBatcher("sum", slow_row_sums, max_batch_size=64, max_wait_ms=50,
                              on_batch=lambda name, size: batch_sizes.append(size))
     results: dict[int, np.ndarray] = {}
 
@@ -119,13 +124,62 @@ def test_request_that_cannot_start_by_its_deadline_is_refused_at_once() -> None:
 
 def test_request_still_queued_at_its_deadline_is_dropped_and_never_computed() -> None:
     seen: list[float] = []
-    # Nothing measured yet, so admission cannot foresee the wait; the 1 s batch window holds the views.
-    batcher = DynamicBatcher("slow", _slow_sums(0.01, seen), max_batch_size=64, max_wait_ms=1000)
+    release = threading.Event()
+
+    def gated_sums(views: np.ndarray) -> np.ndarray:
+        release.wait(5)  # the first batch holds the worker: the next request stays queued
+        seen.extend(float(value) for value in views.ravel())
+        return views.reshape(len(views), -1).sum(axis=1, keepdims=True)
+
+    # Nothing measured yet, so admission cannot foresee the wait; the busy worker holds the views queued.
+    batcher = DynamicBatcher("slow", gated_sums, max_batch_size=64, max_wait_ms=0)
+    busy = threading.Thread(target=batcher.submit, args=(np.full((1, 1), 4, dtype=np.float32),))
+    busy.start()
+    while batcher.queued_views < 1:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the worker has taken the busy request and waits inside the model
     started = time.monotonic()
     with pytest.raises(Overloaded, match="could not start"):
         batcher.submit(np.full((3, 1), 5, dtype=np.float32), deadline=time.monotonic() + 0.1)
     assert 0.09 < time.monotonic() - started < 0.5
+    release.set()
+    busy.join(5)
     assert batcher.queued_views == 0
     np.testing.assert_array_equal(batcher.submit(np.full((1, 1), 6, dtype=np.float32)), [[6]])
     batcher.close()
-    assert seen == [6.0]  # the withdrawn views were never computed
+    assert seen == [4.0, 6.0]  # the withdrawn views were never computed
+
+
+def test_a_lone_request_does_not_wait_for_company() -> None:
+    batcher = DynamicBatcher("sum", _row_sums, max_wait_ms=5000)
+    started = time.monotonic()
+    np.testing.assert_array_equal(batcher.submit(np.ones((1, 3), dtype=np.float32)), [[3]])
+    assert time.monotonic() - started < 2.5  # it ran at once, not after max_wait_ms
+    batcher.close()
+
+
+def test_a_burst_waits_for_stragglers_up_to_max_wait() -> None:
+    batch_sizes: list[int] = []
+    release = threading.Event()
+
+    def gated_row_sums(views: np.ndarray) -> np.ndarray:
+        release.wait(5)  # the first batch holds the worker until the burst has queued
+        return _row_sums(views)
+
+    batcher = DynamicBatcher("sum", gated_row_sums, max_batch_size=64, max_wait_ms=400,
+                             on_batch=lambda name, size: batch_sizes.append(size))
+    threads = [threading.Thread(target=batcher.submit, args=(np.ones((1, 3), np.float32),)) for _ in range(4)]
+    threads[0].start()
+    while batcher.queued_views < 1:
+        time.sleep(0.01)
+    for thread in threads[1:3]:
+        thread.start()
+    while batcher.queued_views < 3:
+        time.sleep(0.01)
+    release.set()
+    time.sleep(0.1)  # the burst of two is collected and waits; the straggler arrives within max_wait_ms
+    threads[3].start()
+    for thread in threads:
+        thread.join(10)
+    batcher.close()
+    assert batch_sizes == [1, 3]

@@ -11,6 +11,7 @@ import pytest
 from bench.cli import main
 from bench.models import build_backbone, count_flops
 from bench.report import judge_targets
+from classifiers.body_parts import BODY_PARTS
 
 
 def test_count_flops_matches_a_hand_count():
@@ -31,9 +32,15 @@ def test_unknown_backbone_names_the_valid_ones():
 
 
 def test_judge_targets_reads_direction():
-    verdicts = judge_targets({"service_vs_naive": 2.0, "compute_vs_matmul": 0.7, "p50_vs_forward": 1.1,
-                              "startup_s": 61.0, "peak_rss_mb": None})
-    assert [verdicts[name]["met"] for name in verdicts] == [False, True, True, False, None]
+    verdicts = judge_targets({"service_vs_naive": 2.0, "int8_vs_fp32_batch8": 2.1, "compute_vs_matmul": 0.7,
+                              "p50_vs_forward": 1.1, "startup_s": 21.0, "peak_rss_mb": None}, {"simd": ["avx2"]})
+    assert [verdicts[name]["met"] for name in verdicts] == [False, True, True, True, False, None]
+
+
+@pytest.mark.parametrize(("simd", "target", "met"), [(["avx2"], 3.5, True), (["avx2", "avx512_vnni"], 5.0, False)])
+def test_throughput_target_follows_the_machine_kind(simd, target, met):
+    verdict = judge_targets({"service_vs_naive": 4.0}, {"simd": simd})["service_vs_naive"]
+    assert (verdict["target"], verdict["met"]) == (target, met)
 
 
 def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
@@ -48,8 +55,12 @@ def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
         assert math.isclose(part["views_per_s"], 3 * part["studies_per_s"])
     assert sum(int(size) * count for size, count in record["pipeline"]["concurrent"]["batch_sizes"].items()) == 24
     assert record["service"]["worker_peak_rss_mb"] > 50
-    assert set(record["targets"]) == {"service_vs_naive", "compute_vs_matmul", "p50_vs_forward", "startup_s",
-                                      "peak_rss_mb"}
+    assert set(record["targets"]) == {"service_vs_naive", "int8_vs_fp32_batch8", "compute_vs_matmul",
+                                      "p50_vs_forward", "startup_s", "peak_rss_mb"}
+    # The default backend on an optimized repository: INT8 everywhere, and its speed-up over fp32 measured.
+    assert record["backends"] == {role: f"int8 ({role}.int8.onnx)" for role in ("router", *BODY_PARTS)}
+    assert record["ratios"]["int8_vs_fp32_batch8"] == pytest.approx(
+        record["onnx_forward_ms"]["onnx"]["8"] / record["onnx_forward_ms"]["int8"]["8"])
     assert record["router_alternatives"]["tiny"]["gflop_per_view"] > 0
     assert "HTTP gunicorn" in capsys.readouterr().out
 
@@ -70,7 +81,7 @@ def test_xla_compiled_model_matches_tf_function_on_padded_batches(batch_size):
     assert [padded_batch_size(size) for size in (1, 2, 3, 5, 8, 9, 16)] == [1, 2, 4, 8, 8, 16, 16]
 
 
-def test_quick_onnx_run_exports_once_and_records_the_backend(tmp_path):
+def test_quick_onnx_run_optimizes_once_and_records_the_backend(tmp_path):
     out = tmp_path / "onnx.json"
     arguments = ["--quick", "--backbone", "tiny", "--input-size", "32", "--cache", str(tmp_path / "models"),
                  "--out", str(out), "--skip-xla", "--skip-service", "--studies", "4", "--naive-views", "3",
@@ -80,6 +91,8 @@ def test_quick_onnx_run_exports_once_and_records_the_backend(tmp_path):
     assert record["settings"]["backend"] == "onnx" and record["service"] is None
     assert record["pipeline"]["concurrent"]["errors"] == 0 and record["naive"]["views"] == 3
     exported = {path: path.stat().st_mtime_ns for path in (tmp_path / "models").rglob("*.onnx")}
-    assert len(exported) == 8
-    assert main(arguments) == 0  # the second run reuses the export
+    assert len(exported) == 16  # fp32 and INT8 per model
+    assert set(record["backends"]) == {"router", *BODY_PARTS}
+    assert all(choice.startswith("onnx (") for choice in record["backends"].values())
+    assert main(arguments) == 0  # the second run reuses the files
     assert {path: path.stat().st_mtime_ns for path in (tmp_path / "models").rglob("*.onnx")} == exported

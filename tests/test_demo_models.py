@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifiers import Pipeline, ViewInput
+from classifiers import Pipeline, PipelineSettings, ViewInput
 from classifiers.body_parts import BODY_PARTS
 from classifiers.repository.manifest import read_manifest
 from mura.metrics import roc_auc
@@ -60,3 +60,16 @@ def test_expert_auroc_on_fresh_studies_is_at_least_0_90(scored_studies: list, bo
     scores = [score for part, _, _, score in scored_studies if part == body_part]
     assert 0 < sum(labels) < len(labels)  # both classes present, so AUROC is defined
     assert roc_auc(labels, scores) >= 0.90
+
+
+def test_shipped_repository_serves_guarded_int8_by_default_under_20_mb() -> None:
+    for role, entry in read_manifest(REPOSITORY).entries().items():
+        assert entry.files["onnx"] == f"{role}.onnx"
+        assert entry.extra["int8_guard"]["status"] == "passed", role
+        assert entry.files["onnx_int8"] == f"{role}.int8.onnx"
+    pipeline = Pipeline.load(REPOSITORY, PipelineSettings(warmup=False))
+    try:
+        assert {loaded.runner.backend for loaded in pipeline.models.values()} == {"int8"}
+    finally:
+        pipeline.close()
+    assert sum(path.stat().st_size for path in REPOSITORY.iterdir()) < 20 * 1024 * 1024

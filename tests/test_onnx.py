@@ -68,7 +68,7 @@ def test_onnx_backend_gives_tensorflow_results(onnx_repository: Path, body_part:
 
 
 def test_onnx_backend_without_an_export_says_how_to_make_one(tiny_repository: Path) -> None:
-    with pytest.raises(ModelRepositoryError, match=r"no ONNX export .* python -m classifiers\.repository\.onnx_export"):
+    with pytest.raises(ModelRepositoryError, match=r"no ONNX export; run python -m classifiers\.repository\.optimize"):
         Pipeline.load(tiny_repository, PipelineSettings(backend="onnx", warmup=False))
 
 
@@ -105,3 +105,19 @@ def test_onnx_pipeline_runs_without_importing_tensorflow(onnx_repository: Path) 
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_onnx_sessions_take_half_the_cores_unless_told(onnx_repository: Path) -> None:
+    import os
+
+    from classifiers.onnx_backend import default_intra_op_threads
+
+    assert default_intra_op_threads() == max(1, (os.cpu_count() or 2) // 2)
+    for threads, expected in ((0, default_intra_op_threads()), (3, 3)):
+        pipeline = Pipeline.load(onnx_repository, PipelineSettings(backend="onnx", warmup=False,
+                                                                   intra_op_threads=threads))
+        try:
+            options = pipeline.models["router"].runner.session.get_session_options()
+            assert options.intra_op_num_threads == expected
+        finally:
+            pipeline.close()

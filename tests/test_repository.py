@@ -244,3 +244,25 @@ def test_manifest_is_parsed_once_into_frozen_entries_that_round_trip(tiny_reposi
     expected_column = 1 if hand.classes == ("negative", "positive") else 0
     assert hand.positive_column == expected_column
     assert hand.version(hand.keras_file) == f"{hand.keras_file}@{hand.sha256[hand.keras_file][:12]}"
+
+
+@pytest.mark.parametrize("library", ["keras", "tf_keras"])
+def test_conventional_full_model_h5_files_load_without_a_manifest(tmp_path: Path, library: str) -> None:
+    router = build_tiny_router(library=library)
+    router.save(str(tmp_path / "body_part.h5"))
+    experts = {part: build_tiny_expert(two_way=index == 0, library=library, seed=index + 1)
+               for index, part in enumerate(BODY_PARTS)}
+    for part, expert in experts.items():
+        expert.save(str(tmp_path / f"{part}.h5"))
+    assert not list(tmp_path.glob("*.json"))
+    pipeline = Pipeline.load(tmp_path, FAST)
+    try:
+        assert dict(pipeline.models["router"].entry.files) == {"model": "body_part.h5"}
+        assert pipeline.models["XR_ELBOW"].entry.classes == ("negative", "positive")
+        assert pipeline.models["XR_HAND"].entry.classes == ("abnormal",)
+        probe = PROBE.astype(np.float32) / 255.0  # the conventional default preprocessing is "tf": [-1, 1]
+        for role, model in [("router", router), *experts.items()]:
+            expected = np.asarray(model(probe * 2.0 - 1.0))
+            np.testing.assert_allclose(pipeline.models[role].runner.predict(PROBE), expected, atol=1e-5)
+    finally:
+        pipeline.close()

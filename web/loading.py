@@ -99,9 +99,11 @@ class PipelineLoader:
 def log_loaded(pipeline: Pipeline) -> None:
     """Say what runs: each model, the backend, the device, the load time, and that the service is ready."""
     for role, loaded in pipeline.models.items():
-        logger.info("%-11s %s (%s, %dx%d)", role, loaded.version, loaded.runner.library, *loaded.input_size)
-    logger.info("%d models loaded from %s with the %s backend on %s in %.1f s; ready", len(pipeline.models),
-                pipeline.repository, pipeline.backend.name, pipeline.device, pipeline.load_seconds)
+        logger.info("%-11s %s (%s backend, %s, %dx%d)", role, loaded.version, loaded.runner.backend,
+                    loaded.runner.library, *loaded.input_size)
+    causes = ", ".join(f"{cause} {seconds:.1f} s" for cause, seconds in pipeline.load_breakdown.items())
+    logger.info("%d models loaded from %s with the %s backend on %s in %.1f s (%s); ready", len(pipeline.models),
+                pipeline.repository, pipeline.backend.name, pipeline.device, pipeline.load_seconds, causes)
 
 
 def not_ready_error(loader: PipelineLoader) -> ApiError | None:

@@ -165,13 +165,19 @@ class ModelsResponseSchema(Schema):
                                                                  for name, backend in BACKENDS.items())})
     device = fields.String(required=True, metadata={"description": "e.g. GPU:0 (...) or CPU (16 cores)."})
     load_seconds = fields.Float(required=True)
+    load_breakdown_seconds = fields.Dict(
+        keys=fields.String(), values=fields.Float(), required=True,
+        metadata={"description": "Where the start-up went: runtime_import_and_devices, manifest_and_checksums, "
+                                 "models_load, models_warm_up."})
     versions = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     body_parts = fields.List(fields.String(validate=validate.OneOf(BODY_PARTS)), required=True)
     warnings = fields.List(fields.String(), required=True,
                            metadata={"description": "What is wrong with the repository (e.g. no manifest.json)."})
     models = fields.Dict(keys=fields.String(), values=fields.Dict(), required=True,
                          metadata={"description": "Per role (router, XR_ELBOW, ...): version, input size, "
-                                                  "preprocessing, classes, threshold, library."})
+                                                  "preprocessing, classes, threshold, library, backend (the "
+                                                  "one that runs it: tensorflow, onnx or int8; auto picks per "
+                                                  "model)."})
     manifest = fields.Dict(required=True, metadata={"description": "manifest.json as loaded."})
 
 

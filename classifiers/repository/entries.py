@@ -15,6 +15,9 @@ DEFAULT_THRESHOLD = 0.5
 # File keys of an entry: the Keras files (one of two layouts), and optional exports beside them.
 KERAS_FILE_LAYOUTS = ({"architecture", "weights"}, {"model"})
 ONNX_FILE_KEY = "onnx"  # an ONNX export beside the Keras files (classifiers.repository.onnx_export)
+INT8_FILE_KEY = "onnx_int8"  # its static INT8 quantization (classifiers.repository.optimize --int8)
+INT8_GUARD_KEY = "int8_guard"  # the INT8 model's accuracy-guard figures and verdict, kept in `extra`
+OPTIONAL_FILE_KEYS = {ONNX_FILE_KEY, INT8_FILE_KEY}
 # The keys an entry's JSON object may hold; anything else is kept as it is in `extra`.
 ENTRY_KEYS = ("files", "classes", "input_size", "preprocessing", "threshold", "sha256", "provenance", "conventional")
 

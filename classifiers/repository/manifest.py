@@ -12,7 +12,7 @@ from classifiers.preprocessing import PREPROCESSING_MODES
 from classifiers.repository.entries import (
     DEFAULT_THRESHOLD,
     KERAS_FILE_LAYOUTS,
-    ONNX_FILE_KEY,
+    OPTIONAL_FILE_KEYS,
     Manifest,
     ModelEntry,
     sha256_file,
@@ -147,10 +147,10 @@ def _validate_entry(entry: Any, role: str, folder: Path, verify_checksums: bool)
     if not isinstance(entry, dict):
         raise ModelRepositoryError(f"{where}: must be an object; {FIX_HINT}")
     files = entry.get("files")
-    if not isinstance(files, dict) or set(files) - {ONNX_FILE_KEY} not in KERAS_FILE_LAYOUTS:
+    if not isinstance(files, dict) or set(files) - OPTIONAL_FILE_KEYS not in KERAS_FILE_LAYOUTS:
         raise ModelRepositoryError(
             f"{where}: 'files' must be {{'architecture': X.json, 'weights': X.h5}} or {{'model': X.keras|X.h5}},"
-            " optionally with 'onnx': X.onnx"
+            " optionally with 'onnx': X.onnx and 'onnx_int8': X.int8.onnx"
         )
     classes = entry.get("classes")
     if role != ROUTER and classes not in EXPERT_CLASS_LAYOUTS:
@@ -197,10 +197,12 @@ def conventional_manifest(folder: Path) -> Manifest:
 
     Input sizes and expert classes here are placeholders: loading takes them from each model.
     """
-    router_names = [name for name in ("router", "body_part") if (folder / f"{name}.json").exists()]
+    router_names = [name for name in ("router", "body_part")
+                    if (folder / f"{name}.json").exists() or (folder / f"{name}.h5").exists()]
     if not router_names:
         raise ModelRepositoryError(
-            f"{folder}: no manifest.json and no router.json/body_part.json; add a manifest"
+            f"{folder}: no manifest.json and no router.json/body_part.json (or full-model router.h5/body_part.h5);"
+            " add a manifest"
             " (python -m classifiers.repository.legacy_import FOLDER for the original project's files)"
         )
     manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "experts": {}}
@@ -212,10 +214,13 @@ def conventional_manifest(folder: Path) -> Manifest:
 
 
 def _conventional_entry(folder: Path, stem: str, classes: list[str] | None) -> dict[str, Any]:
-    """Entry for `<stem>.json` + `<stem>.weights.h5` or `<stem>.h5`; expert classes from the model later."""
+    """Entry for `<stem>.json` + `<stem>.weights.h5` or `<stem>.h5`, or a full-model `<stem>.h5` without .json.
+
+    Expert classes and input sizes come from the model when it loads."""
     weights = f"{stem}.weights.h5" if (folder / f"{stem}.weights.h5").exists() else f"{stem}.h5"
+    full_model = not (folder / f"{stem}.json").exists() and (folder / f"{stem}.h5").exists()
     entry: dict[str, Any] = {
-        "files": {"architecture": f"{stem}.json", "weights": weights},
+        "files": {"model": f"{stem}.h5"} if full_model else {"architecture": f"{stem}.json", "weights": weights},
         "classes": classes if classes is not None else ["abnormal"],
         "input_size": list(DEFAULT_INPUT_SIZE),
         "preprocessing": DEFAULT_PREPROCESSING,

@@ -1,0 +1,234 @@
+"""classifiers.optimize: fp32 ONNX + guarded INT8 per entry, recorded with sha256; auto serves the fastest verified."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from classifiers import Pipeline, PipelineSettings, ViewInput
+from classifiers.body_parts import BODY_PARTS
+from classifiers.onnx_backend import OnnxModel
+from classifiers.repository.entries import INT8_FILE_KEY, INT8_GUARD_KEY, ONNX_FILE_KEY, sha256_file
+from classifiers.repository.manifest import read_manifest
+from classifiers.repository.optimize import main, optimize_repository
+from classifiers.repository.quantize import guard_figures, load_validation_views
+from mura.metrics import roc_auc
+from tests.conftest import encode_image
+from tests.model_factory import build_tiny_expert, write_tiny_repository
+from training.synthetic import generate_dataset
+
+ROLES = ("router", *BODY_PARTS)
+
+
+def _quiet(line: str) -> None:
+    """Log sink for the command's progress lines."""
+
+
+@pytest.fixture(scope="module")
+def validation_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """21 labelled synthetic studies (three per body part, both labels in each) in the MURA layout."""
+    root = tmp_path_factory.mktemp("validation") / "SYNTH"
+    generate_dataset(root, 21, 0, "valid")
+    return root / "valid"
+
+
+@pytest.fixture(scope="module")
+def int8_repository(tiny_repository: Path, validation_folder: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The tiny repository optimized with --int8, calibrated on the validation folder; and its records."""
+    folder = Path(shutil.copytree(tiny_repository, tmp_path_factory.mktemp("int8") / "repository"))
+    records = optimize_repository(folder, int8=True, calibration=validation_folder, log=_quiet)
+    return folder, records
+
+
+@pytest.fixture(scope="module")
+def refused_repository(tiny_repository: Path, validation_folder: Path,
+                       tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Calibrated on a single view, the router's INT8 model clips most activations and fails the guard."""
+    folder = Path(shutil.copytree(tiny_repository, tmp_path_factory.mktemp("refused") / "repository"))
+    optimize_repository(folder, int8=True, calibration=validation_folder, calibration_views=1, log=_quiet)
+    return folder
+
+
+def test_every_artefact_is_in_the_manifest_with_its_sha256(int8_repository: tuple[Path, dict]) -> None:
+    folder, records = int8_repository
+    manifest = read_manifest(folder)  # verifies every recorded sha256
+    for role, entry in manifest.entries().items():
+        assert entry.files[ONNX_FILE_KEY] == f"{role}.onnx"
+        assert entry.extra[INT8_GUARD_KEY] == records[role]
+        assert records[role]["status"] == "passed" and records[role]["calibration_views"] > 0
+        int8_file = entry.files[INT8_FILE_KEY]
+        assert int8_file == f"{role}.int8.onnx"
+        assert entry.sha256[int8_file] == sha256_file(folder / int8_file)
+
+
+def test_guard_figures_match_an_independent_computation(int8_repository: tuple[Path, dict],
+                                                         validation_folder: Path) -> None:
+    folder, records = int8_repository
+    views = load_validation_views(validation_folder)
+    manifest = read_manifest(folder)
+    router = manifest.router
+    pixels = views.pixels(router.input_size)
+    fp32 = OnnxModel("router", folder / "router.onnx", router.input_size, router.preprocessing)
+    int8 = OnnxModel("router", folder / "router.int8.onnx", router.input_size, router.preprocessing)
+    agreement = np.mean(fp32.predict(pixels).argmax(1) == int8.predict(pixels).argmax(1))
+    assert records["router"]["num_views"] == len(pixels)
+    assert records["router"]["routing_agreement"] == pytest.approx(agreement)
+    hand = manifest.experts["XR_HAND"]
+    own = [index for index, part in enumerate(views.body_parts) if part == "XR_HAND"]
+    model = OnnxModel("XR_HAND", folder / "XR_HAND.int8.onnx", hand.input_size, hand.preprocessing)
+    probabilities = model.predict(views.pixels(hand.input_size)[own])[:, hand.positive_column]
+    studies = sorted({views.study_ids[index] for index in own})
+    means = [np.mean([p for p, i in zip(probabilities, own, strict=True) if views.study_ids[i] == s]) for s in studies]
+    labels = [int(s.endswith("positive")) for s in studies]
+    assert records["XR_HAND"]["num_studies"] == len(studies) == 3
+    assert records["XR_HAND"]["auroc_int8"] == pytest.approx(roc_auc(labels, means))
+
+
+@pytest.mark.parametrize(("role", "fp32", "int8", "passed"), [
+    ("router", np.eye(7)[[0] * 199 + [1]], np.eye(7)[[0] * 199 + [2]], True),  # 99.5 % agree: the limit
+    ("router", np.eye(7)[[0] * 198 + [1, 1]], np.eye(7)[[0] * 198 + [2, 2]], False),  # 99.0 %
+])
+def test_routing_agreement_limit(role: str, fp32: np.ndarray, int8: np.ndarray, passed: bool) -> None:
+    # The router's figures need no study information: no views.
+    figures = guard_figures(role, 0, fp32, int8, None, np.arange(len(fp32)))
+    assert figures["passed"] is passed
+    assert figures["routing_agreement"] == pytest.approx(np.mean(fp32.argmax(1) == int8.argmax(1)))
+
+
+def test_auroc_drop_over_the_limit_fails(validation_folder: Path) -> None:
+    views = load_validation_views(validation_folder)
+    own = np.array([index for index, part in enumerate(views.body_parts) if part == "XR_WRIST"])
+    labels = np.array([views.labels[index] for index in own], dtype=float)
+    fp32 = labels[:, None] * 0.8 + 0.1  # perfect ranking: AUROC 1
+    int8 = fp32.copy()
+    int8[labels == 1] = 0.05  # the abnormal studies now rank lowest: AUROC 0
+    figures = guard_figures("XR_WRIST", 0, fp32, int8, views, own)
+    assert (figures["auroc_fp32"], figures["auroc_int8"], figures["passed"]) == (1.0, 0.0, False)
+    same = guard_figures("XR_WRIST", 0, fp32, fp32 + 0.01, views, own)
+    assert same["passed"] and same["mean_abs_difference"] == pytest.approx(0.01)
+
+
+def test_a_refused_entry_keeps_fp32_and_auto_serves_it(refused_repository: Path) -> None:
+    manifest = read_manifest(refused_repository)
+    router = manifest.router
+    assert router.extra[INT8_GUARD_KEY]["status"] == "failed"
+    assert router.extra[INT8_GUARD_KEY]["routing_agreement"] < 0.995
+    assert INT8_FILE_KEY not in router.files and not (refused_repository / "router.int8.onnx").exists()
+    pipeline = Pipeline.load(refused_repository)  # default backend: auto
+    try:
+        backends = {role: loaded.runner.backend for role, loaded in pipeline.models.items()}
+        assert backends["router"] == "onnx"
+        for role in BODY_PARTS:
+            passed = manifest.experts[role].extra[INT8_GUARD_KEY]["status"] == "passed"
+            assert backends[role] == ("int8" if passed else "onnx")
+    finally:
+        pipeline.close()
+
+
+def test_cli_says_which_entries_kept_fp32(tiny_repository: Path, validation_folder: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    folder = Path(shutil.copytree(tiny_repository, tmp_path / "repository"))
+    assert main([str(folder), "--int8", "--calibration", str(validation_folder), "--calibration-views", "1"]) == 0
+    output = capsys.readouterr().out
+    assert "router       INT8 refused by the accuracy guard (routing_agreement 0." in output
+    assert "the accuracy guard kept fp32 ONNX for: router" in output
+
+
+def test_auto_serves_int8_close_to_fp32_and_says_so(int8_repository: tuple[Path, dict],
+                                                   validation_folder: Path) -> None:
+    folder, _ = int8_repository
+    auto = Pipeline.load(folder)
+    fp32 = Pipeline.load(folder, PipelineSettings(backend="onnx"))
+    try:
+        described = auto.describe()["models"]
+        assert {described[role]["backend"] for role in ROLES} == {"int8"}
+        assert described["router"]["version"].startswith("router.int8.onnx@")
+        paths = sorted((validation_folder / "XR_HAND").glob("*/*/*.png"))
+        study = [ViewInput(path.name, path.read_bytes()) for path in paths]
+        got, want = auto.predict_study(study, body_part="XR_HAND"), fp32.predict_study(study, body_part="XR_HAND")
+        assert got.abnormality == pytest.approx(want.abnormality, abs=0.05)
+        assert got.abnormality != want.abnormality  # really a different (quantized) model
+    finally:
+        auto.close()
+        fp32.close()
+
+
+def test_no_accuracy_guard_keeps_int8_unchecked(tiny_repository: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(tiny_repository, tmp_path / "repository"))
+    calibration = tmp_path / "images" / "study1"
+    calibration.mkdir(parents=True)
+    for index in range(3):
+        pixels = np.random.default_rng(index).integers(0, 256, (40, 40), dtype=np.uint8)
+        (calibration / f"view{index}.png").write_bytes(encode_image(pixels))
+    records = optimize_repository(folder, int8=True, calibration=tmp_path / "images", accuracy_guard=False,
+                                  log=_quiet)
+    assert {record["status"] for record in records.values()} == {"unchecked"}
+    assert all("routing_agreement" not in record for record in records.values())
+    assert read_manifest(folder).experts["XR_WRIST"].files[INT8_FILE_KEY] == "XR_WRIST.int8.onnx"
+    pipeline = Pipeline.load(folder, PipelineSettings(warmup=False))
+    try:
+        assert pipeline.models["XR_WRIST"].runner.backend == "int8"  # auto runs an unchecked INT8 model too
+    finally:
+        pipeline.close()
+
+
+def test_rerun_without_int8_removes_the_older_int8_models(int8_repository: tuple[Path, dict], tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(int8_repository[0], tmp_path / "repository"))
+    lines: list[str] = []
+    assert optimize_repository(folder, log=lines.append) == {}
+    entries = read_manifest(folder).entries()
+    assert all(INT8_FILE_KEY not in entry.files and INT8_GUARD_KEY not in entry.extra for entry in entries.values())
+    assert not list(folder.glob("*.int8.onnx"))
+    assert any("removed its INT8 model" in line for line in lines)
+
+
+def test_int8_without_calibration_images_exits_2_saying_what_to_pass(tiny_repository: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    folder = Path(shutil.copytree(tiny_repository, tmp_path / "repository"))
+    assert main([str(folder), "--int8"]) == 2
+    error = capsys.readouterr().err
+    assert "validation/" in error and "--calibration FOLDER" in error and error.count("\n") == 1
+
+
+def test_dropping_optimizer_state_shrinks_the_weights_and_keeps_the_outputs(tmp_path: Path) -> None:
+    folder = write_tiny_repository(tmp_path / "repository")
+    expert = build_tiny_expert(seed=4)
+    expert.compile(optimizer="adam", loss="binary_crossentropy")
+    expert.fit(np.zeros((2, 32, 32, 3)), np.zeros((2, 1)), verbose=0)  # builds Adam's variables
+    expert.save_weights(str(folder / "XR_ELBOW.weights.h5"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["experts"]["XR_ELBOW"]["sha256"]["XR_ELBOW.weights.h5"] = sha256_file(folder / "XR_ELBOW.weights.h5")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    size = (folder / "XR_ELBOW.weights.h5").stat().st_size
+    optimize_repository(folder, drop_optimizer=True, log=_quiet)
+    with h5py.File(folder / "XR_ELBOW.weights.h5", "r") as handle:
+        assert "optimizer" not in handle
+    assert (folder / "XR_ELBOW.weights.h5").stat().st_size < size
+    pipeline = Pipeline.load(folder, PipelineSettings(backend="tensorflow", warmup=False))
+    try:
+        probe = np.full((1, 32, 32, 3), 0.25, np.float32)
+        np.testing.assert_allclose(pipeline.models["XR_ELBOW"].runner.forward(probe), np.asarray(expert(probe)),
+                                   atol=1e-6)
+    finally:
+        pipeline.close()
+
+
+def test_start_up_log_names_the_backend_of_each_entry(int8_repository: tuple[Path, dict],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from app import create_app
+
+    with caplog.at_level(logging.INFO, logger="web.loading"):
+        app = create_app({"TESTING": True, "MODELS_DIR": str(int8_repository[0])})
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    models = client.get("/models").get_json()["models"]
+    assert models["XR_WRIST"]["backend"] == "int8" and models["XR_WRIST"]["library"] == "onnxruntime"
+    assert "router.int8.onnx@" in caplog.text and "(int8 backend, onnxruntime, 32x32)" in caplog.text
+    app.extensions["pipeline_loader"].pipeline.close()
