@@ -164,28 +164,58 @@ def test_full_batch_queue_answers_503_overloaded_with_retry_after(tiny_repositor
     assert first_status == [200]
 
 
-@pytest.fixture
-def slow_batch_app(tiny_repository):
-    """An app whose router batch window stays open 1.5 s: a study waits there before it starts."""
+def _slow_router_app(repository, max_in_flight: int, monkeypatch: pytest.MonkeyPatch):
+    """An app whose router takes 1.5 s per batch (a slow model stands in for a busy machine)."""
     from app import create_app
 
-    flask_app = create_app({"MODELS_DIR": str(tiny_repository), "MAX_WAIT_MS": 1500.0, "WARMUP": False,
-                            "MAX_IN_FLIGHT": 1})
+    flask_app = create_app({"MODELS_DIR": str(repository), "WARMUP": False, "MAX_IN_FLIGHT": max_in_flight})
+    runner = flask_app.extensions["pipeline_loader"].pipeline.models["router"].runner
+    forward = runner.forward
+    seen: list[int] = []
+
+    def slow_forward(batch: np.ndarray) -> np.ndarray:
+        seen.append(len(batch))
+        time.sleep(1.5)
+        return forward(batch)
+
+    monkeypatch.setattr(runner, "forward", slow_forward)
+    flask_app.extensions["router_batches"] = seen
+    return flask_app
+
+
+@pytest.fixture
+def slow_batch_app(tiny_repository, monkeypatch):
+    """A study takes 1.5 s in the router; one prediction in flight at most."""
+    flask_app = _slow_router_app(tiny_repository, 1, monkeypatch)
     yield flask_app
     flask_app.extensions["pipeline_loader"].close()
 
 
-def test_study_that_cannot_start_within_its_deadline_is_503_and_never_computed(slow_batch_app):
-    client = slow_batch_app.test_client()
+@pytest.fixture
+def busy_router_app(tiny_repository, monkeypatch):
+    """A study takes 1.5 s in the router; several predictions may be in flight, so later ones queue."""
+    flask_app = _slow_router_app(tiny_repository, 4, monkeypatch)
+    yield flask_app
+    flask_app.extensions["pipeline_loader"].close()
+
+
+def test_study_that_cannot_start_within_its_deadline_is_503_and_never_computed(busy_router_app):
+    first = threading.Thread(target=lambda: busy_router_app.test_client().post(
+        "/predict", data=PNG, content_type="image/png"))
+    first.start()
+    while not busy_router_app.extensions["router_batches"]:  # the first study holds the router
+        time.sleep(0.005)
+    client = busy_router_app.test_client()
     started = time.monotonic()
     response = client.post("/predict", data=PNG, content_type="image/png", headers={"X-Deadline-Ms": "150"})
     elapsed = time.monotonic() - started
     assert response.status_code == 503, response.get_json()
     assert response.get_json()["error"]["code"] == "overloaded"
     assert int(response.headers["Retry-After"]) >= 1
-    assert 0.14 < elapsed < 1.2  # at the deadline, not after the 1.5 s batch window
-    assert slow_batch_app.extensions["pipeline_loader"].pipeline.queue_depths()["router"] == 0
-    assert "triage_batch_size_count" not in client.get("/metrics").get_data(as_text=True)  # no batch ran
+    assert 0.14 < elapsed < 1.2  # at the deadline, not after the 1.5 s the router is busy
+    first.join(timeout=30)
+    assert busy_router_app.extensions["pipeline_loader"].pipeline.queue_depths()["router"] == 0
+    assert busy_router_app.extensions["router_batches"] == [1]  # only the first study's view was computed
 
 
 def test_predictions_beyond_the_in_flight_limit_are_refused_at_once_and_probes_answer(slow_batch_app):
