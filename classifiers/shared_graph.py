@@ -21,6 +21,7 @@ from classifiers.repository.loading import (
     check_model_shape,
     keras_major_version_of_json,
     model_input_shape,
+    unreadable_model_error,
     without_training_config,
 )
 from classifiers.runtime import ImageModel
@@ -102,11 +103,7 @@ def load_shared(repository: Path, entry: ModelEntry,
     except ModelRepositoryError:
         raise
     except Exception as error:  # Keras raises many unrelated types for a bad file.
-        message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-        raise ModelRepositoryError(
-            f"{weights_path}: cannot load the {entry.role} model ({type(error).__name__}: {message}); check that"
-            " the file is a Keras model saved as .json + .h5 weights, a full .h5 or a .keras file, and not truncated"
-        ) from None
+        raise unreadable_model_error(weights_path, entry.role, error) from None
     entry = check_model_shape(architecture.model, entry, weights_path)
     channels = model_input_shape(architecture.model)[2]
     model = SharedGraphModel(entry.role, architecture, entry.input_size, entry.preprocessing, channels,

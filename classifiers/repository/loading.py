@@ -33,12 +33,16 @@ def load_model(folder: Path, entry: ModelEntry) -> tuple[Any, ModelEntry]:
     except ModelRepositoryError:
         raise
     except Exception as error:  # Keras raises many unrelated types for a bad file.
-        message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-        raise ModelRepositoryError(
-            f"{main_file}: cannot load the {entry.role} model ({type(error).__name__}: {message}); check that the"
-            " file is a Keras model saved as .json + .h5 weights, a full .h5 or a .keras file, and not truncated"
-        ) from None
+        raise unreadable_model_error(main_file, entry.role, error) from None
     return model, check_model_shape(model, entry, main_file)
+
+
+def unreadable_model_error(path: Path, role: str, error: Exception) -> ModelRepositoryError:
+    """The error for a model file Keras could not read: the file, Keras' reason, the formats that load."""
+    message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    return ModelRepositoryError(
+        f"{path}: cannot load the {role} model ({type(error).__name__}: {message}); check that the"
+        " file is a Keras model saved as .json + .h5 weights, a full .h5 or a .keras file, and not truncated")
 
 
 def keras_major_version_of_json(architecture_text: str) -> str:

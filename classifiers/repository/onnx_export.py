@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from classifiers.repository.loading import load_model, model_input_shape
 from classifiers.repository.manifest import read_manifest, write_manifest
 from classifiers.tensorflow_backend import CompiledModel
 
+T = TypeVar("T")
 ONNX_OPSET = 17
 # Largest difference allowed between ONNX Runtime's and TensorFlow's probabilities at export.
 ONNX_TOLERANCE = 1e-4
@@ -79,16 +81,21 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="model repository (a folder with manifest.json)")
     args = parser.parse_args(argv)
-    try:
-        export_repository(args.folder)
-    except ModelRepositoryError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ImportError as error:
-        print(f"error: {error.name or error} is not installed: pip install -r requirements.txt", file=sys.stderr)
+    if run_reporting_errors(lambda: export_repository(args.folder)) is None:
         return 2
     print(f"wrote the ONNX files and {args.folder / 'manifest.json'}")
     return 0
+
+
+def run_reporting_errors(action: Callable[[], T]) -> T | None:
+    """Run a repository tool's action; on a repository fault or a missing package print one line, return None."""
+    try:
+        return action()
+    except ModelRepositoryError as error:
+        print(f"error: {error}", file=sys.stderr)
+    except ImportError as error:
+        print(f"error: {error.name or error} is not installed: pip install -r requirements.txt", file=sys.stderr)
+    return None
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from classifiers.errors import ModelRepositoryError
 from classifiers.onnx_backend import OnnxModel
 from classifiers.repository.entries import INT8_FILE_KEY, INT8_GUARD_KEY, ONNX_FILE_KEY, ModelEntry
 from classifiers.repository.manifest import read_manifest, write_manifest
+from classifiers.repository.onnx_export import export_repository, run_reporting_errors
 from classifiers.repository.quantize import (
     ValidationViews,
     calibration_batches,
@@ -129,8 +130,6 @@ def optimize_repository(folder: Path, int8: bool = False, calibration: Path | No
     Raises:
         ModelRepositoryError: a model does not export, or there are no calibration images.
     """
-    from classifiers.repository.onnx_export import export_repository
-
     views = _calibration_views(folder, calibration) if int8 else None
     if drop_optimizer:
         manifest, saved = read_manifest(folder), 0
@@ -183,14 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.calibration_views < 1:
         parser.error("--calibration-views must be >= 1")
-    try:
-        records = optimize_repository(args.folder, args.int8, args.calibration, not args.no_accuracy_guard,
-                                      args.calibration_views, args.drop_optimizer_state)
-    except ModelRepositoryError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ImportError as error:
-        print(f"error: {error.name or error} is not installed: pip install -r requirements.txt", file=sys.stderr)
+    records = run_reporting_errors(lambda: optimize_repository(
+        args.folder, args.int8, args.calibration, not args.no_accuracy_guard, args.calibration_views,
+        args.drop_optimizer_state))
+    if records is None:
         return 2
     refused = [role for role, record in records.items() if record["status"] == "failed"]
     print(f"wrote the ONNX files and {args.folder / 'manifest.json'}")
