@@ -30,9 +30,11 @@ def test_start_up_log_names_models_backend_device_and_ready_without_library_nois
     result = _load_with_log_level(tiny_repository, "info")
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert any("8 models loaded from" in line and "tensorflow backend on CPU" in line and line.endswith("ready")
+    # The default backend, auto, runs this Keras-only repository's files with TensorFlow and says so per model.
+    assert any("8 models loaded from" in line and "auto backend on CPU" in line and line.endswith("ready")
                for line in lines), result.stderr
-    assert sum(line.split(": ", 1)[-1].startswith(("router ", "XR_")) for line in lines) == 8
+    model_lines = [line for line in lines if line.split(": ", 1)[-1].startswith(("router ", "XR_"))]
+    assert len(model_lines) == 8 and all("(tensorflow backend, keras, 32x32)" in line for line in model_lines)
     for noise in LIBRARY_NOISE:
         assert noise.lower() not in result.stderr.lower(), noise
 
