@@ -160,18 +160,19 @@ def test_a_lone_request_does_not_wait_for_company() -> None:
 
 def test_a_burst_waits_for_stragglers_up_to_max_wait() -> None:
     batch_sizes: list[int] = []
+    running = threading.Event()
     release = threading.Event()
 
     def gated_row_sums(views: np.ndarray) -> np.ndarray:
+        running.set()
         release.wait(5)  # the first batch holds the worker until the burst has queued
         return _row_sums(views)
 
-    batcher = DynamicBatcher("sum", gated_row_sums, max_batch_size=64, max_wait_ms=400,
+    batcher = DynamicBatcher("sum", gated_row_sums, max_batch_size=64, max_wait_ms=1500,
                              on_batch=lambda name, size: batch_sizes.append(size))
     threads = [threading.Thread(target=batcher.submit, args=(np.ones((1, 3), np.float32),)) for _ in range(4)]
     threads[0].start()
-    while batcher.queued_views < 1:
-        time.sleep(0.01)
+    assert running.wait(5)  # the lone first view runs at once, without the batch window
     for thread in threads[1:3]:
         thread.start()
     while batcher.queued_views < 3:
