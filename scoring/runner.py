@@ -19,6 +19,7 @@ from classifiers.imaging import ImageLimits
 from classifiers.overlay import Explanation
 from classifiers.pipeline import Pipeline
 from classifiers.results import DecodedView, StudyResult
+from classifiers.secondary_capture import build_heatmap_captures, capture_bytes
 from classifiers.structured_report import build_structured_report, structured_report_bytes
 from mura.studies import Study
 
@@ -102,6 +103,8 @@ def score_decoded(pipeline: Pipeline, study: Study, decoded: tuple, aggregation:
                  if view_result.explanation]
     if sr_folder is not None and all(view.header is not None for view in views):
         write_structured_report(sr_folder, views, result)
+        if explained:
+            write_heatmap_captures(sr_folder, result)
     return StudyOutcome(study, row, failures, explained)
 
 
@@ -118,6 +121,17 @@ def write_structured_report(sr_folder: Path, views: list[DecodedView], result: S
     path = sr_folder / f"{report.StudyInstanceUID}.dcm"
     path.write_bytes(structured_report_bytes(report))
     return path
+
+
+def write_heatmap_captures(sr_folder: Path, result: StudyResult) -> list[Path]:
+    """Write each view's heatmap as a DICOM Secondary Capture, <sr_folder>/<StudyInstanceUID>_heatmap<N>.dcm."""
+    overlays = [view.explanation.heatmap_png for view in result.images if view.explanation is not None]
+    paths = []
+    for number, capture in enumerate(build_heatmap_captures(result.source_headers, overlays), start=1):
+        path = sr_folder / f"{capture.StudyInstanceUID}_heatmap{number}.dcm"
+        path.write_bytes(capture_bytes(capture))
+        paths.append(path)
+    return paths
 
 
 def score_studies(

@@ -206,3 +206,31 @@ def test_explain_gives_a_heatmap_per_frame_of_a_multi_frame_file(client):
                        query_string={"explain": "true"}).get_json()
     assert [image["dicom"]["frame"] for image in body["images"]] == [1, 2]
     assert all(image["explanation"]["heatmap"].startswith("data:image/png;base64,") for image in body["images"])
+
+
+def _multipart_instances(response) -> list[pydicom.Dataset]:
+    """The DICOM instances of a multipart/related answer, in order."""
+    boundary = response.headers["Content-Type"].split('boundary="', 1)[1].rstrip('"')
+    parts = response.data.split(f"--{boundary}".encode())[1:-1]
+    assert all(part.startswith(b"\r\nContent-Type: application/dicom\r\n\r\n") for part in parts)
+    return [pydicom.dcmread(io.BytesIO(part.split(b"\r\n\r\n", 1)[1][:-2])) for part in parts]
+
+
+def test_multipart_dicom_answer_holds_the_sr_and_a_heatmap_capture_per_view(client):
+    views = multipart(("a.dcm", to_bytes(DICOM_A), "application/octet-stream"),
+                      ("b.dcm", to_bytes(DICOM_B), "application/octet-stream"))
+    response = client.post("/predict", data=views, query_string={"explain": "true"},
+                           headers={"Accept": 'multipart/related; type="application/dicom"'})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith('multipart/related; type="application/dicom"; boundary=')
+    report, *captures = _multipart_instances(response)
+    assert report.SOPClassUID == ComprehensiveSRStorage and len(captures) == 2
+    for capture, source in zip(captures, (DICOM_A, DICOM_B), strict=True):
+        assert capture.StudyInstanceUID == STUDY_UID and capture.SeriesInstanceUID != source.SeriesInstanceUID
+        assert capture.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and capture.PhotometricInterpretation == "RGB"
+        assert (capture.Rows, capture.Columns) == PIXELS.shape  # the overlay at the view's size
+        assert capture.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert captures[0].SeriesInstanceUID == captures[1].SeriesInstanceUID  # one new series
+    without_explain = client.post("/predict", data=to_bytes(DICOM_A), content_type="application/dicom",
+                                  headers={"Accept": 'multipart/related; type="application/dicom"'})
+    assert len(_multipart_instances(without_explain)) == 1  # the SR only: no heatmap was asked for

@@ -74,8 +74,15 @@ def test_score_py_scores_dicom_and_writes_one_sr_per_study(dicom_tree: Path, tin
     with open(tmp_path / "predictions_errors.csv", newline="", encoding="utf-8") as handle:
         errors = sorted((Path(row["image"]).name, row["error"]) for row in csv.DictReader(handle))
     assert errors == [("image3.dcm", "UnsupportedModality"), ("image4.dcm", "MalformedDicom")]
-    written = sorted(path.name for path in sr_folder.iterdir())
+    written = sorted(path.name for path in sr_folder.iterdir() if "_heatmap" not in path.name)
     assert written == sorted(f"{uid}.dcm" for uid in (SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA))
+    # With --heatmaps, each view's overlay also goes beside the SR as a DICOM Secondary Capture.
+    for uid in (SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA):
+        captures = sorted(sr_folder.glob(f"{uid}_heatmap*.dcm"))
+        assert len(captures) == int(rows[uid]["n_images"]), uid
+    capture = pydicom.dcmread(sr_folder / f"{SPREAD}_heatmap1.dcm")
+    assert (capture.StudyInstanceUID, capture.SOPClassUID, capture.PhotometricInterpretation) == (
+        SPREAD, "1.2.840.10008.5.1.4.1.1.7", "RGB")
     report = pydicom.dcmread(io.BytesIO((sr_folder / f"{SPREAD}.dcm").read_bytes()))
     references = [item.ReferencedSOPSequence[0] for item in report.ContentSequence if item.ValueType == "IMAGE"]
     assert report.StudyInstanceUID == SPREAD and len(references) == 4

@@ -48,9 +48,13 @@ PREDICT_OPERATION: dict[str, Any] = {
     }},
     "responses": {
         "200": {"description": "The study's body part and abnormality, and each view's (JSON); or, with Accept:"
-                               " application/dicom and DICOM views, a DICOM Comprehensive SR in the same study.",
+                               " application/dicom and DICOM views, a DICOM Comprehensive SR in the same study;"
+                               " or, with Accept: multipart/related; type=\"application/dicom\", the SR followed"
+                               " by one heatmap Secondary Capture per view when explain=true.",
                 "content": {"application/json": {"schema": "PredictResponse"},
-                            "application/dicom": {"schema": {"type": "string", "format": "binary"}}}},
+                            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+                            'multipart/related; type="application/dicom"': {
+                                "schema": {"type": "string", "format": "binary"}}}},
         "400": error_response("Malformed: truncated image or DICOM file, bad JSON or base64, no image."),
         "406": error_response("Accept: application/dicom asked for a study that is not DICOM."),
         "413": error_response("Too large: request bytes, pixels of a view (DICOM: rows x columns x frames), or views."),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from classifiers.dicom import is_dicom
+from classifiers.results import StudyResult
+from classifiers.secondary_capture import build_heatmap_captures, capture_bytes
 from classifiers.structured_report import build_structured_report, structured_report_bytes
 from web.audit import audit_secret, hash_study_uid, write_audit_line
 from web.errors import ApiError, error_response
@@ -17,7 +20,9 @@ from web.shedding import request_deadline
 
 blueprint = Blueprint("triage", __name__)
 DICOM_TYPE = "application/dicom"
-ANSWER_TYPES = ["application/json", DICOM_TYPE]  # the first one wins when Accept allows both equally
+# DICOMweb's form of several instances in one answer: the SR, then one heatmap Secondary Capture per view.
+DICOM_INSTANCES_TYPE = 'multipart/related; type="application/dicom"'
+ANSWER_TYPES = ["application/json", DICOM_TYPE, DICOM_INSTANCES_TYPE]  # the first wins when Accept allows several
 SR_FILE_NAME = "triage-result-sr.dcm"
 
 
@@ -35,7 +40,8 @@ def predict() -> Response:
     started = time.monotonic()
     pipeline = get_pipeline()
     deadline = request_deadline(request, current_app.config, started)
-    wants_dicom = request.accept_mimetypes.best_match(ANSWER_TYPES) == DICOM_TYPE
+    answer_type = request.accept_mimetypes.best_match(ANSWER_TYPES)
+    wants_dicom = answer_type in (DICOM_TYPE, DICOM_INSTANCES_TYPE)
     with current_app.extensions["in_flight"].admit():
         parsed = parse_predict_request(request, current_app.config["MAX_VIEWS"])
         if wants_dicom and not all(is_dicom(view.data) for view in parsed.views):
@@ -46,11 +52,25 @@ def predict() -> Response:
     study_uid_hash = hash_study_uid(result.dicom.study_instance_uid, audit_secret(current_app)) \
         if result.dicom is not None else None
     write_audit_line(current_app, g.key_id, result, (time.monotonic() - started) * 1000, study_uid_hash)
+    if answer_type == DICOM_INSTANCES_TYPE:
+        return dicom_instances_response(result)
     if wants_dicom:
         report = build_structured_report(result.source_headers, result)
         return Response(structured_report_bytes(report), mimetype=DICOM_TYPE,
                         headers={"Content-Disposition": f'attachment; filename="{SR_FILE_NAME}"'})
     return jsonify(result.to_dict())
+
+
+def dicom_instances_response(result: StudyResult) -> Response:
+    """multipart/related: the SR, then (with explain=true) each view's heatmap as a Secondary Capture."""
+    instances = [structured_report_bytes(build_structured_report(result.source_headers, result))]
+    overlays = [view.explanation.heatmap_png for view in result.images if view.explanation is not None]
+    if overlays:
+        instances += [capture_bytes(capture) for capture in build_heatmap_captures(result.source_headers, overlays)]
+    boundary = uuid.uuid4().hex
+    body = b"".join(f"--{boundary}\r\nContent-Type: {DICOM_TYPE}\r\n\r\n".encode() + instance + b"\r\n"
+                    for instance in instances) + f"--{boundary}--\r\n".encode()
+    return Response(body, content_type=f'{DICOM_INSTANCES_TYPE}; boundary="{boundary}"')
 
 
 @blueprint.get("/models")
