@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.errors import ModelRepositoryError
+from classifiers.explain_graph import graph_explainer
 from classifiers.preprocessing import preprocess_batch
 from classifiers.repository.entries import ModelEntry
 from classifiers.repository.loading import load_model
@@ -146,10 +147,12 @@ class Explainer:
         self.channels = int(model.inputs[0].shape[-1])
         probe = np.random.default_rng(0).uniform(-1, 1, (1, *self.input_size, self.channels)).astype(np.float32)
         layers = _chain_of(model, probe)
-        if not layers:
-            raise ModelRepositoryError(f"{where}: the model is not a chain of layers, so no feature layer can be"
-                                       " split off for its heatmap; explanations need a sequential head")
         names = list(layer_names or [])
+        if not layers:  # a graph with branches (DenseNet, ResNet): a sub-model to the feature layers instead
+            self._maps, self.layers, self.method = graph_explainer(
+                model, classes, names, refine and not names, allow_cam,
+                (*self.input_size, self.channels), where)
+            return
         primary = _feature_index(layers, probe, names[0] if names else None, where)
         if len(names) > 1:
             second: int | None = _feature_index(layers, probe, names[1], where)

@@ -149,3 +149,40 @@ def test_onnx_backend_explains_with_the_keras_model_loaded_on_first_use(tiny_rep
         finally:
             pipeline.close()
     assert results["onnx"] == results["tensorflow"]
+
+
+def _branching_brightness_model(library: str = "keras"):
+    """The brightness model with a residual branch (Add), as DenseNet and ResNet have: not a chain of layers."""
+    import keras as keras3
+    import tf_keras
+
+    keras = tf_keras if library == "tf_keras" else keras3
+    inputs = keras.Input(shape=(64, 64, 3))
+    bright = keras.layers.Conv2D(1, 1, activation="relu", name="bright")(inputs)
+    branch = keras.layers.Conv2D(1, 1, name="branch")(bright)
+    merged = keras.layers.Add(name="merge")([bright, branch])
+    features = keras.layers.Conv2D(1, 2, strides=2, activation="relu", name="coarse")(merged)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="predictions")(pooled)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("bright").set_weights([np.full((1, 1, 3, 1), 1 / 3, np.float32), np.zeros(1, np.float32)])
+    model.get_layer("branch").set_weights([np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)])
+    model.get_layer("coarse").set_weights([np.full((2, 2, 1, 1), 0.25, np.float32), np.zeros(1, np.float32)])
+    model.get_layer("predictions").set_weights([np.ones((1, 1), np.float32), np.full(1, -0.5, np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("library", ["keras", "tf_keras"])
+def test_a_model_with_branches_is_explained_through_a_sub_model(library: str) -> None:
+    model = _branching_brightness_model(library)
+    explainer = Explainer(model, (64, 64), "unit", ["abnormal"])
+    assert explainer.layers == ["coarse", "merge"] and explainer.method == f"{CAM}*{GRAD_CAM}"
+    view = _view_with_spot(200, 160, 150, 40)
+    resized = np.asarray(view.resize((64, 64), Image.Resampling.BILINEAR))[None]
+    coarse, finer = explainer.maps(resized)
+    assert coarse.shape == (1, 32, 32) and finer.shape == (1, 64, 64)
+    # CAM at the coarse layer equals the features times the dense weight (1), computed independently.
+    features = np.asarray(type(model)(model.inputs, model.get_layer("coarse").output)(resized / 255.0))[..., 0]
+    np.testing.assert_allclose(coarse, features, rtol=1e-4, atol=1e-5)
+    explanation = explain_view(view, [item[0] for item in (coarse, finer)], explainer.method)
+    assert abs(explanation.peak[0] - 150) <= 12 and abs(explanation.peak[1] - 40) <= 10
