@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="local: threads in this process (default); ray: Ray Data actors (pip install -r"
                              " requirements-ray.txt; docs/SCORING.md, 'On a Ray cluster')")
     parser.add_argument("--ray-address", default=None,
-                        help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: start a local Ray")
+                        help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: RAY_ADDRESS when set,"
+                             " else a local Ray of its own")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray engine: GPUs per actor")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", action="store_true", help="log the libraries' own output (TensorFlow's) too")

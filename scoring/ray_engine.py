@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,7 @@ def score_studies_on_ray(models: Path, studies: Sequence[Study], on_outcome: Cal
     started_here = _start_ray(ray, options.address)
     by_id = {study.study_id: study for study in studies}
     try:
-        dataset = ray.data.from_items([study_record(study) for study in studies])
-        scored = dataset.map_batches(
+        scored = study_dataset(ray, studies).map_batches(
             ScoringActor, fn_constructor_kwargs={"models": str(models), "aggregation": aggregation,
                                                  "threads": options.threads_per_actor},
             batch_size=STUDIES_PER_BATCH, concurrency=options.actors, num_gpus=options.gpus_per_actor or None,
@@ -137,6 +137,27 @@ def score_studies_on_ray(models: Path, studies: Sequence[Study], on_outcome: Cal
             ray.shutdown()
 
 
+def study_dataset(ray: Any, studies: Sequence[Study]) -> Any:
+    """The studies as a Ray Dataset of one block per actor call.
+
+    An actor returns a block's rows only when the whole block is scored. Left to itself, Ray cuts the list
+    into about 200 blocks (two per CPU on a larger cluster), so on an archive of a million studies each
+    block would hold thousands: rows would come back in bursts, and a kill would lose all of them.
+    """
+    blocks = max(1, math.ceil(len(studies) / STUDIES_PER_BATCH))
+    return ray.data.from_items([study_record(study) for study in studies], override_num_blocks=blocks)
+
+
+def ray_address(option: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The address for ray.init: --ray-address, else RAY_ADDRESS (as `ray job submit` sets), else "local".
+
+    Never None: Ray would then join whatever cluster `ray start` last started on this machine, which on a
+    shared machine is someone else's.
+    """
+    environ = os.environ if environ is None else environ
+    return option or environ.get("RAY_ADDRESS") or "local"
+
+
 def _outcome(study: Study, row: dict[str, Any]) -> StudyOutcome:
     """Rebuild a StudyOutcome from one row the actors returned."""
     failures = [ImageFailure(Path(path), error, message) for path, error, message in json.loads(row["failures"])]
@@ -149,12 +170,13 @@ def _start_ray(ray: Any, address: str | None) -> bool:
         return False
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notices; score.py --verbose keeps them
+    address = ray_address(address)
     try:
         with native_output_logged(logger):  # the C++ start-up lines (log level set, ports) go to the log
             ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level=logging.ERROR,
                      configure_logging=True)
     except Exception as error:  # ConnectionError, ValueError, RuntimeError: Ray's own for a bad address
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        where = f"the Ray cluster at {address}" if address != "local" else "a local Ray"
         raise RayEngineError(f"cannot start {where}: {root_cause(error)}") from None
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # score.py draws its own

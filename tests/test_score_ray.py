@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -16,7 +17,9 @@ import pytest
 import ray
 
 import score
+from mura.studies import Study
 from scoring.output import PREDICTION_COLUMNS, read_predictions
+from scoring.ray_engine import STUDIES_PER_BATCH, ray_address, study_dataset
 from training.synthetic import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +47,7 @@ def study_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for the in-process tests (score.py reuses it and leaves it running)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -131,3 +134,25 @@ def test_without_ray_the_engine_says_what_to_install(study_tree: Path, tiny_repo
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "score.py: error: the ray engine needs Ray: pip install -r requirements-ray.txt")
+
+
+def test_studies_are_cut_into_one_block_per_actor_call(local_ray) -> None:
+    # Rows stream back per block: an archive must not become a few hundred blocks of thousands of studies.
+    studies = [Study(f"XR_HAND/patient{index:05d}/study1", (Path(f"/archive/{index}/image1.png"),), None, None)
+               for index in range(2000)]
+    dataset = study_dataset(ray, studies).materialize()
+    assert dataset.num_blocks() == math.ceil(len(studies) / STUDIES_PER_BATCH)
+    assert sorted(row["study_id"] for row in dataset.iter_rows()) == sorted(study.study_id for study in studies)
+
+
+@pytest.mark.parametrize(
+    ("option", "environment", "address"),
+    [
+        (None, {}, "local"),  # a Ray of its own, never a cluster someone else started on this machine
+        (None, {"RAY_ADDRESS": "10.0.0.5:6379"}, "10.0.0.5:6379"),  # as `ray job submit` runs the command
+        ("auto", {"RAY_ADDRESS": "10.0.0.5:6379"}, "auto"),
+        ("ray://head:10001", {}, "ray://head:10001"),
+    ],
+)
+def test_ray_address_is_the_option_then_ray_address_then_a_local_ray(option, environment, address) -> None:
+    assert ray_address(option, environment) == address
