@@ -106,15 +106,25 @@ def test_a_replica_killed_under_load_loses_no_request_and_comes_back(tiny_reposi
         assert (f"127.0.0.1:{ports[0]}", "200") in recent, recent
 
 
-def test_nginx_refuses_a_body_over_the_service_limit_in_the_api_error_shape(tiny_repository: Path,
-                                                                            tmp_path: Path) -> None:
+def test_nginx_refuses_a_body_over_the_service_limit_and_never_writes_one_to_disk(tiny_repository: Path,
+                                                                                  tmp_path: Path) -> None:
     port = free_port()
     with running_gunicorn(tiny_repository, tmp_path / "replica.log", {"TRIAGE_AUDIT_LOG": ""}, port=port) as replica, \
-            running_nginx([f"127.0.0.1:{port}"], tmp_path / "nginx", max_body="1m") as nginx:
+            running_nginx([f"127.0.0.1:{port}"], tmp_path / "nginx", max_body="4m") as nginx:
         replica.wait_until_ready()
-        request = urllib.request.Request(nginx.url + "/predict", data=b"\x89PNG" + bytes(2_000_000), method="POST",
+        request = urllib.request.Request(nginx.url + "/predict", data=b"\x89PNG" + bytes(5_000_000), method="POST",
                                          headers={"Content-Type": "image/png"})
         with pytest.raises(urllib.error.HTTPError) as raised:
             urllib.request.urlopen(request, timeout=30)
         assert raised.value.code == 413 and raised.value.headers["Content-Type"] == "application/json"
         assert json.load(raised.value)["error"]["code"] == "payload_too_large"
+
+        # Under the limit, the body goes to the replica (which judges it) from memory, not from a temporary file.
+        request = urllib.request.Request(nginx.url + "/predict", data=b"\x89PNG" + bytes(3_000_000), method="POST",
+                                         headers={"Content-Type": "image/png"})
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=30)
+        assert raised.value.code in (400, 415) and "error" in json.load(raised.value)
+    error_log = (tmp_path / "nginx" / "error.log").read_text()
+    assert "buffered to a temporary file" not in error_log
+    assert '"POST /predict" 4' in (tmp_path / "nginx" / "access.log").read_text()  # the replica did answer
