@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.launch import Server, encode_multipart, free_port, running_gunicorn, running_nginx
+from bench.launch import Server, encode_multipart, free_port, http_status, running_gunicorn, running_nginx
 from tests.helpers import make_radiograph
 
 NUM_REQUESTS = 120
@@ -52,6 +52,24 @@ def _upstreams_answering(access_log: Path) -> list[tuple[str, str]]:
             fields = dict(part.split("=", 1) for part in line.split() if part.startswith("upstream"))
             entries.append((fields["upstream"], line.split('"')[2].split()[0]))
     return entries
+
+
+def _requests_while_loading(url: str, replica: Server, access_log: Path, limit_s: float = 120.0) -> list[int]:
+    """Send studies one by one until nginx's log shows a 503 of `replica` retried with a 200 elsewhere.
+
+    Returns the statuses the client got; empty if the replica became ready before that was seen.
+    """
+    statuses: list[int] = []
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and replica.process.poll() is None:
+        statuses.append(_post_study(url)[0])
+        if any(f"upstream={replica.url.removeprefix('http://')}, " in line and "upstream_status=503, 200" in line
+               for line in access_log.read_text().splitlines()):
+            return statuses
+        if http_status(replica.url + "/readyz") == 200:
+            return []
+        time.sleep(0.05)
+    return []
 
 
 def test_a_replica_killed_under_load_loses_no_request_and_comes_back(tiny_repository: Path, tmp_path: Path) -> None:
@@ -99,6 +117,9 @@ def test_a_replica_killed_under_load_loses_no_request_and_comes_back(tiny_reposi
         # The killed replica comes back on its port and takes traffic again.
         restarted = stack.enter_context(running_gunicorn(tiny_repository, tmp_path / "replica0-again.log",
                                                          {"TRIAGE_AUDIT_LOG": ""}, threads=8, port=ports[0]))
+        # While it loads its models it answers 503 not_ready: nginx sends those POSTs on to the live replica.
+        while_loading = _requests_while_loading(nginx.url, restarted, tmp_path / "nginx" / "access.log")
+        assert while_loading and set(while_loading) == {200}, while_loading
         restarted.wait_until_ready()
         before = len(_upstreams_answering(tmp_path / "nginx" / "access.log"))
         assert all(_post_study(nginx.url)[0] == 200 for _ in range(12))
