@@ -84,6 +84,8 @@ def _check_options(options: ScoringOptions) -> str | None:
         return "--heatmaps and --sr work with the local engine only; drop --engine ray, or them"
     if options.gpus_per_worker < 0:
         return "--gpus-per-worker must be 0 or more"
+    if options.engine == "local" and (options.ray_address or options.gpus_per_worker):
+        return "--ray-address and --gpus-per-worker are for --engine ray; add it, or drop them"
     return None
 
 
@@ -157,6 +159,7 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
             errors.append({"study": outcome.study.study_id, "image": str(failure.image_path),
                            "error": failure.error, "message": failure.message})
             say(f"warning: {outcome.study.study_id}: {failure.message}")
+        counts.setdefault("first_result_s", time.perf_counter() - started)  # Ray: its start and the model loads
         counts["studies"] += 1
         counts["images"] += int(outcome.row["n_images"])
         counts["unreadable"] += len(outcome.failures)
@@ -192,7 +195,8 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
     progress.close()
     seconds = time.perf_counter() - started
     say(f"scored {counts['studies']} studies ({counts['images']} images, {counts['unreadable']} unreadable) "
-        f"in {seconds:.1f} s, {counts['images'] / seconds:.1f} images/s; rows in {options.out}"
+        f"in {seconds:.1f} s (first result after {counts.get('first_result_s', seconds):.1f} s), "
+        f"{counts['studies'] / seconds:.2f} studies/s, {counts['images'] / seconds:.1f} images/s; rows in {options.out}"
         + (f", unreadable images in {options.errors_path}" if counts["unreadable"] else ""))
     return EXIT_OK
 

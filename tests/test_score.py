@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -219,6 +220,8 @@ def test_resume_after_sigkill_leaves_no_study_missing_or_doubled(mura_root: Path
         (["{tree}", "--out", "{tmp}/out.csv", "--models", "{tmp}/empty"], "do not load"),
         (["{tree}", "--out", "{tmp}/out.csv", "--aggregation", "median"], "unknown aggregation"),
         (["{tree}", "--out", "{tmp}/foreign.csv"], "columns"),
+        (["{tree}", "--out", "{tmp}/out.csv", "--gpus-per-worker", "1"], "are for --engine ray"),
+        (["{tree}", "--out", "{tmp}/out.csv", "--ray-address", "auto"], "are for --engine ray"),
     ],
 )
 def test_unusable_input_output_or_models_exit_non_zero_without_traceback(
@@ -252,6 +255,9 @@ def test_odd_file_names_and_a_fifo_do_not_stop_the_run(mura_root: Path, tiny_rep
     arguments = [str(tree), "--out", str(out), "--models", str(tiny_repository), "--no-progress",
                  "--worklist", "--report", str(tmp_path / "report")]
     assert score.main(arguments) == 0
+    summary = next(line for line in capsys.readouterr().err.splitlines() if "score.py: scored" in line)
+    assert re.search(r"scored 2 studies \(3 images, 0 unreadable\) in [\d.]+ s \(first result after [\d.]+ s\), "
+                     r"[\d.]+ studies/s, [\d.]+ images/s", summary), summary
     rows = {row["study"]: row for row in _read_csv(out)}
     assert set(rows) == {"study\\xe9_latin1", "zz_later_study"}
     assert rows["study\\xe9_latin1"]["n_images"] == "2" and rows["study\\xe9_latin1"]["n_unreadable"] == "0"
