@@ -22,8 +22,9 @@ $(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt requirem
 	touch $@
 
 # Debian packages the tests run for real: Chromium for the browser tests (Playwright's own browser
-# download is not used) and nginx in front of gunicorn replicas. Only the missing ones are installed.
-DEBIAN_TEST_PACKAGES ?= chromium nginx
+# download is not used), nginx in front of gunicorn replicas, and Orthanc for the PACS worker. Only the
+# missing ones are installed.
+DEBIAN_TEST_PACKAGES ?= chromium nginx orthanc
 system-packages:
 	@missing=$$(for package in $(DEBIAN_TEST_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
 	if [ -n "$$missing" ]; then \

@@ -24,6 +24,7 @@ from classifiers.results import StudyResult
 
 MANUFACTURER = "radiograph triage service"
 ALGORITHM_NAME = "radiograph triage"
+SERIES_DESCRIPTION = "AI triage result"  # with MANUFACTURER, how a PACS worker finds its own SRs
 SERIES_NUMBER = 9001
 SCHEME = "99RADTRIAGE"  # private coding scheme: "99" marks a local designator (PS3.16 section 8)
 DOCUMENT_TITLE = Code("18748-4", "LN", "Diagnostic imaging report")
@@ -79,7 +80,7 @@ def build_structured_report(source_datasets: Sequence[Dataset], result: StudyRes
         manufacturer=manufacturer,
         is_complete=True,
         previous_versions=list(previous_versions) or None,
-        series_description="AI triage result",
+        series_description=SERIES_DESCRIPTION,
     )
     report.copy_patient_and_study_information(sources[0])
     return report

@@ -1,0 +1,51 @@
+"""Follow Orthanc's change feed from where the worker stopped and process each StableStudy.
+
+The position advances past a study only in the same atomic state write that records its SR, after the SR
+is stored: killed at any moment, the worker finds the change again on restart and adopts the SR if it
+was stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from classifiers.pipeline import Pipeline
+from pacs.client import OrthancClient, OrthancNotFound
+from pacs.processor import process_study
+from pacs.state import WorkerState, save_state
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 100
+
+
+def follow_changes(client: OrthancClient, pipeline: Pipeline, state: WorkerState, state_path: Path,
+                   page_size: int = PAGE_SIZE) -> int:
+    """Process every change after `state.last_change` until the feed is done; returns the studies changed."""
+    num_changed = 0
+    while True:
+        page = client.get_json(f"/changes?since={state.last_change}&limit={page_size}")
+        for change in page["Changes"]:
+            if change["ChangeType"] == "StableStudy" and handle_study(client, pipeline, state, change["ID"]):
+                num_changed += 1
+            state.last_change = max(state.last_change, int(change["Seq"]))
+            if change["ChangeType"] == "StableStudy":
+                save_state(state_path, state)
+        state.last_change = max(state.last_change, int(page["Last"]))
+        save_state(state_path, state)
+        if page["Done"] or not page["Changes"]:
+            return num_changed
+
+
+def handle_study(client: OrthancClient, pipeline: Pipeline, state: WorkerState, study_id: str) -> bool:
+    """Process one stable study and record what was done in `state` (not yet saved); True when recorded."""
+    try:
+        record = process_study(client, pipeline, study_id, state.studies.get(study_id))
+    except OrthancNotFound:
+        logger.info("study %s: no longer in Orthanc; nothing to do", study_id)
+        return False
+    if record is None:
+        return False
+    state.studies[study_id] = record
+    return True

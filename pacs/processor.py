@@ -1,0 +1,125 @@
+"""One Orthanc study: keep its radiographs, score them in process, store the SR back (once per image set).
+
+Logs name studies and instances by their Orthanc ids only (hashes of UIDs), never a patient attribute.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from classifiers.decoding import decode_views
+from classifiers.dicom_header import RADIOGRAPH_MODALITIES, SECONDARY_CAPTURE_MODALITIES
+from classifiers.errors import ClassifierError, ImageError
+from classifiers.pipeline import Pipeline
+from classifiers.results import DecodedView, StudyResult, ViewInput
+from classifiers.structured_report import build_structured_report, structured_report_bytes
+from pacs.client import OrthancClient
+from pacs.reports import WorkerReport, fetch_worker_report, is_worker_series, summarise_report
+from pacs.state import StudyRecord
+
+logger = logging.getLogger(__name__)
+
+IMAGE_MODALITIES = (*RADIOGRAPH_MODALITIES, *SECONDARY_CAPTURE_MODALITIES)
+
+
+@dataclass(frozen=True)
+class StudyContents:
+    """What Orthanc holds of one study: its radiograph instances, other modalities, the worker's SRs."""
+
+    study_id: str
+    study_date: str
+    radiographs: dict[str, str]  # SOP instance UID -> Orthanc instance id
+    other_modalities: tuple[str, ...]
+    worker_report_ids: tuple[str, ...]  # Orthanc instance ids of the worker's SRs
+
+
+def read_study(client: OrthancClient, study_id: str) -> StudyContents:
+    """List a study's series and instances (three GETs, no file downloaded)."""
+    study = client.get_json(f"/studies/{study_id}")
+    series_list = client.get_json(f"/studies/{study_id}/series")
+    instances = client.get_json(f"/studies/{study_id}/instances")
+    image_series = {series["ID"] for series in series_list
+                    if series["MainDicomTags"].get("Modality", "").upper() in IMAGE_MODALITIES}
+    worker_series = [series for series in series_list if is_worker_series(series["MainDicomTags"])]
+    others = {series["MainDicomTags"].get("Modality", "") for series in series_list
+              if series["ID"] not in image_series and series not in worker_series}
+    return StudyContents(
+        study_id=study_id,
+        study_date=study["MainDicomTags"].get("StudyDate", ""),
+        radiographs={instance["MainDicomTags"]["SOPInstanceUID"]: instance["ID"] for instance in instances
+                     if instance["ParentSeries"] in image_series},
+        other_modalities=tuple(sorted(others)),
+        worker_report_ids=tuple(instance for series in worker_series for instance in series["Instances"]),
+    )
+
+
+def process_study(client: OrthancClient, pipeline: Pipeline, study_id: str,
+                  previous: StudyRecord | None) -> StudyRecord | None:
+    """Score a study whose radiographs changed since `previous` and store its SR; None when nothing changed.
+
+    An SR of the worker already in the study for the same images is adopted, not written again; a new SR
+    lists the worker's earlier SRs of the study as its predecessors (they stay in Orthanc).
+    """
+    contents = read_study(client, study_id)
+    instances = tuple(sorted(contents.radiographs))
+    if previous is not None and previous.instances == instances:
+        logger.debug("study %s: already done for its %d radiograph instances", study_id, len(instances))
+        return None
+    if not instances:
+        modalities = ", ".join(contents.other_modalities) or "none"
+        logger.info("study %s: skipped, no projection radiograph (modalities: %s)", study_id, modalities)
+        return StudyRecord(instances, study_date=contents.study_date, skipped="no projection radiograph")
+    logger.info("study %s: fetching and scoring %d radiograph instances", study_id, len(instances))
+    views = fetch_views(client, pipeline, contents)
+    if not views:
+        logger.warning("study %s: skipped, none of its %d radiograph instances is readable", study_id, len(instances))
+        return StudyRecord(instances, study_date=contents.study_date, skipped="no readable radiograph")
+    reports = [fetch_worker_report(client, report_id) for report_id in contents.worker_report_ids]
+    scored = frozenset(view.dicom.sop_instance_uid for view in views if view.dicom is not None)
+    same = next((report for report in reports if report.referenced_instances == scored), None)
+    if same is not None:
+        logger.info("study %s: its SR for these images is already in Orthanc (instance %s); adopted",
+                    study_id, same.orthanc_id)
+        return _adopted_record(instances, contents, same)
+    try:
+        result = pipeline.predict_decoded(views)
+    except ClassifierError as error:
+        logger.warning("study %s: skipped, cannot be scored (%s)", study_id, error)
+        return StudyRecord(instances, study_date=contents.study_date, skipped=type(error).__name__)
+    return _store_report(client, contents, instances, views, result, reports)
+
+
+def fetch_views(client: OrthancClient, pipeline: Pipeline, contents: StudyContents) -> list[DecodedView]:
+    """Download and decode each radiograph instance; an unreadable one is named in the log and left out."""
+    views: list[DecodedView] = []
+    for instance_id in contents.radiographs.values():
+        data = client.get_bytes(f"/instances/{instance_id}/file")
+        try:
+            views.extend(decode_views([ViewInput(instance_id, data)], pipeline.settings.image_limits))
+        except ImageError as error:
+            logger.warning("study %s: instance left out, %s", contents.study_id, error)
+    return views
+
+
+def _store_report(client: OrthancClient, contents: StudyContents, instances: tuple[str, ...],
+                  views: list[DecodedView], result: StudyResult, reports: list[WorkerReport]) -> StudyRecord:
+    """Build the SR (superseding the worker's earlier ones), store it in Orthanc, and return its record."""
+    report = build_structured_report([view.header for view in views], result,
+                                     previous_versions=[earlier.dataset for earlier in reports],
+                                     instance_number=len(reports) + 1)
+    stored = client.post_dicom(structured_report_bytes(report))
+    logger.info("study %s: SR stored (instance %s): %s %.3f %s%s", contents.study_id, stored["ID"],
+                result.body_part, result.abnormality, result.label,
+                f", superseding {len(reports)} earlier SR(s)" if reports else "")
+    return StudyRecord(instances, sr_sop_instance_uid=str(report.SOPInstanceUID), sr_orthanc_id=stored["ID"],
+                       study_date=contents.study_date, body_part=result.body_part,
+                       abnormality=round(result.abnormality, 6), label=result.label)
+
+
+def _adopted_record(instances: tuple[str, ...], contents: StudyContents, report: WorkerReport) -> StudyRecord:
+    """The record of a study whose SR was found in Orthanc."""
+    summary = summarise_report(report.dataset)
+    return StudyRecord(instances, sr_sop_instance_uid=str(report.dataset.SOPInstanceUID),
+                       sr_orthanc_id=report.orthanc_id, study_date=contents.study_date,
+                       body_part=summary.body_part, abnormality=summary.abnormality, label=summary.label)
