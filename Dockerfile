@@ -27,6 +27,7 @@ RUN useradd --create-home --uid 10001 triage
 COPY --chown=triage:triage app.py gunicorn.conf.py ./
 COPY --chown=triage:triage classifiers/ classifiers/
 COPY --chown=triage:triage web/ web/
+COPY --chown=triage:triage pacs/ pacs/
 COPY --chown=triage:triage static/ static/
 COPY --chown=triage:triage h5/ h5/
 VOLUME ["/app/h5"]

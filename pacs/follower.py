@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 
 from classifiers.pipeline import Pipeline
-from pacs.client import OrthancClient, OrthancNotFound
-from pacs.processor import process_study
-from pacs.state import WorkerState, save_state
+from pacs.client import OrthancClient, OrthancError, OrthancNotFound
+from pacs.processor import process_study, read_study
+from pacs.state import StudyRecord, WorkerState, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,14 @@ def handle_study(client: OrthancClient, pipeline: Pipeline, state: WorkerState, 
     except OrthancNotFound:
         logger.info("study %s: no longer in Orthanc; nothing to do", study_id)
         return False
+    except OrthancError:
+        raise
+    except Exception as error:  # noqa: BLE001 - one odd study must not stop the feed (nor crash-loop a service)
+        # Only the error's type: a library's message may quote header values (patient attributes).
+        logger.error("study %s: skipped, it could not be processed (%s); see the study in Orthanc",
+                     study_id, type(error).__name__)
+        record = StudyRecord(tuple(sorted(read_study(client, study_id).radiographs)),
+                             skipped=f"error: {type(error).__name__}")
     if record is None:
         return False
     state.studies[study_id] = record

@@ -189,6 +189,23 @@ def test_unreadable_instance_is_named_and_the_study_scored_on_the_rest(orthanc, 
         assert marker not in caplog.text
 
 
+def test_study_failing_unexpectedly_is_logged_and_recorded_and_the_feed_goes_on(
+        orthanc, tiny_repository, tmp_path, caplog, monkeypatch):
+    caplog.set_level(logging.INFO)
+    study_id = upload_study(orthanc, [radiograph_bytes(generate_uid(), 10)])
+
+    def failing_report(*arguments, **options):
+        raise ValueError("Leakmore^Penelope^Q is not a valid value")  # a library message quoting a header
+
+    monkeypatch.setattr("pacs.processor.build_structured_report", failing_report)
+    state = tmp_path / "state.json"
+    assert run_worker(orthanc, tiny_repository, state) == EXIT_DONE
+    assert f"study {study_id}: skipped, it could not be processed (ValueError)" in caplog.text
+    assert "Leakmore" not in caplog.text
+    assert load_state(state).studies[study_id].skipped == "error: ValueError"
+    assert study_reports(orthanc, study_id) == []
+
+
 def test_stopped_orthanc_is_one_clear_line_and_exit_3(tiny_repository, tmp_path, capsys):
     url = f"http://127.0.0.1:{free_port()}"
     code = main(["--orthanc", url, "--models", str(tiny_repository), "--state", str(tmp_path / "s.json"),
