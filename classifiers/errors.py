@@ -54,6 +54,10 @@ class MixedStudies(ClassifierError):
     """Views of more than one DICOM study were sent as one study."""
 
 
+class NotARadiograph(ImageError):
+    """The out-of-domain gate flags the view and the service is set to refuse such views."""
+
+
 class InvalidOption(ClassifierError, ValueError):
     """A caller option (body part, aggregation) is not one of the allowed values."""
 

@@ -18,8 +18,9 @@ from classifiers.backends import DEFAULT_BACKEND, Backend, get_backend
 from classifiers.batching import DynamicBatcher
 from classifiers.body_parts import ROUTER, normalize_body_part
 from classifiers.decoding import attach_dicom_metadata, count_view_pixels, decode_views
-from classifiers.errors import InvalidOption, StudyTooLarge
+from classifiers.errors import InvalidOption, NotARadiograph, StudyTooLarge
 from classifiers.explain import Explainers
+from classifiers.gate import NO_GATE_WARNING, Gate, flag_views, load_repository_gate
 from classifiers.imaging import ImageLimits, resize_image
 from classifiers.overlay import Explanation, explain_view
 from classifiers.repository.entries import Manifest, ModelEntry
@@ -43,6 +44,7 @@ class PipelineSettings:
     max_wait_ms: float = 2.0
     max_queue_views: int = 256
     confidence_floor: float = 0.6
+    reject_out_of_distribution: bool = False  # a view the gate flags is refused (NotARadiograph), not scored
     disagreement_floor: float = 0.1
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     # Memory bounded by admission (classifiers.admission): pixels per study, decoded pixels in flight.
@@ -89,7 +91,8 @@ class Pipeline:
     """Router + seven experts, loaded once, safe to call from many threads at once."""
 
     def __init__(self, repository: Path, manifest: Manifest, models: dict[str, LoadedModel],
-                 settings: PipelineSettings, backend: Backend, device: str, load_seconds: float) -> None:
+                 settings: PipelineSettings, backend: Backend, device: str, load_seconds: float,
+                 gate: Gate | None = None) -> None:
         self.repository = repository
         self.manifest = manifest
         self.models = models
@@ -101,7 +104,10 @@ class Pipeline:
         self.load_breakdown: dict[str, float] = {}
         self.body_parts: tuple[str, ...] = manifest.router.classes
         self.pixel_budget = PixelBudget(settings.pixel_budget)
+        self.gate = gate
         self.warnings: list[str] = [NO_MANIFEST_WARNING] if manifest.conventional else []
+        if self.gate is None:
+            self.warnings.append(NO_GATE_WARNING)
         for warning in self.warnings:
             logger.warning("%s: %s", repository.name, warning)
         self.explainers = Explainers(repository, {role: loaded.runner for role, loaded in models.items()})
@@ -125,6 +131,7 @@ class Pipeline:
         device = backend.configure(options)
         configured = time.perf_counter()
         manifest = read_manifest(repository)
+        gate = load_repository_gate(repository, dict(manifest.extra))
         read = time.perf_counter()
         models: dict[str, LoadedModel] = {}
         try:
@@ -138,7 +145,7 @@ class Pipeline:
         manifest = Manifest(router=models[ROUTER].entry,
                             experts={role: loaded.entry for role, loaded in models.items() if role != ROUTER},
                             format_version=manifest.format_version, extra=manifest.extra)
-        pipeline = cls(repository, manifest, models, settings, backend, device, time.perf_counter() - started)
+        pipeline = cls(repository, manifest, models, settings, backend, device, time.perf_counter() - started, gate)
         pipeline.load_breakdown = {
             "runtime_import_and_devices": configured - started, "manifest_and_checksums": read - configured,
             "models_load": sum(loaded.seconds["load"] for loaded in models.values()),
@@ -207,6 +214,7 @@ class Pipeline:
         router_scores = router.batcher.submit(_resize_all(images, router.input_size, resized), deadline)
         router_ms = (time.perf_counter() - started) * 1000
         # (num_views, 7) probabilities, columns in self.body_parts order.
+        ood_scores = self._gate_scores(names, images, router_scores)
         mean_scores = router_scores.mean(axis=0)
         routed_part = self.body_parts[int(np.argmax(mean_scores))]
         chosen_part = given_part or routed_part
@@ -225,8 +233,9 @@ class Pipeline:
         threshold = expert.entry.decision_threshold
         abnormality = AGGREGATIONS[aggregation](view_scores)
         views = [
-            self._view_result(name, scores, score, explanation)
-            for name, scores, score, explanation in zip(names, router_scores, view_scores, explanations, strict=True)
+            self._view_result(name, scores, score, explanation, ood)
+            for name, scores, score, explanation, ood in zip(names, router_scores, view_scores, explanations,
+                                                             ood_scores, strict=True)
         ]
         return StudyResult(
             body_part=chosen_part,
@@ -290,9 +299,23 @@ class Pipeline:
             raise InvalidOption("a study needs at least one image")
         return normalize_body_part(body_part) if body_part else None
 
+    def _gate_scores(self, names: Sequence[str], images: Sequence[Image.Image],
+                     router_scores: np.ndarray) -> list[float | None]:
+        """Each view's out-of-domain score (None without a gate); refuses a flagged view when set to."""
+        if self.gate is None:
+            return [None] * len(images)
+        scores = flag_views(self.gate, images, router_scores)
+        if self.settings.reject_out_of_distribution:
+            for name, score in zip(names, scores, strict=True):
+                if score > self.gate.threshold:
+                    raise NotARadiograph(name, f"does not look like a radiograph these models know (out-of-domain"
+                                               f" score {score:.0f}, limit {self.gate.threshold:.0f}); send a"
+                                               " radiograph of the upper limb")
+        return [float(score) for score in scores]
+
     def _view_result(self, name: str, router_scores: np.ndarray, abnormality: float,
-                     explanation: Explanation | None = None) -> ViewResult:
-        """Per-view body part, its confidence and all router scores."""
+                     explanation: Explanation | None = None, ood_score: float | None = None) -> ViewResult:
+        """Per-view body part, its confidence and all router scores, and the gate's verdict."""
         best = int(np.argmax(router_scores))
         return ViewResult(
             name=name,
@@ -301,12 +324,18 @@ class Pipeline:
             body_part_scores={part: float(score) for part, score in zip(self.body_parts, router_scores, strict=True)},
             abnormality=float(abnormality),
             explanation=explanation,
+            ood_score=ood_score,
+            out_of_distribution=None if ood_score is None else bool(ood_score > self.gate.threshold),
         )
 
     def _warnings(self, views: list[ViewResult], mean_scores: np.ndarray, routed_part: str,
                   given_part: str | None) -> list[str]:
         """Warnings a reader should see: views that disagree, low confidence, a router that disagrees."""
         warnings = []
+        flagged = [view.name for view in views if view.out_of_distribution]
+        if flagged:
+            warnings.append(f"views unlike the radiographs these models know (out of distribution): "
+                            f"{', '.join(flagged)}; their scores may mean nothing")
         view_parts = {view.body_part for view in views}
         if len(view_parts) > 1:
             listing = ", ".join(f"{view.name}: {view.body_part}" for view in views)

@@ -48,6 +48,9 @@ class ViewResult:
     abnormality: float
     explanation: Explanation | None = None  # only when asked (explain=true)
     dicom: DicomViewInfo | None = None  # only for DICOM input
+    # The out-of-domain gate's verdict and score (None when the repository has no gate statistics).
+    out_of_distribution: bool | None = None
+    ood_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form used by the HTTP API."""
@@ -58,6 +61,8 @@ class ViewResult:
             "body_part_scores": {part: round(score, ROUND_DIGITS) for part, score in self.body_part_scores.items()},
             "abnormality": round(self.abnormality, ROUND_DIGITS),
         }
+        if self.out_of_distribution is not None:
+            view |= {"out_of_distribution": self.out_of_distribution, "ood_score": round(self.ood_score, 3)}
         if self.explanation is not None:
             view["explanation"] = self.explanation.to_dict()
         if self.dicom is not None:

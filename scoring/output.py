@@ -17,7 +17,7 @@ from classifiers.names import printable_name
 
 PREDICTION_COLUMNS = (
     "study", "n_images", "n_unreadable", "body_part", "body_part_confidence", "abnormality",
-    "label", "threshold", "warnings", "true_body_part", "true_label",
+    "label", "threshold", "warnings", "true_body_part", "true_label", "n_out_of_distribution",
 )
 ERROR_COLUMNS = ("study", "image", "error", "message")
 

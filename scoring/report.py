@@ -98,6 +98,9 @@ def build_report(rows: list[dict[str, str]], replicates: int = DEFAULT_REPLICATE
             "unscored": sum(row["label"] not in ("normal", "abnormal") for row in rows),
             "labelled_and_scored": len(labelled),
             "images_unreadable": sum(int(row["n_unreadable"] or 0) for row in rows),
+            "images_out_of_distribution": sum(int(row.get("n_out_of_distribution") or 0) for row in rows),
+            "studies_with_out_of_distribution_views": sum(int(row.get("n_out_of_distribution") or 0) > 0
+                                                          for row in rows),
         },
         "settings": {"bootstrap_replicates": replicates, "seed": seed, "confidence": 0.95,
                      "grouped_by": "true body part (routed body part where unknown)"},

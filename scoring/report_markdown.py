@@ -87,7 +87,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{studies['rows']} studies in the predictions file: {studies['scored']} scored, "
         f"{studies['unscored']} without a readable image (left out of the metrics), "
         f"{studies['labelled_and_scored']} scored with a known label; "
-        f"{studies['images_unreadable']} unreadable images in all.",
+        f"{studies['images_unreadable']} unreadable images in all; "
+        f"{studies.get('images_out_of_distribution', 0)} views flagged by the out-of-domain gate, in "
+        f"{studies.get('studies_with_out_of_distribution_views', 0)} studies.",
         "",
         f"Intervals are 95% percentile bootstrap intervals over studies ({settings['bootstrap_replicates']} "
         f"resamples, seed {settings['seed']}); `n/a` where a metric is undefined (e.g. AUROC of a set "

@@ -97,6 +97,9 @@ def score_decoded(pipeline: Pipeline, study: Study, decoded: tuple, aggregation:
         "label": result.label,
         "threshold": result.threshold,
         "warnings": "; ".join([*result.warnings, *failure_warnings]),
+        # Views the out-of-domain gate flags; empty when the repository has no gate statistics.
+        "n_out_of_distribution": "" if any(view.out_of_distribution is None for view in result.images)
+        else sum(bool(view.out_of_distribution) for view in result.images),
     }
     explained = [(_overlay_source(source, view), view.image.size, view_result.explanation)
                  for source, view, view_result in zip(sources, views, result.images, strict=True)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings
 from classifiers.body_parts import BODY_PARTS
+from classifiers.gate import NO_GATE_WARNING
 from classifiers.repository.manifest import (
     NO_MANIFEST_WARNING,
     read_manifest,
@@ -184,7 +185,7 @@ def test_conventional_names_load_without_a_manifest(tmp_path: Path, caplog) -> N
         # Loud at start-up, in /models' description and in every answer: defaults, not chosen thresholds.
         assert any("no manifest.json" in record.getMessage() and "0.5" in record.getMessage()
                    for record in caplog.records)
-        assert pipeline.describe()["warnings"] == [NO_MANIFEST_WARNING]
+        assert pipeline.describe()["warnings"] == [NO_MANIFEST_WARNING, NO_GATE_WARNING]
         result = pipeline.predict_images(["a.png"], [Image.new("RGB", (40, 40))])
         assert result.to_dict()["study"]["threshold_source"] == "default (no manifest.json)"
     finally:
@@ -194,7 +195,7 @@ def test_conventional_names_load_without_a_manifest(tmp_path: Path, caplog) -> N
 def test_manifest_thresholds_are_reported_as_such(tiny_pipeline) -> None:
     result = tiny_pipeline.predict_images(["a.png"], [Image.new("RGB", (40, 40))], body_part="XR_HAND")
     assert result.threshold_source == "manifest"
-    assert tiny_pipeline.describe()["warnings"] == []
+    assert tiny_pipeline.describe()["warnings"] == [NO_GATE_WARNING]  # the tiny repository has no gate
 
 
 def test_architecture_compiled_with_an_unknown_custom_loss_still_loads(repository_copy: Path) -> None:

@@ -68,6 +68,8 @@ def trained_repository(synthetic_root: Path, tmp_path_factory: pytest.TempPathFa
 
 def test_one_epoch_run_writes_a_repository_the_pipeline_loads(trained_repository: Path, synthetic_root: Path) -> None:
     manifest = read_manifest(trained_repository)  # validates the schema and every sha256
+    assert manifest.extra["gate"]["file"] == "gate.npz"  # training fits the out-of-domain gate too
+    assert (trained_repository / "gate.npz").is_file()
     assert manifest.router.classes == BODY_PARTS
     assert sorted(manifest.experts) == sorted(BODY_PARTS)
     wrist = manifest.experts["XR_WRIST"]

@@ -26,6 +26,7 @@ from classifiers.repository.manifest import MANIFEST_NAME, read_manifest, update
 from mura.studies import find_studies
 from training.data import ROUTER_TASK, TaskExamples, split_studies, task_examples
 from training.evaluation import expert_metrics, predict_study_scores, router_metrics
+from training.fit_gate import fit_repository_gate, training_image_paths
 from training.synthetic import generate_dataset
 from training.train import TrainingConfig, fit_model, train_task
 
@@ -140,6 +141,8 @@ def build_demo(out: Path, seed: int, work: Path | None = None, recipe: DemoRecip
     try:
         data_root, heldout_root = generate_demo_data(work_folder, seed, recipe)
         train_demo_models(data_root, out, work_folder, seed, recipe)
+        fit_repository_gate(out, training_image_paths(data_root),
+                            f"synthetic-demo train split, seed {seed}, {recipe.train_studies} studies")
         results = evaluate_heldout(out, heldout_root)
         record_heldout_metrics(out, results, seed + 1)
     finally:

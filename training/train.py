@@ -206,7 +206,13 @@ def train_tasks(config: TrainingConfig) -> dict[str, dict]:
     """Train config.task, or the router and all seven experts for "all"; return entries by role."""
     tasks = list(TASKS) if config.task == "all" else [config.task]
     train_studies, valid_studies = split_studies(config.data, config.valid_fraction, config.seed)
-    return {task: train_task(replace(config, task=task), train_studies, valid_studies) for task in tasks}
+    entries = {task: train_task(replace(config, task=task), train_studies, valid_studies) for task in tasks}
+    if config.task == "all":  # the out-of-domain gate, fitted on the same training views as the models
+        from training.fit_gate import fit_repository_gate
+
+        paths = [path for study in train_studies for path in study.image_paths]
+        fit_repository_gate(config.out, paths, f"training images of {config.data_name or config.data}")
+    return entries
 
 
 def parse_args(argv: list[str] | None = None) -> TrainingConfig:

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "INTRA_OP_THREADS": 0,  # the backend's thread pools; 0 lets it choose
     "INTER_OP_THREADS": 0,
     "BACKEND": None,  # a name in classifiers.backends.BACKENDS; None: its DEFAULT_BACKEND
+    "REJECT_OUT_OF_DISTRIBUTION": False,  # 422 not_a_radiograph for a view the gate flags, instead of a warning
     "PRELOAD_EXPLAINERS": False,  # heatmaps (explain=true) ready at start instead of on first request per expert
     "RETRY_AFTER_NOT_READY_S": 5,
     # Access (web/access.py): `id:key` entries; none set means every endpoint is open (loopback use only).
@@ -73,6 +74,7 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TRIAGE_INTER_OP_THREADS": ("INTER_OP_THREADS", int),
     "TRIAGE_BACKEND": ("BACKEND", str),
     "TRIAGE_PRELOAD_EXPLAINERS": ("PRELOAD_EXPLAINERS", parse_bool),
+    "TRIAGE_REJECT_OUT_OF_DISTRIBUTION": ("REJECT_OUT_OF_DISTRIBUTION", parse_bool),
     "TRIAGE_API_KEYS": ("API_KEYS", str),
     "TRIAGE_API_KEY_FILE": ("API_KEY_FILE", str),
     "TRIAGE_AUDIT_LOG": ("AUDIT_LOG", str),

@@ -36,6 +36,7 @@ CLASSIFIER_ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     classifier_errors.MixedStudies: (422, "mixed_studies"),
     classifier_errors.ImageTooSmall: (422, "image_too_small"),
     classifier_errors.InvalidOption: (422, "invalid_option"),
+    classifier_errors.NotARadiograph: (422, "not_a_radiograph"),
     classifier_errors.Overloaded: (503, "overloaded"),
     classifier_errors.ModelRepositoryError: (503, "not_ready"),
 }

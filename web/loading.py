@@ -34,6 +34,7 @@ def build_settings(config: Mapping[str, Any], on_batch: Callable[[str, int], Non
         inter_op_threads=config["INTER_OP_THREADS"],
         backend=config["BACKEND"] or DEFAULT_BACKEND,
         preload_explainers=config["PRELOAD_EXPLAINERS"],
+        reject_out_of_distribution=config["REJECT_OUT_OF_DISTRIBUTION"],
         on_batch=on_batch,
     )
 

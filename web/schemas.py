@@ -126,6 +126,11 @@ class ViewSchema(Schema):
     body_part_confidence = fields.Float(required=True, validate=PROBABILITY)
     body_part_scores = fields.Dict(keys=fields.String(), values=fields.Float(validate=PROBABILITY), required=True)
     abnormality = fields.Float(required=True, validate=PROBABILITY)
+    out_of_distribution = fields.Boolean(
+        metadata={"description": "True when the view looks unlike the radiographs the models were trained on "
+                                 "(the out-of-domain gate); absent when the repository has no gate statistics."})
+    ood_score = fields.Float(metadata={"description": "The gate's score (squared Mahalanobis distance to the "
+                                                      "training views); flagged above the repository's threshold."})
     explanation = fields.Nested(ExplanationSchema, metadata={"description": "Only with explain=true."})
     dicom = fields.Nested(DicomViewSchema, metadata={"description": "Present only when the view was DICOM."})
 
