@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.errors import ModelRepositoryError
-from classifiers.explain_graph import graph_explainer
+from classifiers.explain_graph import combine_maps, graph_explainer
 from classifiers.preprocessing import preprocess_batch
 from classifiers.repository.entries import ModelEntry
 from classifiers.repository.loading import load_model
@@ -202,12 +202,7 @@ def _class_maps(tf: Any, layers: list[Any], split: tuple[int, ...], column: int,
             features.append(tensor)
             start = index + 1
         scores = _evidence(tf, layers[start:], tensor, column)
-    gradients = tape.gradient(scores, features)
-    maps = [tf.reduce_sum(feature * tf.reduce_mean(gradient, axis=(1, 2), keepdims=True), axis=-1)
-            for feature, gradient in zip(features, gradients, strict=True)]
-    if cam_weights is not None:
-        maps[-1] = tf.einsum("nhwk,k->nhw", features[-1], tf.constant(cam_weights))
-    return maps
+    return combine_maps(tf, features, tape.gradient(scores, features), cam_weights)
 
 
 class Explainers:

@@ -69,6 +69,15 @@ def _cam_weights(model: Any, feature: Any, classes: list[str]) -> np.ndarray | N
     return kernel[:, 0]
 
 
+def combine_maps(tf: Any, features: list[Any], gradients: list[Any], cam_weights: np.ndarray | None) -> list[Any]:
+    """Grad-CAM map per feature layer (gradients averaged over the map); CAM for the last one when weighted."""
+    maps = [tf.reduce_sum(feature * tf.reduce_mean(gradient, axis=(1, 2), keepdims=True), axis=-1)
+            for feature, gradient in zip(features, gradients, strict=True)]
+    if cam_weights is not None:
+        maps[-1] = tf.einsum("nhwk,k->nhw", features[-1], tf.constant(cam_weights))
+    return maps
+
+
 def graph_explainer(model: Any, classes: list[str], names: list[str], refine: bool, allow_cam: bool,
                     input_shape: tuple[int, int, int], where: str) -> tuple[Callable[[Any], Any], list[str], str]:
     """(maps function on a preprocessed batch, feature layer names, method) for a functional model."""
@@ -95,12 +104,7 @@ def graph_explainer(model: Any, classes: list[str], names: list[str], refine: bo
             for feature_map in feature_maps:
                 tape.watch(feature_map)
             scores = evidence(dense_input)
-        gradients = tape.gradient(scores, feature_maps)
-        result = [tf.reduce_sum(feature * tf.reduce_mean(gradient, axis=(1, 2), keepdims=True), axis=-1)
-                  for feature, gradient in zip(feature_maps, gradients, strict=True)]
-        if weights is not None:
-            result[-1] = tf.einsum("nhwk,k->nhw", feature_maps[-1], tf.constant(weights))
-        return result
+        return combine_maps(tf, feature_maps, tape.gradient(scores, feature_maps), weights)
 
     signature = [tf.TensorSpec((None, *input_shape), tf.float32)]
     method = ("cam" if weights is not None else "grad-cam") + ("*grad-cam" if len(features) == 2 else "")
