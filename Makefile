@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 MODELS ?= h5
 
-.PHONY: install install-dev system-packages run serve test lint demo-models bench clean
+.PHONY: install install-dev system-packages run serve test lint demo-models bench fuzz clean
 
 install: $(VENV)/.runtime-installed
 install-dev: $(VENV)/.dev-installed
@@ -49,6 +49,11 @@ demo-models: install
 
 bench: install-dev
 	$(PY) -m bench
+
+# Fuzz the decoders (PNG, JPEG, TIFF, BMP, DICOM bytes) for FUZZ_SECONDS; a crash leaves crash-* here.
+FUZZ_SECONDS ?= 600
+fuzz: install-dev
+	$(PY) -m fuzz.decoding -max_total_time=$(FUZZ_SECONDS) fuzz/corpus
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

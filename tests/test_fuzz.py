@@ -1,0 +1,22 @@
+"""The decoders under atheris for a bounded 60 s: any bytes give a decoded view or a typed error, nothing else."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_decoding_survives_60_seconds_of_fuzzing(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "fuzz.decoding", "-max_total_time=60", "-rss_limit_mb=4096",
+                             str(tmp_path / "corpus")], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = re.search(r"Done (\d+) runs", result.stderr)
+    assert runs and int(runs.group(1)) > 1000, result.stderr[-1000:]
+    assert not list(tmp_path.glob("crash-*"))
+    assert {path.suffix for path in (tmp_path / "corpus").iterdir()} >= {".png", ".jpg", ".tif", ".bmp", ".dcm"}
