@@ -23,7 +23,7 @@ class BatchRecorder:
         self.sizes: Counter[int] = Counter()
         self._lock = threading.Lock()
 
-    def __call__(self, model_name: str, batch_size: int) -> None:
+    def __call__(self, model_name: str, batch_size: int, seconds: float) -> None:
         """Record one batch."""
         with self._lock:
             self.sizes[batch_size] += 1

@@ -27,13 +27,13 @@ from bench.workload import make_view_bytes
 STUDY = encode_multipart([("a.png", make_view_bytes(1)), ("b.png", make_view_bytes(2))])
 
 
-def post_study(url: str) -> str:
-    """POST one study; the outcome as a short word: the status code, or the connection error's name."""
-    body, content_type = STUDY
+def post_study(url: str, study: tuple[bytes, str] = STUDY, timeout_s: float = 60.0) -> str:
+    """POST one study (multipart body, content type); the outcome as a short word: the status, or the error's name."""
+    body, content_type = study
     request = urllib.request.Request(url + "/predict", data=body, method="POST",
                                      headers={"Content-Type": content_type})
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             response.read()
             return str(response.status)
     except urllib.error.HTTPError as error:
@@ -46,8 +46,8 @@ def post_study(url: str) -> str:
 class Clients:
     """Threads posting studies until stopped; each outcome with its start and end times."""
 
-    def __init__(self, url: str, count: int) -> None:
-        self.url, self.outcomes, self.running = url, [], True
+    def __init__(self, url: str, count: int, study: tuple[bytes, str] = STUDY) -> None:
+        self.url, self.study, self.outcomes, self.running = url, study, [], True
         self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(count)]
         for thread in self.threads:
             thread.start()
@@ -55,7 +55,7 @@ class Clients:
     def _loop(self) -> None:
         while self.running:
             started = time.monotonic()
-            outcome = post_study(self.url)
+            outcome = post_study(self.url, self.study)
             self.outcomes.append((started, time.monotonic(), outcome))
             if outcome not in ("200", "503"):
                 time.sleep(0.05)  # a refused connection: do not spin

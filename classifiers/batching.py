@@ -47,7 +47,7 @@ class DynamicBatcher:
         max_batch_size: int = 16,
         max_wait_ms: float = 2.0,
         max_queue_views: int = 256,
-        on_batch: Callable[[str, int], None] | None = None,
+        on_batch: Callable[[str, int, float], None] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_views < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size and max_queue_views must be >= 1 and max_wait_ms >= 0")
@@ -62,6 +62,7 @@ class DynamicBatcher:
         self._queued_views = 0
         self._seconds_per_view = 0.0  # moving average of model time per view; 0 until the first batch
         self._closed = False
+        self._carried: _Request | None = None  # taken from the queue, did not fit the batch: first of the next
         self._worker = threading.Thread(target=self._serve, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
@@ -69,6 +70,11 @@ class DynamicBatcher:
     def queued_views(self) -> int:
         """Views waiting or running now."""
         return self._queued_views
+
+    @property
+    def expected_wait_s(self) -> float:
+        """How long views queued now would wait to start: the views ahead at the measured seconds per view."""
+        return self._queued_views * self._seconds_per_view
 
     @property
     def seconds_per_view(self) -> float:
@@ -87,11 +93,7 @@ class DynamicBatcher:
                 raise RuntimeError(f"the {self.name} batcher is closed")
             if self._queued_views and self._queued_views + len(views) > self._max_queue_views:
                 raise Overloaded(f"the {self.name} model has {self._queued_views} views queued; retry shortly")
-            expected_wait_s = self._queued_views * self._seconds_per_view
-            if deadline is not None and time.monotonic() + expected_wait_s > deadline:
-                raise Overloaded(f"the {self.name} model cannot start this study within its deadline "
-                                 f"({self._queued_views} views ahead, about {expected_wait_s:.1f} s); retry shortly",
-                                 retry_after_s=max(1, round(expected_wait_s)))
+            self._refuse_if_late(deadline)
             self._queued_views += len(views)
         self._queue.put(request)
         self._wait(request)
@@ -99,6 +101,19 @@ class DynamicBatcher:
             raise request.error
         assert request.result is not None
         return request.result
+
+    def refuse_if_late(self, deadline: float | None) -> None:
+        """Raise Overloaded now if views queued now could not start by `deadline` (before any work is spent)."""
+        with self._lock:
+            self._refuse_if_late(deadline)
+
+    def _refuse_if_late(self, deadline: float | None) -> None:
+        """refuse_if_late, under the lock: the views ahead at the measured seconds per view against the deadline."""
+        expected_wait_s = self.expected_wait_s
+        if deadline is not None and time.monotonic() + expected_wait_s > deadline:
+            raise Overloaded(f"the {self.name} model cannot start this study within its deadline "
+                             f"({self._queued_views} views ahead, about {expected_wait_s:.1f} s); retry shortly",
+                             retry_after_s=max(1, round(expected_wait_s)))
 
     def _wait(self, request: _Request) -> None:
         """Wait for the result; at the deadline, withdraw a request that has not started."""
@@ -123,7 +138,8 @@ class DynamicBatcher:
     def _serve(self) -> None:
         """Worker loop: collect a batch, run it, hand each caller its rows."""
         while True:
-            first = self._queue.get()
+            first = self._carried if self._carried is not None else self._queue.get()
+            self._carried = None
             if first is None:
                 return
             requests = self._collect(first)
@@ -138,7 +154,11 @@ class DynamicBatcher:
         self._seconds_per_view = per_view if previous == 0.0 else 0.8 * previous + 0.2 * per_view
 
     def _collect(self, first: _Request) -> list:
-        """Gather the requests waiting now; in a burst, more until the batch is full or `max_wait_ms` passed."""
+        """Gather the requests waiting now; in a burst, more until the batch is full or `max_wait_ms` passed.
+
+        A request that would overfill the batch is carried to the next one, so model calls are full
+        batches, not a full batch and a runt (only a request larger than the batch runs in chunks).
+        """
         requests: list = [first]
         num_views = len(first.views)
         deadline = time.monotonic() + self._max_wait_s
@@ -147,6 +167,9 @@ class DynamicBatcher:
             try:
                 request = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
+                break
+            if request is not None and num_views + len(request.views) > self._max_batch_size:
+                self._carried = request
                 break
             requests.append(request)
             if request is None:
@@ -168,9 +191,10 @@ class DynamicBatcher:
             outputs = []
             for start in range(0, len(views), self._max_batch_size):
                 chunk = views[start : start + self._max_batch_size]
+                chunk_started = time.monotonic()
                 outputs.append(self._run_batch(chunk))
                 if self._on_batch is not None:
-                    self._on_batch(self.name, len(chunk))
+                    self._on_batch(self.name, len(chunk), time.monotonic() - chunk_started)
             merged = np.concatenate(outputs)
             self._record_speed(time.monotonic() - started, len(views))
             offset = 0

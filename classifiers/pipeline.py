@@ -51,7 +51,7 @@ class PipelineSettings:
     max_study_pixels: int = 120_000_000
     pixel_budget: int = 160_000_000
     warmup: bool = True
-    on_batch: Callable[[str, int], None] | None = None
+    on_batch: Callable[[str, int, float], None] | None = None  # (model, views, seconds) per model call
     # Speed settings (docs/PERFORMANCE.md): XLA compilation, and TensorFlow's CPU thread pools (0: default).
     jit_compile: bool = False
     intra_op_threads: int = 0
@@ -158,8 +158,10 @@ class Pipeline:
 
         `explain`: see predict_images.
 
-        `deadline` (time.monotonic()) is when the study must have room in the pixel budget and a start in
-        the router's queue; past it, Overloaded is raised and nothing more is computed.
+        `deadline` (time.monotonic()) is when the study must have room in the pixel budget and be done
+        queueing: its start in the router's queue must leave room for the expert's expected queue. A study
+        that cannot make it is refused at once, before decoding; one still queued then is withdrawn. Either
+        way Overloaded is raised and nothing more is computed.
 
         Raises:
             StudyTooLarge: the views have more pixels together than `max_study_pixels`.
@@ -172,6 +174,7 @@ class Pipeline:
         if num_pixels > self.settings.max_study_pixels:
             raise StudyTooLarge(f"the {len(views)} views have {num_pixels:,} pixels together, over the limit of "
                                 f"{self.settings.max_study_pixels:,} per study; send fewer or smaller views")
+        self.refuse_if_late(deadline, chosen_part)
         with self.pixel_budget.hold(num_pixels, deadline):
             decoded = decode_views(views, limits)
             decode_ms = (time.perf_counter() - started) * 1000
@@ -197,7 +200,8 @@ class Pipeline:
                        aggregation: str = "mean", deadline: float | None = None, explain: bool = False) -> StudyResult:
         """Run router and expert on already-decoded RGB images of one study (deadline: see predict_study).
 
-        The deadline applies to the router's queue: a study that started there goes on to its expert.
+        The deadline applies to the router's queue, less the expert's expected queue: a study that started
+        there goes on to its expert.
         With `explain`, each view also gets the expert's heatmap (classifiers.explain); without, none of it runs.
         """
         chosen_part = self._checked_options(body_part, aggregation, len(images))
@@ -211,7 +215,8 @@ class Pipeline:
         started = time.perf_counter()
         resized: dict[tuple[int, int], np.ndarray] = {}
         router = self.models[ROUTER]
-        router_scores = router.batcher.submit(_resize_all(images, router.input_size, resized), deadline)
+        router_scores = router.batcher.submit(_resize_all(images, router.input_size, resized),
+                                              self._router_deadline(deadline, given_part))
         router_ms = (time.perf_counter() - started) * 1000
         # (num_views, 7) probabilities, columns in self.body_parts order.
         ood_scores = self._gate_scores(names, images, router_scores)
@@ -280,6 +285,21 @@ class Pipeline:
             },
             "manifest": self.manifest.to_json(),
         }
+
+    def refuse_if_late(self, deadline: float | None, body_part: str | None = None) -> None:
+        """Raise Overloaded now if a study's queueing could not end by `deadline` (before anything is decoded)."""
+        self.models[ROUTER].batcher.refuse_if_late(self._router_deadline(deadline, body_part))
+
+    def _router_deadline(self, deadline: float | None, body_part: str | None) -> float | None:
+        """The deadline less the expert's expected queue (the busiest expert's while the part is unknown).
+
+        The queue deadline bounds a study's waiting in both stages, so an accepted study is answered within
+        the deadline plus its own two model calls.
+        """
+        if deadline is None:
+            return None
+        experts = [body_part] if body_part else [role for role in self.models if role != ROUTER]
+        return deadline - max(self.models[role].batcher.expected_wait_s for role in experts)
 
     def queue_depths(self) -> dict[str, int]:
         """Views queued or running per model."""

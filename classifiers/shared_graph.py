@@ -24,6 +24,7 @@ from classifiers.repository.loading import (
     unreadable_model_error,
     without_training_config,
 )
+from classifiers.repository.weights import load_weights
 from classifiers.runtime import ImageModel
 
 
@@ -99,7 +100,7 @@ def load_shared(repository: Path, entry: ModelEntry,
 
             architectures[text] = SharedArchitecture(keras.models.model_from_json(text))
         architecture = architectures[text]
-        architecture.model.load_weights(str(weights_path))
+        load_weights(architecture.model, weights_path)
     except ModelRepositoryError:
         raise
     except Exception as error:  # Keras raises many unrelated types for a bad file.

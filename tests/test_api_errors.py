@@ -218,6 +218,34 @@ def test_study_that_cannot_start_within_its_deadline_is_503_and_never_computed(b
     assert busy_router_app.extensions["router_batches"] == [1]  # only the first study's view was computed
 
 
+def test_study_that_cannot_start_in_time_is_refused_before_its_body_is_parsed(busy_router_app, monkeypatch):
+    import classifiers.pipeline as pipeline_module
+    import web.routes
+
+    client = busy_router_app.test_client()
+    assert client.post("/predict", data=PNG, content_type="image/png").status_code == 200  # 1.5 s per view measured
+    decoded: list[int] = []
+    parsed: list[str] = []
+    decode_views, parse = pipeline_module.decode_views, web.routes.parse_predict_request
+    monkeypatch.setattr(pipeline_module, "decode_views",
+                        lambda views, limits: decoded.append(len(views)) or decode_views(views, limits))
+    monkeypatch.setattr(web.routes, "parse_predict_request",
+                        lambda request, max_views: parsed.append(request.path) or parse(request, max_views))
+    first = threading.Thread(target=lambda: busy_router_app.test_client().post(
+        "/predict", data=PNG, content_type="image/png"))
+    first.start()
+    pipeline = busy_router_app.extensions["pipeline_loader"].pipeline
+    while pipeline.queue_depths()["router"] == 0:  # the first study's view holds the router
+        time.sleep(0.005)
+    started = time.monotonic()
+    response = client.post("/predict", data=PNG, content_type="image/png", headers={"X-Deadline-Ms": "500"})
+    elapsed = time.monotonic() - started
+    first.join(timeout=30)
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "overloaded"
+    assert elapsed < 0.4  # at once: 1.5 s of work is ahead of a 0.5 s deadline
+    assert decoded == [1] and parsed == ["/predict"]  # the first study only: the refused one was never parsed
+
+
 def test_predictions_beyond_the_in_flight_limit_are_refused_at_once_and_probes_answer(slow_batch_app):
     first_status: list[int] = []
     first = threading.Thread(target=lambda: first_status.append(

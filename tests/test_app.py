@@ -152,6 +152,10 @@ def test_metrics_count_requests_batches_and_queues(client):
     assert after[router_batches] - before[router_batches] == 1.0
     assert after[("triage_batch_size_sum", (("model", "router"),))] - \
         before[("triage_batch_size_sum", (("model", "router"),))] == 2.0
+    router_seconds = ("triage_batch_duration_seconds_count", (("model", "router"),))
+    assert after[router_seconds] - before[router_seconds] == 1.0
+    assert after[("triage_batch_duration_seconds_sum", (("model", "router"),))] > \
+        before[("triage_batch_duration_seconds_sum", (("model", "router"),))]
     assert after[("triage_queue_depth", (("model", "router"),))] == 0.0
     latency_count = ("triage_http_request_duration_seconds_count", (("endpoint", "/predict"),))
     assert after[latency_count] - before[latency_count] == 2.0

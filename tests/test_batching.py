@@ -24,7 +24,7 @@ def test_concurrent_requests_are_merged_and_answered_with_their_own_rows() -> No
         return _row_sums(views)
 
     batcher = DynamicBatcher("sum", slow_row_sums, max_batch_size=64, max_wait_ms=50,
-                             on_batch=lambda name, size: batch_sizes.append(size))
+                             on_batch=lambda name, size, seconds: batch_sizes.append(size))
     results: dict[int, np.ndarray] = {}
 
     def call(index: int) -> None:
@@ -43,11 +43,42 @@ def test_concurrent_requests_are_merged_and_answered_with_their_own_rows() -> No
 
 def test_large_request_runs_in_chunks_of_max_batch_size() -> None:
     batch_sizes: list[int] = []
-    batcher = DynamicBatcher("sum", _row_sums, max_batch_size=4, on_batch=lambda _, size: batch_sizes.append(size))
+    batcher = DynamicBatcher("sum", _row_sums, max_batch_size=4,
+                             on_batch=lambda _, size, seconds: batch_sizes.append(size))
     views = np.arange(10, dtype=np.float32).reshape(10, 1)
     np.testing.assert_array_equal(batcher.submit(views), views)
     batcher.close()
     assert batch_sizes == [4, 4, 2]
+
+
+def test_a_request_that_would_overfill_the_batch_waits_for_the_next_one() -> None:
+    batch_sizes: list[int] = []
+    running = threading.Event()
+
+    def slow_row_sums(views: np.ndarray) -> np.ndarray:
+        running.set()
+        time.sleep(0.2)  # the requests that arrive meanwhile queue up
+        return _row_sums(views)
+
+    batcher = DynamicBatcher("sum", slow_row_sums, max_batch_size=4, max_wait_ms=50,
+                             on_batch=lambda _, size, seconds: batch_sizes.append(size))
+    first = threading.Thread(target=batcher.submit, args=(np.zeros((1, 1), dtype=np.float32),))
+    first.start()
+    assert running.wait(timeout=10)
+    results: dict[int, np.ndarray] = {}
+
+    def call(index: int) -> None:
+        results[index] = batcher.submit(np.full((3, 1), index, dtype=np.float32))
+
+    threads = [threading.Thread(target=call, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in [first, *threads]:
+        thread.join()
+    batcher.close()
+    assert batch_sizes == [1, 3, 3, 3]  # never 4 + 2: a 3-view request does not fit after another
+    for index in range(3):
+        np.testing.assert_array_equal(results[index], [[index]] * 3)
 
 
 def test_model_error_reaches_every_caller_and_the_batcher_keeps_serving() -> None:
@@ -169,7 +200,7 @@ def test_a_burst_waits_for_stragglers_up_to_max_wait() -> None:
         return _row_sums(views)
 
     batcher = DynamicBatcher("sum", gated_row_sums, max_batch_size=64, max_wait_ms=1500,
-                             on_batch=lambda name, size: batch_sizes.append(size))
+                             on_batch=lambda name, size, seconds: batch_sizes.append(size))
     threads = [threading.Thread(target=batcher.submit, args=(np.ones((1, 3), np.float32),)) for _ in range(4)]
     threads[0].start()
     assert running.wait(5)  # the lone first view runs at once, without the batch window

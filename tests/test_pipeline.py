@@ -47,7 +47,7 @@ def linear_pipeline(tmp_path_factory: pytest.TempPathFactory):
     experts = {part: build_linear_model(*expert_weights(index), "sigmoid") for index, part in enumerate(BODY_PARTS)}
     write_repository(folder, router, experts, preprocessing="unit", thresholds=THRESHOLDS)
     batch_sizes: list[int] = []
-    settings = PipelineSettings(max_wait_ms=20, on_batch=lambda _, size: batch_sizes.append(size))
+    settings = PipelineSettings(max_wait_ms=20, on_batch=lambda _, size, seconds: batch_sizes.append(size))
     pipeline = Pipeline.load(folder, settings)
     pipeline.batch_sizes = batch_sizes
     yield pipeline

@@ -152,7 +152,8 @@ def test_mura_csv_input_gives_csv_study_ids_and_labels(mura_root: Path, tiny_rep
 
 def test_views_of_several_studies_share_batches(mura_root: Path, tiny_repository: Path) -> None:
     batch_sizes: list[tuple[str, int]] = []
-    settings = PipelineSettings(max_wait_ms=50.0, on_batch=lambda model, size: batch_sizes.append((model, size)))
+    settings = PipelineSettings(max_wait_ms=50.0,
+                                on_batch=lambda model, size, seconds: batch_sizes.append((model, size)))
     pipeline = Pipeline.load(tiny_repository, settings)
     studies = find_studies(mura_root / "valid")
     outcomes = []

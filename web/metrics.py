@@ -40,14 +40,17 @@ class Metrics:
                                  ["endpoint"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
         self.batch_size = Histogram("triage_batch_size", "Views per model call made by the batchers",
                                     ["model"], buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
+        self.batch_seconds = Histogram("triage_batch_duration_seconds", "Time of one model call made by the batchers",
+                                       ["model"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
 
     def watch_queues(self, queue_depths: Callable[[], dict[str, int]]) -> None:
         """Report the batchers' queue depths (read at every scrape)."""
         self.registry.register(QueueDepthCollector(queue_depths))
 
-    def observe_batch(self, model_name: str, batch_size: int) -> None:
-        """Record one batched model call (PipelineSettings.on_batch)."""
+    def observe_batch(self, model_name: str, batch_size: int, seconds: float) -> None:
+        """Record one batched model call (PipelineSettings.on_batch): its views and its time."""
         self.batch_size.labels(model=model_name).observe(batch_size)
+        self.batch_seconds.labels(model=model_name).observe(seconds)
 
     def render(self) -> Response:
         """Answer GET /metrics in the Prometheus text format."""

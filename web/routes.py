@@ -43,6 +43,7 @@ def predict() -> Response:
     answer_type = request.accept_mimetypes.best_match(ANSWER_TYPES)
     wants_dicom = answer_type in (DICOM_TYPE, DICOM_INSTANCES_TYPE)
     with current_app.extensions["in_flight"].admit():
+        pipeline.refuse_if_late(deadline)  # before the body is parsed: a quick 503 when the queue is too long
         parsed = parse_predict_request(request, current_app.config["MAX_VIEWS"])
         if wants_dicom and not all(is_dicom(view.data) for view in parsed.views):
             raise ApiError(406, "not_acceptable", "a DICOM SR answer (Accept: application/dicom) needs DICOM input;"

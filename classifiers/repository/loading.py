@@ -11,6 +11,7 @@ import h5py
 
 from classifiers.errors import ModelRepositoryError
 from classifiers.repository.entries import ModelEntry
+from classifiers.repository.weights import load_weights
 
 # Files written by tf.keras 2.x (TensorFlow <= 2.15) carry a keras_version of "2.x"; Keras 3 refuses many
 # of them, so they are loaded with the tf_keras package, which is that same Keras 2 code.
@@ -76,11 +77,12 @@ def load_architecture_and_weights(architecture_path: Path, weights_path: Path) -
         import tf_keras
 
         model = tf_keras.models.model_from_json(architecture_text)
-    else:
-        import keras
+        model.load_weights(str(weights_path))
+        return model
+    import keras
 
-        model = keras.models.model_from_json(architecture_text)
-    model.load_weights(str(weights_path))
+    model = keras.models.model_from_json(architecture_text)
+    load_weights(model, weights_path)
     return model
 
 
