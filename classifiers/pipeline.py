@@ -176,8 +176,11 @@ class Pipeline:
                                 f"{self.settings.max_study_pixels:,} per study; send fewer or smaller views")
         self.refuse_if_late(deadline, chosen_part)
         with self.pixel_budget.hold(num_pixels, deadline):
+            decode_started = time.monotonic()
             decoded = decode_views(views, limits)
             decode_ms = (time.perf_counter() - started) * 1000
+            if deadline is not None:  # decoding is the study's own work, not waiting: it does not use up the deadline
+                deadline += time.monotonic() - decode_started
             return self._run_decoded(decoded, chosen_part, aggregation, decode_ms, deadline, explain)
 
     def predict_decoded(self, views: Sequence[DecodedView], body_part: str | None = None, aggregation: str = "mean",

@@ -246,6 +246,24 @@ def test_study_that_cannot_start_in_time_is_refused_before_its_body_is_parsed(bu
     assert decoded == [1] and parsed == ["/predict"]  # the first study only: the refused one was never parsed
 
 
+def test_a_study_whose_decoding_outlasts_its_deadline_is_still_served(tiny_repository, monkeypatch):
+    import classifiers.pipeline as pipeline_module
+    from app import create_app
+
+    decode_views = pipeline_module.decode_views
+
+    def slow_decode(views, limits):
+        time.sleep(0.4)  # huge views: decoding alone takes longer than the client's deadline
+        return decode_views(views, limits)
+
+    monkeypatch.setattr(pipeline_module, "decode_views", slow_decode)
+    flask_app = create_app({"MODELS_DIR": str(tiny_repository), "WARMUP": False})
+    response = flask_app.test_client().post("/predict", data=PNG, content_type="image/png",
+                                            headers={"X-Deadline-Ms": "200"})
+    flask_app.extensions["pipeline_loader"].close()
+    assert response.status_code == 200, response.get_json()  # nothing was waiting: the deadline bounds queueing
+
+
 def test_predictions_beyond_the_in_flight_limit_are_refused_at_once_and_probes_answer(slow_batch_app):
     first_status: list[int] = []
     first = threading.Thread(target=lambda: first_status.append(
