@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from web.config import GUNICORN_THREADS
+
 # TRIAGE_BIND: where to listen. Default 127.0.0.1:8000 (loopback only); the Docker image sets 0.0.0.0:8000.
 bind = [address.strip() for address in os.environ.get("TRIAGE_BIND", "127.0.0.1:8000").split(",")]
 workers = int(os.environ.get("TRIAGE_WORKERS", "1"))
@@ -18,7 +20,7 @@ worker_class = "gthread"
 # and sheds what it cannot serve in time with a quick 503, instead of leaving them unseen in the accept
 # queue. The app admits at most TRIAGE_MAX_IN_FLIGHT predictions; the threads above that stay free for
 # /healthz, /readyz and /metrics.
-threads = int(os.environ.get("TRIAGE_THREADS", "32"))
+threads = int(os.environ.get("TRIAGE_THREADS", str(GUNICORN_THREADS)))
 os.environ.setdefault("TRIAGE_MAX_IN_FLIGHT", str(max(1, threads - min(4, threads // 2))))
 preload_app = False  # TensorFlow does not survive fork: build the app in each worker.
 

@@ -21,17 +21,22 @@ def describe_machine() -> dict[str, object]:
                            if line.startswith("Model name")), model_name)
     except (OSError, subprocess.SubprocessError):
         pass
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     return {
         "cpu_model": model_name,
         "cores": os.cpu_count(),
-        "simd": [flag for flag in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                                                  "amx_tile") if flag in flags],
+        "simd": simd_flags(),
         "load_average": load_average(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "onnxruntime": _version_of("onnxruntime"),
     }
+
+
+def simd_flags() -> list[str]:
+    """The CPU's SIMD flags that decide which kernels run (avx2, avx512f, avx512_vnni, ...)."""
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    return [flag for flag in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+            if flag in flags]
 
 
 def _version_of(package: str) -> str | None:
@@ -55,7 +60,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 
     left = tf.random.normal((size, size))
     right = tf.random.normal((size, size))
-    multiply = tf.function(lambda: tf.matmul(left, right))
+    multiply = tf.function(lambda: tf.matmul(left, right), autograph=False)  # nothing to convert; no warning
     multiply().numpy()
     best = float("inf")
     for _ in range(repeats):

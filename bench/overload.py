@@ -40,7 +40,7 @@ from bench.launch import Server, encode_multipart, http_status, running_gunicorn
 from bench.machine import describe_machine, load_average, process_peak_rss_mb
 from bench.restarts import Clients, post_study
 from bench.workload import make_view_bytes
-from web.config import DEFAULTS
+from web.config import DEFAULTS, GUNICORN_THREADS
 
 PROBE_INTERVAL_S = 0.5
 
@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     queue_timeout_ms = args.queue_timeout_ms or DEFAULTS["QUEUE_TIMEOUT_MS"]
     environment = {"TRIAGE_AUDIT_LOG": "", "TRIAGE_QUEUE_TIMEOUT_MS": str(queue_timeout_ms)}
-    threads = args.threads or 32
+    threads = args.threads or GUNICORN_THREADS
     record: dict[str, object] = {"command": "python -m bench.overload " + " ".join(argv or sys.argv[1:]),
                                  "machine": describe_machine(), "note": args.note, "models": str(args.models),
                                  "queue_timeout_ms": queue_timeout_ms, "threads": threads}

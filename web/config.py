@@ -6,6 +6,11 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+# gunicorn threads per worker (gunicorn.conf.py, TRIAGE_THREADS): enough that requests reach the app to be judged
+# and shed quickly; predictions are capped at 4 fewer, so probes always find a thread. Measured under 4x overload on
+# eight DenseNet169s (docs/PERFORMANCE.md): 16 kept accepted p99 within the deadline plus one batch; 32 did not.
+GUNICORN_THREADS = 16
+
 # Defaults for create_app(); every key can be overridden by an environment variable (below) and then
 # by the mapping passed to create_app(), in that order.
 DEFAULTS: dict[str, Any] = {
@@ -23,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     # Load shedding (docs/API.md, "Load shedding"): a study that cannot start within this many ms gets
     # 503 + Retry-After; clients may ask for less with X-Deadline-Ms.
     "QUEUE_TIMEOUT_MS": 2000.0,
-    "MAX_IN_FLIGHT": 28,  # predictions at once per worker; keep it under gunicorn's threads (probes)
+    "MAX_IN_FLIGHT": GUNICORN_THREADS - 4,  # predictions at once per worker; under gunicorn's threads (probes)
     "MAX_STUDY_PIXELS": 120_000_000,  # all views of one study together, from their headers
     "PIXEL_BUDGET": 160_000_000,  # decoded pixels in flight per worker
     "WARMUP": True,
