@@ -10,7 +10,7 @@ from typing import Any
 # name -> (description, threshold, "min" when the value must reach it, "max" when it must stay under it)
 TARGETS: dict[str, tuple[str, float, str]] = {
     "service_vs_naive": ("HTTP views/s / naive views/s", 3.5, "min"),
-    "int8_vs_fp32_batch8": ("fp32 ONNX / INT8 ONNX router forward time at batch 8", 2.0, "min"),
+    "int8_vs_fp32_batch8": ("fp32 ONNX / INT8 (OpenVINO) router forward time at batch 8", 2.0, "min"),
     "compute_vs_matmul": ("forward GFLOP/s at batch 8 / matmul GFLOP/s", 0.6, "min"),
     "p50_vs_forward": ("HTTP single-view p50 / (router + expert forward at batch 1)", 1.3, "max"),
     "startup_s": ("gunicorn start to /readyz 200, s", 20.0, "max"),
@@ -87,7 +87,8 @@ def format_table(results: dict[str, Any]) -> str:
     for role in ("router", "expert"):
         lines.append(f"| {role} | " + " | ".join(_number(value) for value in forward[role].values()) + " |")
     for name, precision in (results.get("onnx_forward_ms") or {}).items():
-        lines.append(f"| router {name} ONNX | " + " | ".join(_number(value) for value in precision.values()) + " |")
+        label = {"onnx": "fp32 ONNX (ONNX Runtime)", "int8": "INT8 (OpenVINO)"}.get(name, name)
+        lines.append(f"| router {label} | " + " | ".join(_number(value) for value in precision.values()) + " |")
     for name, cost in (results.get("router_alternatives") or {}).items():
         lines.append(f"| router alternative {name} ({cost['gflop_per_view']:.2f} GFLOP), ms per view | "
                      f"{_number(cost['ms_per_view@1'])} | {_number(cost['ms_per_view@8'])} |")

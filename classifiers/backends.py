@@ -1,12 +1,12 @@
 """The backend registry: one entry per way of running a repository's models, looked up by name.
 
 A backend is a module-level trio: `configure(options) -> device description`, `load(folder, entry,
-options) -> (ImageModel, entry)` and `versions() -> {library: version}`. Adding one (OpenVINO) is one
-entry here; nothing else branches on backend names.
+options) -> (ImageModel, entry)` and `versions() -> {library: version}`. Adding one is one entry here;
+nothing else branches on backend names.
 
 `auto`, the default, chooses per entry the fastest verified file the repository has: the INT8 model
-`classifiers.repository.optimize --int8` left (its accuracy guard passed, or was waived), else the fp32
-ONNX export, else the Keras files.
+`classifiers.repository.optimize --int8` left (its accuracy guard passed, or was waived; run by OpenVINO on
+the CPU, so skipped where ONNX Runtime has a GPU), else the fp32 ONNX export, else the Keras files.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifiers import onnx_backend, tensorflow_backend
+from classifiers import onnx_backend, openvino_backend, tensorflow_backend
 from classifiers.repository.entries import INT8_FILE_KEY, ONNX_FILE_KEY, ModelEntry
 from classifiers.runtime import BackendOptions, ImageModel
 
@@ -38,19 +38,30 @@ BACKENDS: dict[str, Backend] = {
                           tensorflow_backend.configure, tensorflow_backend.load, tensorflow_backend.versions),
     "onnx": Backend("onnx", "each entry's fp32 ONNX export (python -m classifiers.repository.optimize), run by"
                     " ONNX Runtime", ONNX_FILE_KEY, onnx_backend.configure, onnx_backend.load, onnx_backend.versions),
-    "int8": Backend("int8", "each entry's guarded INT8 model (python -m classifiers.repository.optimize --int8),"
-                    " run by ONNX Runtime", INT8_FILE_KEY, onnx_backend.configure, onnx_backend.load_int8,
-                    onnx_backend.versions),
+    "int8": Backend("int8", "each entry's guarded INT8 model (python -m classifiers.optimize --int8: NNCF),"
+                    " run by OpenVINO on the CPU", INT8_FILE_KEY, openvino_backend.configure,
+                    openvino_backend.load_int8, openvino_backend.versions),
 }
 AUTO_ORDER = ("int8", "onnx")  # then the Keras files
 
 
+def _can_run(name: str) -> bool:
+    """Whether auto may pick backend `name` here: its library is installed (and, for int8, no GPU is lost)."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return False
+    if name == "int8":
+        import onnxruntime
+
+        return (importlib.util.find_spec("openvino") is not None
+                and "CUDAExecutionProvider" not in onnxruntime.get_available_providers())
+    return True
+
+
 def choose_backend(entry: ModelEntry) -> str:
-    """The backend auto runs an entry with: the first of AUTO_ORDER whose file it has, else tensorflow."""
-    if importlib.util.find_spec("onnxruntime") is not None:
-        for name in AUTO_ORDER:
-            if BACKENDS[name].file_key in entry.files:
-                return name
+    """The backend auto runs an entry with: the first of AUTO_ORDER whose file it has and can run, else tensorflow."""
+    for name in AUTO_ORDER:
+        if BACKENDS[name].file_key in entry.files and _can_run(name):
+            return name
     return "tensorflow"
 
 
@@ -72,14 +83,17 @@ def _load_auto(folder: Path, entry: ModelEntry, options: BackendOptions) -> tupl
 
 
 def _auto_versions() -> dict[str, str]:
-    """The versions of the libraries auto may run: ONNX Runtime, and TensorFlow if it is loaded."""
+    """The versions of the libraries auto may run: ONNX Runtime, OpenVINO and TensorFlow where they are loaded."""
     import sys
 
     versions = onnx_backend.versions() if importlib.util.find_spec("onnxruntime") is not None else {}
+    if "openvino" in sys.modules:
+        versions.update(openvino_backend.versions())
     return {**versions, **(tensorflow_backend.versions() if "tensorflow" in sys.modules else {})}
 
 
-BACKENDS["auto"] = Backend("auto", "per entry: the INT8 model, else the fp32 ONNX export, else the Keras files",
+BACKENDS["auto"] = Backend("auto", "per entry: the INT8 model (OpenVINO), else the fp32 ONNX export (ONNX Runtime),"
+                           " else the Keras files",
                            None, _configure_auto, _load_auto, _auto_versions)
 DEFAULT_BACKEND = "auto"
 

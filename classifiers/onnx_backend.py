@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.errors import ModelRepositoryError
-from classifiers.repository.entries import INT8_FILE_KEY, ONNX_FILE_KEY, ModelEntry
+from classifiers.repository.entries import ONNX_FILE_KEY, ModelEntry
 from classifiers.runtime import BackendOptions, ImageModel
 
 EXPORT_COMMAND = "python -m classifiers.repository.optimize"
@@ -89,11 +89,6 @@ def configure(options: BackendOptions) -> str:
 def load(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[OnnxModel, ModelEntry]:
     """Open the entry's fp32 ONNX export and check its output width against the entry's classes."""
     return _load_file(folder, entry, options, ONNX_FILE_KEY, "ONNX export", EXPORT_COMMAND)
-
-
-def load_int8(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[OnnxModel, ModelEntry]:
-    """Open the entry's guarded INT8 model (classifiers.repository.optimize --int8)."""
-    return _load_file(folder, entry, options, INT8_FILE_KEY, "INT8 model", f"{EXPORT_COMMAND} --int8")
 
 
 def _load_file(folder: Path, entry: ModelEntry, options: BackendOptions, file_key: str, artefact: str,

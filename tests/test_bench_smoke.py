@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,7 +59,7 @@ def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
     assert set(record["targets"]) == {"service_vs_naive", "int8_vs_fp32_batch8", "compute_vs_matmul",
                                       "p50_vs_forward", "startup_s", "peak_rss_mb"}
     # The default backend on an optimized repository: INT8 everywhere, and its speed-up over fp32 measured.
-    assert record["backends"] == {role: f"int8 ({role}.int8.onnx)" for role in ("router", *BODY_PARTS)}
+    assert record["backends"] == {role: f"int8 ({role}.int8.xml)" for role in ("router", *BODY_PARTS)}
     assert record["ratios"]["int8_vs_fp32_batch8"] == pytest.approx(
         record["onnx_forward_ms"]["onnx"]["8"] / record["onnx_forward_ms"]["int8"]["8"])
     assert record["router_alternatives"]["tiny"]["gflop_per_view"] > 0
@@ -90,9 +91,13 @@ def test_quick_onnx_run_optimizes_once_and_records_the_backend(tmp_path):
     record = json.loads(out.read_text())
     assert record["settings"]["backend"] == "onnx" and record["service"] is None
     assert record["pipeline"]["concurrent"]["errors"] == 0 and record["naive"]["views"] == 3
-    exported = {path: path.stat().st_mtime_ns for path in (tmp_path / "models").rglob("*.onnx")}
-    assert len(exported) == 16  # fp32 and INT8 per model
+    def artefacts() -> dict[Path, int]:
+        return {path: path.stat().st_mtime_ns for pattern in ("*.onnx", "*.int8.xml", "*.int8.bin")
+                for path in (tmp_path / "models").rglob(pattern)}
+
+    exported = artefacts()
+    assert len(exported) == 24  # fp32 ONNX, INT8 model and INT8 weights per model
     assert set(record["backends"]) == {"router", *BODY_PARTS}
     assert all(choice.startswith("onnx (") for choice in record["backends"].values())
     assert main(arguments) == 0  # the second run reuses the files
-    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "models").rglob("*.onnx")} == exported
+    assert artefacts() == exported

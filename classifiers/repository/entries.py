@@ -15,9 +15,15 @@ DEFAULT_THRESHOLD = 0.5
 # File keys of an entry: the Keras files (one of two layouts), and optional exports beside them.
 KERAS_FILE_LAYOUTS = ({"architecture", "weights"}, {"model"})
 ONNX_FILE_KEY = "onnx"  # an ONNX export beside the Keras files (classifiers.repository.onnx_export)
-INT8_FILE_KEY = "onnx_int8"  # its static INT8 quantization (classifiers.repository.optimize --int8)
+# Its INT8 quantization (classifiers.repository.optimize --int8: NNCF), in OpenVINO's format: model and weights.
+INT8_FILE_KEY = "openvino_int8"  # <role>.int8.xml
+INT8_WEIGHTS_FILE_KEY = "openvino_int8_weights"  # <role>.int8.bin
+# ONNX Runtime's INT8 file of earlier releases: still accepted in a manifest, no longer run (auto serves the fp32
+# ONNX export instead); optimize --int8 replaces it.
+LEGACY_ONNX_INT8_FILE_KEY = "onnx_int8"
+INT8_FILE_KEYS = (INT8_FILE_KEY, INT8_WEIGHTS_FILE_KEY, LEGACY_ONNX_INT8_FILE_KEY)
 INT8_GUARD_KEY = "int8_guard"  # the INT8 model's accuracy-guard figures and verdict, kept in `extra`
-OPTIONAL_FILE_KEYS = {ONNX_FILE_KEY, INT8_FILE_KEY}
+OPTIONAL_FILE_KEYS = {ONNX_FILE_KEY, *INT8_FILE_KEYS}
 # The keys an entry's JSON object may hold; anything else is kept as it is in `extra`.
 ENTRY_KEYS = ("files", "classes", "input_size", "preprocessing", "threshold", "sha256", "provenance", "conventional")
 

@@ -150,7 +150,7 @@ def _validate_entry(entry: Any, role: str, folder: Path, verify_checksums: bool)
     if not isinstance(files, dict) or set(files) - OPTIONAL_FILE_KEYS not in KERAS_FILE_LAYOUTS:
         raise ModelRepositoryError(
             f"{where}: 'files' must be {{'architecture': X.json, 'weights': X.h5}} or {{'model': X.keras|X.h5}},"
-            " optionally with 'onnx': X.onnx and 'onnx_int8': X.int8.onnx"
+            " optionally with 'onnx': X.onnx and 'openvino_int8': X.int8.xml + 'openvino_int8_weights': X.int8.bin"
         )
     classes = entry.get("classes")
     if role != ROUTER and classes not in EXPERT_CLASS_LAYOUTS:

@@ -3,12 +3,12 @@
     python -m classifiers.optimize DIR [--int8] [--calibration FOLDER] [--no-accuracy-guard]
 
 Exports every model to `<role>.onnx` (checked against TensorFlow, as classifiers.repository.onnx_export does); with
---int8 also writes `<role>.int8.onnx`, statically quantized with ONNX Runtime (QDQ, per-channel int8
-weights, uint8 activations) and calibrated on the views of FOLDER (default DIR/validation). The accuracy
+--int8 also writes `<role>.int8.xml` + `<role>.int8.bin`, quantized with NNCF into OpenVINO's format (symmetric
+int8 weights per channel and activations) and calibrated on the views of FOLDER (default DIR/validation). The accuracy
 guard then compares INT8 with fp32 on those views: an entry whose routing agreement is under 99.5 %, whose
 study AUROC drops by more than 0.005, or (without labels) whose probabilities move by more than 0.02 on
 average keeps fp32. Every artefact goes into manifest.json with its sha256, the guard's figures beside it.
-The default backend (TRIAGE_BACKEND=auto) then serves the INT8 model where present, else fp32 ONNX.
+The default backend (TRIAGE_BACKEND=auto) then serves the INT8 model (OpenVINO) where present, else fp32 ONNX.
 """
 
 from __future__ import annotations
@@ -26,7 +26,16 @@ import numpy as np
 
 from classifiers.errors import ModelRepositoryError
 from classifiers.onnx_backend import OnnxModel
-from classifiers.repository.entries import INT8_FILE_KEY, INT8_GUARD_KEY, ONNX_FILE_KEY, ModelEntry
+from classifiers.openvino_backend import OpenVinoModel
+from classifiers.repository.entries import (
+    INT8_FILE_KEY,
+    INT8_FILE_KEYS,
+    INT8_GUARD_KEY,
+    INT8_WEIGHTS_FILE_KEY,
+    LEGACY_ONNX_INT8_FILE_KEY,
+    ONNX_FILE_KEY,
+    ModelEntry,
+)
 from classifiers.repository.manifest import read_manifest, write_manifest
 from classifiers.repository.onnx_export import export_repository, run_reporting_errors
 from classifiers.repository.quantize import (
@@ -34,12 +43,13 @@ from classifiers.repository.quantize import (
     calibration_batches,
     guard_figures,
     load_validation_views,
-    quantize_onnx,
+    quantize_openvino,
 )
+from classifiers.runtime import ImageModel
 from mura.studies import StudySourceError
 
 DEFAULT_CALIBRATION_FOLDER = "validation"
-QUANTIZATION_METHOD = "onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations, min-max"
+QUANTIZATION_METHOD = "nncf quantize for OpenVINO: performance preset, symmetric int8 per-channel weights, activations"
 Log = Callable[[str], None]
 
 
@@ -47,17 +57,17 @@ def quantize_entry(folder: Path, entry: ModelEntry, views: ValidationViews, accu
                    calibration_views: int) -> tuple[ModelEntry, dict[str, Any]]:
     """Quantize one entry's fp32 ONNX model and guard it; return the entry recording it (or its refusal)."""
     fp32_path = folder / entry.files[ONNX_FILE_KEY]
-    int8_path = folder / f"{entry.role}.int8.onnx"
+    int8_path = folder / f"{entry.role}.int8.xml"
     fp32 = OnnxModel(entry.role, fp32_path, entry.input_size, entry.preprocessing)
     indices = views.indices_for(entry.role)
     pixels = views.pixels(entry.input_size)[indices]
     batches = calibration_batches(fp32, pixels, calibration_views)
     started = time.perf_counter()
-    quantize_onnx(fp32_path, int8_path, fp32.input_name, batches)
+    quantize_openvino(fp32_path, int8_path, batches)
     record: dict[str, Any] = {"method": QUANTIZATION_METHOD, "calibration_views": int(sum(map(len, batches))),
                               "quantize_seconds": round(time.perf_counter() - started, 1)}
     if accuracy_guard:
-        int8 = OnnxModel(entry.role, int8_path, entry.input_size, entry.preprocessing)
+        int8 = OpenVinoModel(entry.role, int8_path, entry.input_size, entry.preprocessing)
         record.update(guard_figures(entry.role, entry.positive_column, _predict_all(fp32, pixels),
                                     _predict_all(int8, pixels), views, indices))
         record["status"] = "passed" if record.pop("passed") else "failed"
@@ -66,24 +76,26 @@ def quantize_entry(folder: Path, entry: ModelEntry, views: ValidationViews, accu
     entry = dataclasses.replace(entry, extra={**entry.extra, INT8_GUARD_KEY: record})
     if record["status"] == "failed":
         int8_path.unlink()
+        int8_path.with_suffix(".bin").unlink()
         return entry, record
-    return entry.with_files(folder, **{INT8_FILE_KEY: int8_path.name}), record
+    return entry.with_files(folder, **{INT8_FILE_KEY: int8_path.name,
+                                       INT8_WEIGHTS_FILE_KEY: int8_path.with_suffix(".bin").name}), record
 
 
-def _predict_all(model: OnnxModel, pixels: np.ndarray, batch_size: int = 16) -> np.ndarray:
+def _predict_all(model: ImageModel, pixels: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Outputs (N, K) of `model` on (N, H, W, 3) uint8 views, in batches."""
     return np.concatenate([model.predict(pixels[start : start + batch_size])
                            for start in range(0, len(pixels), batch_size)])
 
 
 def forget_int8(folder: Path, entry: ModelEntry) -> ModelEntry:
-    """The entry without its INT8 model and figures (they describe an older fp32 export); deletes the file."""
-    name = entry.files.get(INT8_FILE_KEY)
-    if name is not None:
+    """The entry without its INT8 files and figures (they describe an older fp32 export); deletes the files."""
+    names = {entry.files[key] for key in INT8_FILE_KEYS if key in entry.files}
+    for name in names:
         (folder / name).unlink(missing_ok=True)
     return dataclasses.replace(
-        entry, files={key: value for key, value in entry.files.items() if key != INT8_FILE_KEY},
-        sha256={key: value for key, value in entry.sha256.items() if key != name},
+        entry, files={key: value for key, value in entry.files.items() if key not in INT8_FILE_KEYS},
+        sha256={key: value for key, value in entry.sha256.items() if key not in names},
         extra={key: value for key, value in entry.extra.items() if key != INT8_GUARD_KEY})
 
 
@@ -94,8 +106,8 @@ def describe_record(role: str, record: dict[str, Any]) -> str:
     if record["status"] == "failed":
         return f"{role:12s} INT8 refused by the accuracy guard ({figures}): keeps fp32 ONNX"
     if record["status"] == "unchecked":
-        return f"{role:12s} -> {role}.int8.onnx, accuracy NOT checked (--no-accuracy-guard)"
-    return f"{role:12s} -> {role}.int8.onnx, guard passed ({figures})"
+        return f"{role:12s} -> {role}.int8.xml, accuracy NOT checked (--no-accuracy-guard)"
+    return f"{role:12s} -> {role}.int8.xml, guard passed ({figures})"
 
 
 def drop_optimizer_state(folder: Path, entry: ModelEntry) -> tuple[ModelEntry, int]:
@@ -142,7 +154,7 @@ def optimize_repository(folder: Path, int8: bool = False, calibration: Path | No
     manifest = read_manifest(folder)
     records: dict[str, dict[str, Any]] = {}
     for role, entry in manifest.entries().items():
-        if INT8_FILE_KEY in entry.files and not int8:
+        if any(key in entry.files for key in (INT8_FILE_KEY, LEGACY_ONNX_INT8_FILE_KEY)) and not int8:
             log(f"{role:12s} removed its INT8 model (made from an older export); add --int8 to make a new one")
         entry = forget_int8(folder, entry)
         if views is not None:
