@@ -34,7 +34,7 @@ class ImageModel:
 
     name: str  # the role it plays: "router" or a body part
     file_name: str  # the repository file it runs
-    library: str  # what runs it: keras, tf_keras, onnxruntime
+    library: str  # what runs it: keras, tf_keras, onnxruntime, openvino
     backend: str = ""  # the registry name that loaded it (tensorflow, onnx, int8), set by the pipeline
     input_size: tuple[int, int]
     preprocessing: str
