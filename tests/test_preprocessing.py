@@ -38,3 +38,13 @@ def test_unknown_mode_lists_the_valid_ones(images: np.ndarray) -> None:
     with pytest.raises(ValueError, match="caffe, tf, torch, unit"):
         preprocess_batch(images, "densenet")
     assert set(PREPROCESSING_MODES) == {"tf", "torch", "caffe", "unit"}
+
+
+def test_uint8_table_gives_exactly_the_float_path() -> None:
+    values = np.arange(256, dtype=np.uint8)
+    images = np.stack([values, values[::-1], np.roll(values, 100)], axis=-1).reshape(1, 16, 16, 3)  # every value
+    images = np.concatenate([images, images[:, ::-1]])  # in every channel, twice over
+    table_path = preprocess_batch(images, "torch")
+    float_path = preprocess_batch(images.astype(np.float32), "torch")
+    assert table_path.dtype == np.float32 and table_path.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(table_path, float_path)
