@@ -1,7 +1,7 @@
 """`python -m bench.openvino_compare DIR`: the served INT8 (NNCF, OpenVINO) against ONNX Runtime's INT8 on one entry.
 
-Issue 15 asked for the INT8 path that measures faster on DenseNet169, ONNX Runtime's static quantization or
-OpenVINO + NNCF. This makes both from the entry's fp32 ONNX export, calibrated on the same synthetic views:
+Which INT8 path is faster on DenseNet169, ONNX Runtime's static quantization or OpenVINO + NNCF? This makes
+both from the entry's fp32 ONNX export, calibrated on the same synthetic views:
 ONNX Runtime's `quantize_static` (QDQ, per-channel int8 weights, uint8 activations, min-max: what the service
 served before) and `classifiers.repository.quantize.quantize_openvino` (NNCF: what it serves now); then times,
 alternately in one process and with the service's threads per model, the fp32 ONNX Runtime session, both INT8

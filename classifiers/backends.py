@@ -50,10 +50,7 @@ def _can_run(name: str) -> bool:
     if importlib.util.find_spec("onnxruntime") is None:
         return False
     if name == "int8":
-        import onnxruntime
-
-        return (importlib.util.find_spec("openvino") is not None
-                and "CUDAExecutionProvider" not in onnxruntime.get_available_providers())
+        return importlib.util.find_spec("openvino") is not None and not onnx_backend.has_cuda()
     return True
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from classifiers.errors import ModelRepositoryError
 from classifiers.repository.entries import ONNX_FILE_KEY, ModelEntry
-from classifiers.runtime import BackendOptions, ImageModel
+from classifiers.runtime import BackendOptions, ImageModel, check_output_width
 
 EXPORT_COMMAND = "python -m classifiers.repository.optimize"
 
@@ -77,34 +77,31 @@ def _providers(onnxruntime: Any) -> list[str]:
     return [name for name in ("CUDAExecutionProvider", "CPUExecutionProvider") if name in available]
 
 
-def configure(options: BackendOptions) -> str:
-    """Describe where the sessions run (thread pools are set per session)."""
+def has_cuda() -> bool:
+    """Whether this onnxruntime build can run on a GPU (its CUDA provider)."""
     import onnxruntime
 
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def configure(options: BackendOptions) -> str:
+    """Describe where the sessions run (thread pools are set per session)."""
+    if has_cuda():
         return "GPU (ONNX Runtime CUDA provider)"
     return f"CPU ({os.cpu_count()} cores)"
 
 
 def load(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[OnnxModel, ModelEntry]:
     """Open the entry's fp32 ONNX export and check its output width against the entry's classes."""
-    return _load_file(folder, entry, options, ONNX_FILE_KEY, "ONNX export", EXPORT_COMMAND)
-
-
-def _load_file(folder: Path, entry: ModelEntry, options: BackendOptions, file_key: str, artefact: str,
-               command: str) -> tuple[OnnxModel, ModelEntry]:
-    """Open the ONNX file under `file_key` and check its output width against the entry's classes."""
-    onnx_file = entry.files.get(file_key)
+    onnx_file = entry.files.get(ONNX_FILE_KEY)
     if onnx_file is None:
         raise ModelRepositoryError(
-            f"{folder / 'manifest.json'} [{entry.role}]: no {artefact}; run {command} {folder},"
+            f"{folder / 'manifest.json'} [{entry.role}]: no ONNX export; run {EXPORT_COMMAND} {folder},"
             " or use TRIAGE_BACKEND=auto")
     model = OnnxModel(entry.role, folder / onnx_file, entry.input_size, entry.preprocessing,
                       options.intra_op_threads, options.inter_op_threads)
-    if model.num_outputs != len(entry.classes):
-        raise ModelRepositoryError(
-            f"{folder / onnx_file}: {model.num_outputs} outputs but the manifest lists {len(entry.classes)} classes"
-            f" for {entry.role}; re-export it with {EXPORT_COMMAND} {folder}")
+    check_output_width(model.num_outputs, entry.classes, entry.role, folder / onnx_file,
+                       f"re-export it with {EXPORT_COMMAND} {folder}")
     return model, entry
 
 

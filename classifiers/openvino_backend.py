@@ -17,7 +17,7 @@ import numpy as np
 from classifiers.errors import ModelRepositoryError
 from classifiers.onnx_backend import EXPORT_COMMAND, default_intra_op_threads
 from classifiers.repository.entries import INT8_FILE_KEY, INT8_WEIGHTS_FILE_KEY, ModelEntry
-from classifiers.runtime import BackendOptions, ImageModel
+from classifiers.runtime import BackendOptions, ImageModel, check_output_width
 
 INT8_COMMAND = f"{EXPORT_COMMAND} --int8"
 
@@ -86,10 +86,8 @@ def load_int8(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple
             " or use TRIAGE_BACKEND=auto")
     model = OpenVinoModel(entry.role, folder / model_file, entry.input_size, entry.preprocessing,
                           options.intra_op_threads)
-    if model.num_outputs != len(entry.classes):
-        raise ModelRepositoryError(
-            f"{folder / model_file}: {model.num_outputs} outputs but the manifest lists {len(entry.classes)} classes"
-            f" for {entry.role}; make it again with {INT8_COMMAND} {folder}")
+    check_output_width(model.num_outputs, entry.classes, entry.role, folder / model_file,
+                       f"make it again with {INT8_COMMAND} {folder}")
     return model, entry
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from classifiers.errors import ModelRepositoryError
 from classifiers.preprocessing import preprocess_batch
 
 
@@ -24,6 +26,13 @@ class BackendOptions:
 def padded_batch_size(batch_size: int) -> int:
     """The power of two at or above `batch_size`: XLA compiles one program per distinct shape."""
     return 1 << max(0, batch_size - 1).bit_length()
+
+
+def check_output_width(num_outputs: int, classes: tuple[str, ...], role: str, path: Path, remedy: str) -> None:
+    """ModelRepositoryError unless the model file at `path` has one output per class of its entry."""
+    if num_outputs != len(classes):
+        raise ModelRepositoryError(
+            f"{path}: {num_outputs} outputs but the manifest lists {len(classes)} classes for {role}; {remedy}")
 
 
 class ImageModel:

@@ -32,7 +32,6 @@ from classifiers.repository.entries import (
     INT8_FILE_KEYS,
     INT8_GUARD_KEY,
     INT8_WEIGHTS_FILE_KEY,
-    LEGACY_ONNX_INT8_FILE_KEY,
     ONNX_FILE_KEY,
     ModelEntry,
 )
@@ -58,6 +57,7 @@ def quantize_entry(folder: Path, entry: ModelEntry, views: ValidationViews, accu
     """Quantize one entry's fp32 ONNX model and guard it; return the entry recording it (or its refusal)."""
     fp32_path = folder / entry.files[ONNX_FILE_KEY]
     int8_path = folder / f"{entry.role}.int8.xml"
+    int8_weights_path = int8_path.with_suffix(".bin")  # openvino.save_model writes the weights beside the model
     fp32 = OnnxModel(entry.role, fp32_path, entry.input_size, entry.preprocessing)
     indices = views.indices_for(entry.role)
     pixels = views.pixels(entry.input_size)[indices]
@@ -76,10 +76,10 @@ def quantize_entry(folder: Path, entry: ModelEntry, views: ValidationViews, accu
     entry = dataclasses.replace(entry, extra={**entry.extra, INT8_GUARD_KEY: record})
     if record["status"] == "failed":
         int8_path.unlink()
-        int8_path.with_suffix(".bin").unlink()
+        int8_weights_path.unlink()
         return entry, record
-    return entry.with_files(folder, **{INT8_FILE_KEY: int8_path.name,
-                                       INT8_WEIGHTS_FILE_KEY: int8_path.with_suffix(".bin").name}), record
+    files = {INT8_FILE_KEY: int8_path.name, INT8_WEIGHTS_FILE_KEY: int8_weights_path.name}
+    return entry.with_files(folder, **files), record
 
 
 def _predict_all(model: ImageModel, pixels: np.ndarray, batch_size: int = 16) -> np.ndarray:
@@ -154,7 +154,7 @@ def optimize_repository(folder: Path, int8: bool = False, calibration: Path | No
     manifest = read_manifest(folder)
     records: dict[str, dict[str, Any]] = {}
     for role, entry in manifest.entries().items():
-        if any(key in entry.files for key in (INT8_FILE_KEY, LEGACY_ONNX_INT8_FILE_KEY)) and not int8:
+        if any(key in entry.files for key in INT8_FILE_KEYS) and not int8:
             log(f"{role:12s} removed its INT8 model (made from an older export); add --int8 to make a new one")
         entry = forget_int8(folder, entry)
         if views is not None:
