@@ -79,7 +79,7 @@ def count_dicom_pixels(data: bytes, limits: ImageLimits, name: str) -> int:
 
 
 def decode_dicom(data: bytes, limits: ImageLimits, name: str) -> list[DecodedView]:
-    """Decode every frame of a DICOM radiograph into 8-bit RGB display images (one per frame).
+    """Decode every frame of a DICOM radiograph into 8-bit gray (L) display images (one per frame).
 
     Raises:
         MalformedDicom: truncated file, missing pixel module attributes, pixel data too short or corrupt.
@@ -103,7 +103,7 @@ def decode_dicom(data: bytes, limits: ImageLimits, name: str) -> list[DecodedVie
         except Exception:  # noqa: BLE001 - codec and LUT errors on bad input all mean "corrupt pixel data"
             raise MalformedDicom(view_name, "the pixel data cannot be decoded (corrupt or inconsistent with the"
                                             " header); send the original file") from None
-        image = Image.fromarray(display, mode="L").convert("RGB")
+        image = Image.fromarray(display, mode="L")
         frames.append(DecodedView(view_name, image, read_view_info(header, frame=index + 1), header))
     return frames
 

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from classifiers.errors import ModelRepositoryError
+from classifiers.imaging import resize_image
 
 GATE_KEY = "gate"  # manifest.json: {"file": "gate.npz", "sha256": ..., "method": ..., "fitted_on": ...}
 GATE_FILE = "gate.npz"
@@ -33,9 +34,8 @@ NO_GATE_WARNING = ("no out-of-domain gate statistics (gate.npz): every view is s
 
 
 def view_features(image: Image.Image, router_probabilities: np.ndarray) -> np.ndarray:
-    """(F,) float64 statistics of one RGB view and its router output."""
-    small = np.asarray(image.convert("RGB").resize((STATISTICS_SIZE, STATISTICS_SIZE), Image.Resampling.BILINEAR),
-                       dtype=np.float64) / 255.0  # (64, 64, 3) in [0, 1]
+    """(F,) float64 statistics of one view (8-bit L or RGB) and its router output."""
+    small = resize_image(image, (STATISTICS_SIZE, STATISTICS_SIZE)).astype(np.float64) / 255.0  # (64, 64, 3) in [0, 1]
     gray = small.mean(axis=2)
     colour = np.abs(small - gray[..., None]).mean()
     histogram = np.histogram(gray, bins=HISTOGRAM_BINS, range=(0.0, 1.0))[0] / gray.size

@@ -28,9 +28,10 @@ class ImageLimits:
 
 
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "image") -> Image.Image:
-    """Decode image bytes into an 8-bit RGB Pillow image with EXIF orientation applied.
+    """Decode image bytes into an 8-bit Pillow image with EXIF orientation applied: L when gray, else RGB.
 
-    Grayscale (8- or 16-bit) is replicated to three channels; alpha is dropped.
+    Grayscale (8- or 16-bit) stays one channel (8-bit L): resizing it costs a third of an RGB copy's, and
+    `resize_image` replicates it to three channels after, with the same numbers. Alpha is dropped.
 
     Raises:
         UnreadableImage: not a PNG, JPEG, BMP or TIFF.
@@ -44,7 +45,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise TruncatedImage(name, f"the image data is truncated or corrupt ({error}); send the whole file") from None
     image = ImageOps.exif_transpose(image) or image
-    return _to_rgb8(image)
+    return _to_eight_bit(image)
 
 
 def count_pixels(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "image") -> int:
@@ -63,7 +64,9 @@ def load_image_file(path: str | Path, limits: ImageLimits = ImageLimits()) -> Im
 
 
 def resize_image(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """Resize an RGB image to `size` = (height, width) with antialiased bilinear filtering.
+    """Resize an 8-bit L or RGB image to `size` = (height, width) with antialiased bilinear filtering, as RGB.
+
+    A gray image is resized on its one channel, then replicated: the same numbers as resizing its RGB copy.
 
     Returns:
         (height, width, 3) uint8 array in [0, 255].
@@ -101,13 +104,13 @@ def _open_checked(data: bytes, limits: ImageLimits, name: str) -> Image.Image:
     return image
 
 
-def _to_rgb8(image: Image.Image) -> Image.Image:
-    """Convert any decoded mode to 8-bit RGB; 16-bit data is scaled to 0..255."""
+def _to_eight_bit(image: Image.Image) -> Image.Image:
+    """Convert any decoded mode to 8-bit L (gray modes; 16-bit data scaled to 0..255) or 8-bit RGB (the rest)."""
     if image.mode in HIGH_BIT_DEPTH_MODES:
-        image = _high_bit_depth_to_gray8(image)
-    elif image.mode in ("1", "LA", "La", "L"):
-        image = image.convert("L")
-    elif image.mode == "P":
+        return _high_bit_depth_to_gray8(image)
+    if image.mode in ("1", "LA", "La", "L"):
+        return image.convert("L")
+    if image.mode == "P":
         image = image.convert("RGBA")
     return image.convert("RGB")
 

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from classifiers.imaging import resize_image
+
 MAX_OVERLAY_SIDE = 1024
 OVERLAY_OPACITY = 0.55
 PNG_COMPRESS_LEVEL = 1  # an overlay is sent once: speed matters more than the last 10 % of bytes
@@ -66,9 +68,9 @@ def colorize(heat: np.ndarray) -> np.ndarray:
 
 
 def render_overlay(view: Image.Image, heat: np.ndarray, peak: tuple[int, int]) -> bytes:
-    """PNG of the view (RGB) with the [0, 1] heat blended over it and a ring at the peak (view pixels)."""
+    """PNG of the view (8-bit L or RGB) with the [0, 1] heat blended over it and a ring at the peak (view pixels)."""
     size = (heat.shape[1], heat.shape[0])
-    base = np.asarray(view.convert("RGB").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    base = resize_image(view, (size[1], size[0])).astype(np.float32)
     alpha = (OVERLAY_OPACITY * heat)[..., None]
     blended = base * (1 - alpha) + colorize(heat).astype(np.float32) * alpha
     image = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))

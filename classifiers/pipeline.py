@@ -201,7 +201,7 @@ class Pipeline:
 
     def predict_images(self, names: Sequence[str], images: Sequence[Image.Image], body_part: str | None = None,
                        aggregation: str = "mean", deadline: float | None = None, explain: bool = False) -> StudyResult:
-        """Run router and expert on already-decoded RGB images of one study (deadline: see predict_study).
+        """Run router and expert on already-decoded 8-bit L or RGB images of one study (deadline: see predict_study).
 
         The deadline applies to the router's queue, less the expert's expected queue: a study that started
         there goes on to its expert.

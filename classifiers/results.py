@@ -25,7 +25,7 @@ class ViewInput:
 
 @dataclass(frozen=True)
 class DecodedView:
-    """One decoded view: display name, 8-bit RGB image and, for DICOM, its metadata and header.
+    """One decoded view: display name, 8-bit image (L when gray, else RGB) and, for DICOM, its metadata and header.
 
     `header` is the instance's DICOM header without pixel data (patient data included), for writers of
     DICOM objects in the same study (the SR, overlays); it is never serialised to JSON.
