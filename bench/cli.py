@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4, help="concurrent studies in process and over HTTP")
     parser.add_argument("--studies", type=int, default=None, help="3-view studies per concurrent measurement")
     parser.add_argument("--naive-views", type=int, default=None, help="views for the naive measurement")
+    parser.add_argument("--single-views", type=int, default=None,
+                        help="1-view studies over HTTP for the single-view latency (default 60; 6 quick)")
     parser.add_argument("--time-limit", type=float, default=90.0, help="seconds per measurement, at most")
     parser.add_argument("--max-batch-size", type=int, default=16, help="batcher max batch size")
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="batcher max wait, ms")
@@ -52,8 +55,13 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: dict[str, int]) -> dict[str, Any]:
-    """Everything measured inside this process (the pipeline is closed before returning)."""
+def measure_in_process(arguments: argparse.Namespace, repository: Path,
+                       sizes: dict[str, int]) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
+    """Everything measured inside this process, and the router's and an expert's forward at batch 1.
+
+    The pipeline is closed before returning; its router and first expert stay loaded for the forwards, which
+    the single-view measurement over HTTP times again beside its requests.
+    """
     from bench.inprocess import (
         BatchRecorder,
         compare_routers,
@@ -64,6 +72,7 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
         measure_naive,
         measure_onnx_precisions,
         measure_pipeline,
+        zero_batch,
     )
     from bench.machine import matmul_gflops, peak_rss_mb
     from bench.models import count_flops
@@ -91,6 +100,8 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
         progress(f"loaded in {results['load_seconds']:.1f} s; compiled forward passes")
         forward = measure_forward(pipeline, (1, 8), sizes["repeats"])
         results["forward_ms"] = {"router": forward["router"], "expert": forward[expert_role]}
+        runners = {"router": pipeline.models["router"].runner, "expert": pipeline.models[expert_role].runner}
+        forwards = {role: functools.partial(runner.forward, zero_batch(runner, 1)) for role, runner in runners.items()}
         results["backends"] = {role: f"{loaded.runner.backend} ({loaded.runner.file_name})"
                                for role, loaded in pipeline.models.items()}
         results["onnx_forward_ms"] = measure_onnx_precisions(pipeline, (1, 8), sizes["repeats"])
@@ -99,7 +110,7 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
         results["naive"] = measure_naive(pipeline, keras_models, views, sizes["naive_views"])
         progress("pipeline in process")
         results["pipeline"] = {
-            "single_view": measure_pipeline(pipeline, views, sizes["naive_views"], 1, 1, arguments.time_limit,
+            "single_view": measure_pipeline(pipeline, views, sizes["single_views"], 1, 1, arguments.time_limit,
                                             recorder),
             "concurrent": measure_pipeline(pipeline, views, sizes["studies"], 3, arguments.clients,
                                            arguments.time_limit, recorder),
@@ -117,12 +128,13 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path, sizes: d
         pipeline.close()
     results["matmul_gflops"] = max(gflops_start, matmul_gflops(sizes["matmul"]))
     results["bench_peak_rss_mb"] = peak_rss_mb()
-    return results
+    return results, forwards
 
 
-def measure_service(arguments: argparse.Namespace, repository: Path, sizes: dict[str, int]) -> dict[str, Any]:
-    """Start gunicorn over `repository`, measure single-view latency and concurrent throughput, stop it."""
-    from bench.service import load_test, run_gunicorn, worker_peak_rss_mb
+def measure_service(arguments: argparse.Namespace, repository: Path, sizes: dict[str, int],
+                    forwards: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Start gunicorn over `repository`, measure single-view latency (beside `forwards`) and throughput, stop it."""
+    from bench.service import load_test, run_gunicorn, single_view_against_forward, worker_peak_rss_mb
     from bench.workload import make_view_bytes
 
     environment = {"TRIAGE_MAX_BATCH_SIZE": str(arguments.max_batch_size),
@@ -137,7 +149,7 @@ def measure_service(arguments: argparse.Namespace, repository: Path, sizes: dict
     with run_gunicorn(repository, arguments.workers, arguments.threads, environment, log_path,
                       startup_limit_s=600) as server:
         progress(f"gunicorn ready in {server.ready_seconds:.1f} s; HTTP load")
-        single = load_test(server, views, 1, 1, sizes["naive_views"], arguments.time_limit)
+        single = single_view_against_forward(server, views, forwards, sizes["single_views"])
         concurrent = load_test(server, views, 3, arguments.clients, sizes["studies"], arguments.time_limit)
         return {"workers": arguments.workers, "threads": arguments.threads, "ready_seconds": server.ready_seconds,
                 "single_view": single, "concurrent": concurrent, "worker_peak_rss_mb": worker_peak_rss_mb(server)}
@@ -152,8 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.report import compute_ratios, format_table, judge_targets, write_json
 
     side = arguments.input_size or (64 if arguments.quick else 224)
-    sizes = ({"matmul": 512, "repeats": 2, "naive_views": 4, "studies": 6} if arguments.quick else
-             {"matmul": 2048, "repeats": 3, "naive_views": 12, "studies": 24})
+    sizes = ({"matmul": 512, "repeats": 2, "naive_views": 4, "studies": 6, "single_views": 6} if arguments.quick else
+             {"matmul": 2048, "repeats": 3, "naive_views": 12, "studies": 24, "single_views": 60})
+    sizes["single_views"] = arguments.single_views or sizes["single_views"]
     sizes["naive_views"] = arguments.naive_views or sizes["naive_views"]
     sizes["studies"] = arguments.studies or sizes["studies"]
     router_backbone = arguments.router_backbone or arguments.backbone
@@ -173,8 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.backend != "tensorflow":
         prepare_repository(repository, log=progress)
     results["repository"] = str(repository)
-    results.update(measure_in_process(arguments, repository, sizes))
-    results["service"] = None if arguments.skip_service else measure_service(arguments, repository, sizes)
+    in_process, forwards = measure_in_process(arguments, repository, sizes)
+    results.update(in_process)
+    results["service"] = None if arguments.skip_service else measure_service(arguments, repository, sizes, forwards)
     results["ratios"] = compute_ratios(results)
     results["targets"] = judge_targets(results["ratios"], results["machine"])
     results["load_average_end"] = load_average()

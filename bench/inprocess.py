@@ -14,6 +14,7 @@ from bench.workload import latency_summary, run_concurrently
 from classifiers import Pipeline, PipelineSettings, ViewInput
 from classifiers.imaging import decode_image, resize_image
 from classifiers.preprocessing import preprocess_batch
+from classifiers.runtime import ImageModel
 
 
 class BatchRecorder:
@@ -61,9 +62,14 @@ def measure_forward(pipeline: Pipeline, batch_sizes: tuple[int, ...], repeats: i
         compiled = pipeline.models[role].runner
         results[role] = {}
         for batch_size in batch_sizes:
-            batch = preprocess_batch(np.zeros((batch_size, *compiled.input_size, 3), np.uint8), compiled.preprocessing)
-            results[role][str(batch_size)] = 1000 * time_forward(compiled.forward, batch, repeats)
+            results[role][str(batch_size)] = 1000 * time_forward(compiled.forward, zero_batch(compiled, batch_size),
+                                                                 repeats)
     return results
+
+
+def zero_batch(model: ImageModel, batch_size: int) -> np.ndarray:
+    """A preprocessed batch of black views at the model's input size (forward passes do not depend on values)."""
+    return model.prepare(np.zeros((batch_size, *model.input_size, 3), np.uint8))
 
 
 def compare_xla(model: Any, input_size: tuple[int, int], batch_sizes: tuple[int, ...],
@@ -108,8 +114,7 @@ def measure_onnx_precisions(pipeline: Pipeline, batch_sizes: tuple[int, ...],
         model, _ = BACKENDS[name].load(pipeline.repository, entry, pipeline.settings.backend_options)
         results[name] = {}
         for batch_size in batch_sizes:
-            batch = model.prepare(np.zeros((batch_size, *model.input_size, 3), np.uint8))
-            results[name][str(batch_size)] = 1000 * time_forward(model.forward, batch, repeats)
+            results[name][str(batch_size)] = 1000 * time_forward(model.forward, zero_batch(model, batch_size), repeats)
     return results
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
+import statistics
 import threading
-from collections.abc import Iterator
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import requests
 
 from bench.launch import Server, encode_multipart, running_gunicorn
 from bench.machine import process_peak_rss_mb
@@ -30,21 +32,37 @@ def encode_study(views: list[bytes]) -> tuple[bytes, str]:
     return encode_multipart([(f"view{index}.png", data) for index, data in enumerate(views)])
 
 
+def connect(server: Server) -> http.client.HTTPConnection:
+    """A keep-alive connection to the server (the standard library's client: little CPU of the benchmark's own)."""
+    address = urllib.parse.urlsplit(server.url)
+    return http.client.HTTPConnection(address.hostname, address.port, timeout=120)
+
+
+def post_study(connection: http.client.HTTPConnection, body: bytes, content_type: str) -> None:
+    """POST /predict one encoded study; raise RuntimeError for any answer but 200."""
+    connection.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+    response = connection.getresponse()
+    answer = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status}: {answer[:200]!r}")
+
+
+def study_bodies(views: list[bytes], views_per_study: int, count: int) -> list[tuple[bytes, str]]:
+    """Up to 16 distinct encoded studies of `views_per_study` views, cycling through `views`."""
+    return [encode_study([views[(index * views_per_study + number) % len(views)] for number in range(views_per_study)])
+            for index in range(min(count, 16))]
+
+
 def load_test(server: Server, views: list[bytes], views_per_study: int, clients: int, studies: int,
               time_limit_s: float) -> dict[str, Any]:
     """`clients` concurrent keep-alive clients POST /predict `studies` studies (bounded by `time_limit_s`)."""
-    sessions = threading.local()
-    bodies = [encode_study([views[(index * views_per_study + number) % len(views)]
-                            for number in range(views_per_study)]) for index in range(min(studies, 16))]
+    connections = threading.local()
+    bodies = study_bodies(views, views_per_study, studies)
 
     def post(index: int) -> None:
-        if not hasattr(sessions, "session"):
-            sessions.session = requests.Session()
-        body, content_type = bodies[index % len(bodies)]
-        response = sessions.session.post(server.url + "/predict", data=body,
-                                         headers={"Content-Type": content_type}, timeout=120)
-        if response.status_code != 200:
-            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+        if not hasattr(connections, "connection"):
+            connections.connection = connect(server)
+        post_study(connections.connection, *bodies[index % len(bodies)])
 
     post(0)
     wall, latencies, errors = run_concurrently(post, studies, clients, time_limit_s)
@@ -52,6 +70,46 @@ def load_test(server: Server, views: list[bytes], views_per_study: int, clients:
     return {"clients": clients, "views_per_study": views_per_study, "studies": done, "errors": len(errors),
             "error_examples": sorted(set(errors))[:3], "seconds": wall, "studies_per_s": done / wall,
             "views_per_s": done * views_per_study / wall, **latency_summary(latencies)}
+
+
+def single_view_against_forward(server: Server, views: list[bytes], forwards: dict[str, Callable[[], Any]],
+                                studies: int, block: int = 10) -> dict[str, Any]:
+    """One client's 1-view studies over HTTP, in blocks alternating with blocks of the models' forward at batch 1.
+
+    `forwards` runs, in this process, the router's and an expert's forward pass as the service runs them
+    (same backend and threads). Timing both in alternate blocks of `block` lets them see the machine in the
+    same state (its speed drifts by 10 % from one minute to the next); `forward_ms` holds their medians.
+    """
+    connection = connect(server)
+    bodies = study_bodies(views, 1, len(views))
+    post_study(connection, *bodies[0])
+    for forward in forwards.values():
+        forward()
+    latencies: list[float] = []
+    forward_seconds: dict[str, list[float]] = {role: [] for role in forwards}
+    errors: list[str] = []
+    started = time.perf_counter()
+    for index in range(studies):
+        if index % block == 0:
+            for _ in range(block):
+                for role, forward in forwards.items():
+                    forward_started = time.perf_counter()
+                    forward()
+                    forward_seconds[role].append(time.perf_counter() - forward_started)
+        post_started = time.perf_counter()
+        try:
+            post_study(connection, *bodies[index % len(bodies)])
+        except (RuntimeError, OSError, http.client.HTTPException) as error:
+            errors.append(f"{type(error).__name__}: {str(error)[:200]}")
+            connection = connect(server)
+            continue
+        latencies.append(time.perf_counter() - post_started)
+    wall = time.perf_counter() - started
+    return {"clients": 1, "views_per_study": 1, "studies": len(latencies), "errors": len(errors),
+            "error_examples": sorted(set(errors))[:3], "seconds": wall,
+            "studies_per_s": len(latencies) / wall, "views_per_s": len(latencies) / wall,
+            "forward_ms": {role: 1000 * statistics.median(seconds) for role, seconds in forward_seconds.items()},
+            **latency_summary(latencies)}
 
 
 def worker_peak_rss_mb(server: Server) -> float | None:

@@ -47,7 +47,8 @@ def test_throughput_target_follows_the_machine_kind(simd, target, met):
 def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
     out = tmp_path / "run.json"
     code = main(["--quick", "--backbone", "tiny", "--input-size", "32", "--cache", str(tmp_path / "models"),
-                 "--out", str(out), "--skip-xla", "--studies", "4", "--naive-views", "3", "--compare-routers", "tiny"])
+                 "--out", str(out), "--skip-xla", "--studies", "4", "--naive-views", "3", "--single-views", "5",
+                 "--compare-routers", "tiny"])
     assert code == 0
     record = json.loads(out.read_text())
     assert record["naive"]["views"] == 3
@@ -56,6 +57,12 @@ def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
         assert math.isclose(part["views_per_s"], 3 * part["studies_per_s"])
     assert sum(int(size) * count for size, count in record["pipeline"]["concurrent"]["batch_sizes"].items()) == 24
     assert record["service"]["worker_peak_rss_mb"] > 50
+    # Single views over HTTP, with the router's and an expert's forward timed beside them for the target's ratio.
+    single = record["service"]["single_view"]
+    assert (single["studies"], single["errors"]) == (5, 0) and set(single["forward_ms"]) == {"router", "expert"}
+    assert record["ratios"]["p50_vs_forward"] == pytest.approx(single["p50_ms"] / sum(single["forward_ms"].values()))
+    assert record["ratios"]["p50_vs_forward_at_start"] == pytest.approx(
+        single["p50_ms"] / (record["forward_ms"]["router"]["1"] + record["forward_ms"]["expert"]["1"]))
     assert set(record["targets"]) == {"service_vs_naive", "int8_vs_fp32_batch8", "compute_vs_matmul",
                                       "p50_vs_forward", "startup_s", "peak_rss_mb"}
     # The default backend on an optimized repository: INT8 everywhere, and its speed-up over fp32 measured.
