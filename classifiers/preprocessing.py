@@ -39,6 +39,16 @@ PREPROCESSING_MODES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+# Each mode as an affine map per channel after an optional RGB -> BGR flip: (x - mean) / scale, the form a
+# runtime can compile into the model itself (classifiers/openvino_backend.py), so uint8 views go straight in.
+AFFINE_FORMS: dict[str, tuple[bool, np.ndarray, np.ndarray]] = {
+    "tf": (False, np.full(3, 127.5, np.float32), np.full(3, 127.5, np.float32)),
+    "torch": (False, 255 * IMAGENET_MEAN_RGB, 255 * IMAGENET_STD_RGB),
+    "caffe": (True, CAFFE_MEAN_BGR, np.ones(3, np.float32)),
+    "unit": (False, np.zeros(3, np.float32), np.full(3, 255.0, np.float32)),
+}
+
+
 def check_preprocessing_mode(mode: str) -> str:
     """Return `mode` if it is known, else raise ValueError listing the valid modes."""
     if mode not in PREPROCESSING_MODES:

@@ -15,6 +15,7 @@ from classifiers import Pipeline, PipelineSettings, ViewInput
 from classifiers.body_parts import BODY_PARTS
 from classifiers.onnx_backend import OnnxModel
 from classifiers.openvino_backend import OpenVinoModel
+from classifiers.preprocessing import PREPROCESSING_MODES, preprocess_batch
 from classifiers.repository.entries import (
     INT8_FILE_KEY,
     INT8_GUARD_KEY,
@@ -98,6 +99,22 @@ def test_guard_figures_match_an_independent_computation(int8_repository: tuple[P
     labels = [int(s.endswith("positive")) for s in studies]
     assert records["XR_HAND"]["num_studies"] == len(studies) == 3
     assert records["XR_HAND"]["auroc_int8"] == pytest.approx(roc_auc(labels, means))
+
+
+@pytest.mark.parametrize("mode", sorted(PREPROCESSING_MODES))
+def test_int8_models_compile_each_preprocessing_in_and_give_the_numpy_paths_outputs(
+        int8_repository: tuple[Path, dict], mode: str) -> None:
+    import openvino
+
+    folder, _ = int8_repository
+    path = folder / "router.int8.xml"
+    images = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    model = OpenVinoModel("router", path, (32, 32), mode)
+    plain = openvino.Core().compile_model(str(path), "CPU").create_infer_request()
+    expected = np.asarray(plain.infer([preprocess_batch(images, mode)])[0])
+    np.testing.assert_allclose(model.predict(images), expected, atol=1e-5)
+    with pytest.raises(TypeError, match="uint8 batch"):
+        model.forward(preprocess_batch(images, mode))
 
 
 @pytest.mark.parametrize(("role", "fp32", "int8", "passed"), [

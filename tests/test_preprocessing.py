@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifiers.preprocessing import PREPROCESSING_MODES, preprocess_batch
+from classifiers.preprocessing import AFFINE_FORMS, PREPROCESSING_MODES, preprocess_batch
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +48,12 @@ def test_uint8_table_gives_exactly_the_float_path() -> None:
     float_path = preprocess_batch(images.astype(np.float32), "torch")
     assert table_path.dtype == np.float32 and table_path.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(table_path, float_path)
+
+
+@pytest.mark.parametrize("mode", sorted(PREPROCESSING_MODES))
+def test_affine_forms_give_the_modes_numbers(images: np.ndarray, mode: str) -> None:
+    # The form a runtime compiles into the model (the int8 backend): flip, then (x - mean) / scale per channel.
+    flip, mean, scale = AFFINE_FORMS[mode]
+    pixels = images[..., ::-1] if flip else images
+    np.testing.assert_allclose((pixels.astype(np.float32) - mean) / scale, preprocess_batch(images, mode),
+                               rtol=1e-6, atol=1e-5)
