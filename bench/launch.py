@@ -91,15 +91,19 @@ class Server:
 
 @contextmanager
 def running_gunicorn(models_dir: Path, log_path: Path, environment: Mapping[str, str] | None = None,
-                     workers: int = 1, threads: int = 4, port: int | None = None) -> Iterator[Server]:
-    """Start gunicorn over `models_dir` (not yet ready when yielded: see Server.wait_until_ready); always stopped."""
+                     workers: int = 1, threads: int = 4, port: int | None = None,
+                     code: Path = ROOT) -> Iterator[Server]:
+    """Start gunicorn over `models_dir` (not yet ready when yielded: see Server.wait_until_ready); always stopped.
+
+    `code`: the checkout whose service runs (another one for a before/after comparison).
+    """
     address = f"127.0.0.1:{port or free_port()}"
-    variables = {**os.environ, "TRIAGE_BIND": address, "TRIAGE_MODELS": str(models_dir),
+    variables = {**os.environ, "PYTHONPATH": str(code), "TRIAGE_BIND": address, "TRIAGE_MODELS": str(models_dir),
                  "TRIAGE_WORKERS": str(workers), "TRIAGE_THREADS": str(threads), **(environment or {})}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-                                   cwd=ROOT, env=variables, stdout=log_file, stderr=subprocess.STDOUT)
+                                   cwd=code, env=variables, stdout=log_file, stderr=subprocess.STDOUT)
     server = Server(f"http://{address}", process, log_path)
     try:
         yield server

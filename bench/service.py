@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import statistics
 import threading
 import time
@@ -38,13 +39,14 @@ def connect(server: Server) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(address.hostname, address.port, timeout=120)
 
 
-def post_study(connection: http.client.HTTPConnection, body: bytes, content_type: str) -> None:
-    """POST /predict one encoded study; raise RuntimeError for any answer but 200."""
+def post_study(connection: http.client.HTTPConnection, body: bytes, content_type: str) -> bytes:
+    """POST /predict one encoded study; its JSON answer, or RuntimeError for any answer but 200."""
     connection.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
     response = connection.getresponse()
     answer = response.read()
     if response.status != 200:
         raise RuntimeError(f"HTTP {response.status}: {answer[:200]!r}")
+    return answer
 
 
 def study_bodies(views: list[bytes], views_per_study: int, count: int) -> list[tuple[bytes, str]]:
@@ -78,7 +80,8 @@ def single_view_against_forward(server: Server, views: list[bytes], forwards: di
 
     `forwards` runs, in this process, the router's and an expert's forward pass as the service runs them
     (same backend and threads). Timing both in alternate blocks of `block` lets them see the machine in the
-    same state (its speed drifts by 10 % from one minute to the next); `forward_ms` holds their medians.
+    same state (its speed drifts by 10 % from one minute to the next); `forward_ms` holds their medians, and
+    `server_timing_ms` the medians of the service's own `timing_ms` (decode, router and expert stages, total).
     """
     connection = connect(server)
     bodies = study_bodies(views, 1, len(views))
@@ -88,6 +91,7 @@ def single_view_against_forward(server: Server, views: list[bytes], forwards: di
     latencies: list[float] = []
     forward_seconds: dict[str, list[float]] = {role: [] for role in forwards}
     errors: list[str] = []
+    server_timings: list[dict[str, float]] = []
     started = time.perf_counter()
     for index in range(studies):
         if index % block == 0:
@@ -98,17 +102,20 @@ def single_view_against_forward(server: Server, views: list[bytes], forwards: di
                     forward_seconds[role].append(time.perf_counter() - forward_started)
         post_started = time.perf_counter()
         try:
-            post_study(connection, *bodies[index % len(bodies)])
+            answer = post_study(connection, *bodies[index % len(bodies)])
         except (RuntimeError, OSError, http.client.HTTPException) as error:
             errors.append(f"{type(error).__name__}: {str(error)[:200]}")
             connection = connect(server)
             continue
         latencies.append(time.perf_counter() - post_started)
+        server_timings.append(json.loads(answer)["timing_ms"])
     wall = time.perf_counter() - started
     return {"clients": 1, "views_per_study": 1, "studies": len(latencies), "errors": len(errors),
             "error_examples": sorted(set(errors))[:3], "seconds": wall,
             "studies_per_s": len(latencies) / wall, "views_per_s": len(latencies) / wall,
             "forward_ms": {role: 1000 * statistics.median(seconds) for role, seconds in forward_seconds.items()},
+            "server_timing_ms": {key: statistics.median(timing[key] for timing in server_timings)
+                                 for key in (server_timings[0] if server_timings else {})},
             **latency_summary(latencies)}
 
 

@@ -88,7 +88,7 @@ class OpenVinoModel(ImageModel):
 
 
 def _with_preprocessing(openvino: Any, model: Any, mean: np.ndarray, scale: np.ndarray) -> Any:
-    """The model taking uint8 NHWC pixels and computing (x - mean) / scale per channel itself, before its float input."""
+    """The model taking uint8 NHWC pixels and computing (x - mean) / scale per channel itself, then its own input."""
     from openvino.preprocess import PrePostProcessor
 
     channels = int(model.input(0).get_partial_shape()[3].get_length())

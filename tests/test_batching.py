@@ -215,3 +215,31 @@ def test_a_burst_waits_for_stragglers_up_to_max_wait() -> None:
         thread.join(10)
     batcher.close()
     assert batch_sizes == [1, 3]
+
+
+def test_a_lone_request_runs_in_its_callers_thread_and_a_queued_one_in_the_workers() -> None:
+    threads_seen: list[str] = []
+    running = threading.Event()
+    release = threading.Event()
+
+    def gated_row_sums(views: np.ndarray) -> np.ndarray:
+        threads_seen.append(threading.current_thread().name)
+        running.set()
+        release.wait(5)
+        return _row_sums(views)
+
+    batcher = DynamicBatcher("sum", gated_row_sums, max_wait_ms=0)
+    lone = threading.Thread(target=batcher.submit, args=(np.ones((1, 3), np.float32),), name="caller-1")
+    lone.start()
+    assert running.wait(5)
+    queued = threading.Thread(target=batcher.submit, args=(np.ones((1, 3), np.float32),), name="caller-2")
+    queued.start()
+    while batcher.queued_views < 2:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert threads_seen == ["caller-1"]  # the model runs one batch at a time: the second waits for the first
+    release.set()
+    for thread in (lone, queued):
+        thread.join(5)
+    batcher.close()
+    assert threads_seen == ["caller-1", "batcher-sum"] and batcher.queued_views == 0

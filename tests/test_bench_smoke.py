@@ -73,6 +73,26 @@ def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
     assert "HTTP gunicorn" in capsys.readouterr().out
 
 
+
+def test_single_view_comparison_runs_both_checkouts_alternately(tmp_path, capsys):
+    from bench.launch import ROOT
+    from bench.models import build_repository, prepare_repository
+    from bench.single_view import main as single_view_main
+
+    repository = build_repository(tmp_path / "models", "tiny", "tiny", (32, 32))
+    prepare_repository(repository, log=lambda line: None)
+    out = tmp_path / "single.json"
+    # This checkout against itself as the "other": the harness runs each service in turn and keeps every run.
+    assert single_view_main([str(repository), "--runs", "1", "--requests", "4", "--code", str(ROOT),
+                             "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert set(record["runs"]) == {"this", "other"}
+    for (run,) in record["runs"].values():
+        assert run["errors"] == 0 and set(run["forward_ms"]) == {"router", "expert"}
+        assert run["p50_less_forward_ms"] == pytest.approx(run["p50_ms"] - sum(run["forward_ms"].values()))
+        assert run["p50_over_forward"] == pytest.approx(run["p50_ms"] / sum(run["forward_ms"].values()))
+    assert "median over runs, other" in capsys.readouterr().out
+
 @pytest.mark.parametrize("batch_size", [1, 3, 5])
 def test_xla_compiled_model_matches_tf_function_on_padded_batches(batch_size):
     # classifiers/runtime.py pads XLA batches to a power of two; the padding must not leak into the rows.
