@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from web.config import GUNICORN_THREADS
+from web.config import GUNICORN_THREADS, in_flight_cap
 
 # TRIAGE_BIND: where to listen. Default 127.0.0.1:8000 (loopback only); the Docker image sets 0.0.0.0:8000.
 bind = [address.strip() for address in os.environ.get("TRIAGE_BIND", "127.0.0.1:8000").split(",")]
@@ -21,7 +21,7 @@ worker_class = "gthread"
 # queue. The app admits at most TRIAGE_MAX_IN_FLIGHT predictions; the threads above that stay free for
 # /healthz, /readyz and /metrics.
 threads = int(os.environ.get("TRIAGE_THREADS", str(GUNICORN_THREADS)))
-os.environ.setdefault("TRIAGE_MAX_IN_FLIGHT", str(max(1, threads - min(4, threads // 2))))
+os.environ.setdefault("TRIAGE_MAX_IN_FLIGHT", str(in_flight_cap(threads)))
 preload_app = False  # TensorFlow does not survive fork: build the app in each worker.
 
 # A cold GPU (CUDA init, first kernels) can take minutes; warm-up happens before /readyz says 200,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -64,6 +63,7 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path,
     """
     from bench.inprocess import (
         BatchRecorder,
+        batch_one_forwards,
         compare_routers,
         compare_xla,
         keras_models_of,
@@ -72,7 +72,6 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path,
         measure_naive,
         measure_onnx_precisions,
         measure_pipeline,
-        zero_batch,
     )
     from bench.machine import matmul_gflops, peak_rss_mb
     from bench.models import count_flops
@@ -100,8 +99,7 @@ def measure_in_process(arguments: argparse.Namespace, repository: Path,
         progress(f"loaded in {results['load_seconds']:.1f} s; compiled forward passes")
         forward = measure_forward(pipeline, (1, 8), sizes["repeats"])
         results["forward_ms"] = {"router": forward["router"], "expert": forward[expert_role]}
-        runners = {"router": pipeline.models["router"].runner, "expert": pipeline.models[expert_role].runner}
-        forwards = {role: functools.partial(runner.forward, zero_batch(runner, 1)) for role, runner in runners.items()}
+        forwards = batch_one_forwards(pipeline)
         results["backends"] = {role: f"{loaded.runner.backend} ({loaded.runner.file_name})"
                                for role, loaded in pipeline.models.items()}
         results["onnx_forward_ms"] = measure_onnx_precisions(pipeline, (1, 8), sizes["repeats"])

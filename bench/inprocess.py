@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -70,6 +72,12 @@ def measure_forward(pipeline: Pipeline, batch_sizes: tuple[int, ...], repeats: i
 def zero_batch(model: ImageModel, batch_size: int) -> np.ndarray:
     """A preprocessed batch of black views at the model's input size (forward passes do not depend on values)."""
     return model.prepare(np.zeros((batch_size, *model.input_size, 3), np.uint8))
+
+
+def batch_one_forwards(pipeline: Pipeline) -> dict[str, Callable[[], Any]]:
+    """The router's and the first expert's forward at batch 1 on a black view; they outlive `pipeline.close()`."""
+    runners = {"router": pipeline.models["router"].runner, "expert": pipeline.models[pipeline.body_parts[0]].runner}
+    return {role: functools.partial(runner.forward, zero_batch(runner, 1)) for role, runner in runners.items()}
 
 
 def compare_xla(model: Any, input_size: tuple[int, int], batch_sizes: tuple[int, ...],

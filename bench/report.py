@@ -39,7 +39,7 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "service_vs_naive": loaded["views_per_s"] / results["naive"]["views_per_s"] if loaded else None,
         "compute_vs_matmul": gflops_batch8 / results["matmul_gflops"] if gflops_batch8 else None,
         # The forwards timed in blocks alternating with the requests (bench.service.single_view_against_forward).
-        "p50_vs_forward": single["p50_ms"] / sum(single["forward_ms"].values()) if single else None,
+        "p50_vs_forward": single["p50_over_forward"] if single else None,
         # Against the forwards timed minutes earlier, before the service started (no target: for comparison).
         "p50_vs_forward_at_start": single["p50_ms"] / (router["1"] + expert["1"]) if single else None,
         "int8_vs_fp32_batch8": onnx["onnx"]["8"] / onnx["int8"]["8"] if onnx else None,
@@ -100,7 +100,7 @@ def format_table(results: dict[str, Any]) -> str:
         beside, ratios = single["forward_ms"], results.get("ratios", {})
         lines += ["", f"forward at batch 1 timed beside the HTTP single views: router {_number(beside['router'])} ms,"
                       f" expert {_number(beside['expert'])} ms; HTTP p50 less their sum"
-                      f" {_number(single['p50_ms'] - sum(beside.values()))} ms, over their sum"
+                      f" {_number(single['p50_less_forward_ms'])} ms, over their sum"
                       f" {_number(ratios.get('p50_vs_forward'), 2)} (over the forwards timed at the start:"
                       f" {_number(ratios.get('p50_vs_forward_at_start'), 2)})"]
     lines += ["", "backends: " + "; ".join(f"{role} {choice}" for role, choice in results.get("backends", {}).items()),

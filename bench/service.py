@@ -13,17 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.launch import Server, encode_multipart, running_gunicorn
+from bench.launch import ROOT, Server, encode_multipart, running_gunicorn
 from bench.machine import process_peak_rss_mb
 from bench.workload import latency_summary, run_concurrently
 
 
 @contextmanager
 def run_gunicorn(models_dir: Path, workers: int, threads: int, environment: dict[str, str], log_path: Path,
-                 startup_limit_s: float) -> Iterator[Server]:
+                 startup_limit_s: float, code: Path = ROOT) -> Iterator[Server]:
     """Start the service (bench.launch) quietly and wait for /readyz; `ready_seconds` says how long it took."""
     quiet = {**environment, "TRIAGE_LOG_LEVEL": "warning"}
-    with running_gunicorn(models_dir, log_path, quiet, workers=workers, threads=threads) as server:
+    with running_gunicorn(models_dir, log_path, quiet, workers=workers, threads=threads, code=code) as server:
         server.wait_until_ready(startup_limit_s)
         yield server
 
@@ -80,8 +80,9 @@ def single_view_against_forward(server: Server, views: list[bytes], forwards: di
 
     `forwards` runs, in this process, the router's and an expert's forward pass as the service runs them
     (same backend and threads). Timing both in alternate blocks of `block` lets them see the machine in the
-    same state (its speed drifts by 10 % from one minute to the next); `forward_ms` holds their medians, and
-    `server_timing_ms` the medians of the service's own `timing_ms` (decode, router and expert stages, total).
+    same state (its speed drifts by 10 % from one minute to the next); `forward_ms` holds their medians, the
+    p50 less and over their sum (the work around the models; the target's ratio), and `server_timing_ms` the
+    medians of the service's own `timing_ms` (decode, router and expert stages, total).
     """
     connection = connect(server)
     bodies = study_bodies(views, 1, len(views))
@@ -110,13 +111,16 @@ def single_view_against_forward(server: Server, views: list[bytes], forwards: di
         latencies.append(time.perf_counter() - post_started)
         server_timings.append(json.loads(answer)["timing_ms"])
     wall = time.perf_counter() - started
+    forward_ms = {role: 1000 * statistics.median(seconds) for role, seconds in forward_seconds.items()}
+    summary = latency_summary(latencies)
     return {"clients": 1, "views_per_study": 1, "studies": len(latencies), "errors": len(errors),
             "error_examples": sorted(set(errors))[:3], "seconds": wall,
-            "studies_per_s": len(latencies) / wall, "views_per_s": len(latencies) / wall,
-            "forward_ms": {role: 1000 * statistics.median(seconds) for role, seconds in forward_seconds.items()},
+            "studies_per_s": len(latencies) / wall, "views_per_s": len(latencies) / wall, "forward_ms": forward_ms,
+            "p50_less_forward_ms": summary["p50_ms"] - sum(forward_ms.values()),
+            "p50_over_forward": summary["p50_ms"] / sum(forward_ms.values()),
             "server_timing_ms": {key: statistics.median(timing[key] for timing in server_timings)
                                  for key in (server_timings[0] if server_timings else {})},
-            **latency_summary(latencies)}
+            **summary}
 
 
 def worker_peak_rss_mb(server: Server) -> float | None:

@@ -12,7 +12,6 @@ repository, so a before/after comparison comes from one session on one machine.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import statistics
 import sys
@@ -38,35 +37,27 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def load_forwards(repository: Path, backend: str) -> dict[str, Any]:
-    """The router's and the first expert's forward at batch 1 on a prepared black view, loaded as the service does."""
-    from bench.inprocess import zero_batch
+    """The router's and the first expert's forward at batch 1, loaded as the service loads them."""
+    from bench.inprocess import batch_one_forwards
     from classifiers import Pipeline, PipelineSettings
 
     pipeline = Pipeline.load(repository, PipelineSettings(backend=backend))
-    try:
-        runners = {"router": pipeline.models["router"].runner,
-                   "expert": pipeline.models[pipeline.body_parts[0]].runner}
-    finally:
-        pipeline.close()
-    return {role: functools.partial(runner.forward, zero_batch(runner, 1)) for role, runner in runners.items()}
+    pipeline.close()
+    return batch_one_forwards(pipeline)
 
 
 def measure_once(code: Path, repository: Path, backend: str, forwards: dict[str, Any], requests: int,
                  log_path: Path) -> dict[str, Any]:
     """Start `code`'s gunicorn over the repository, measure the single views beside the forwards, stop it."""
-    from bench.launch import running_gunicorn
-    from bench.service import single_view_against_forward
+    from bench.service import run_gunicorn, single_view_against_forward
     from bench.workload import make_view_bytes
 
     views = [make_view_bytes(seed) for seed in range(12)]
-    environment = {"TRIAGE_BACKEND": backend, "TRIAGE_LOG_LEVEL": "warning"}
-    with running_gunicorn(repository, log_path, environment, threads=16, code=code) as server:
-        server.wait_until_ready(600)
+    with run_gunicorn(repository, 1, 16, {"TRIAGE_BACKEND": backend}, log_path, startup_limit_s=600,
+                      code=code) as server:
         single = single_view_against_forward(server, views, forwards, requests)
-    forward_sum = sum(single["forward_ms"].values())
-    return {"p50_ms": single["p50_ms"], "forward_ms": single["forward_ms"], "errors": single["errors"],
-            "server_timing_ms": single["server_timing_ms"],
-            "p50_less_forward_ms": single["p50_ms"] - forward_sum, "p50_over_forward": single["p50_ms"] / forward_sum}
+    return {key: single[key] for key in ("p50_ms", "forward_ms", "errors", "server_timing_ms", "p50_less_forward_ms",
+                                         "p50_over_forward")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

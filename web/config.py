@@ -11,6 +11,12 @@ from typing import Any
 # eight DenseNet169s (docs/PERFORMANCE.md): 16 kept accepted p99 within the deadline plus one batch; 32 did not.
 GUNICORN_THREADS = 16
 
+
+def in_flight_cap(threads: int) -> int:
+    """Predictions at once per worker for `threads` gunicorn threads: 4 fewer (half as many under 8), at least 1."""
+    return max(1, threads - min(4, threads // 2))
+
+
 # Defaults for create_app(); every key can be overridden by an environment variable (below) and then
 # by the mapping passed to create_app(), in that order.
 DEFAULTS: dict[str, Any] = {
@@ -28,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     # Load shedding (docs/API.md, "Load shedding"): a study that cannot start within this many ms gets
     # 503 + Retry-After; clients may ask for less with X-Deadline-Ms.
     "QUEUE_TIMEOUT_MS": 2000.0,
-    "MAX_IN_FLIGHT": GUNICORN_THREADS - 4,  # predictions at once per worker; under gunicorn's threads (probes)
+    "MAX_IN_FLIGHT": in_flight_cap(GUNICORN_THREADS),  # predictions at once per worker, under its threads
     "MAX_STUDY_PIXELS": 120_000_000,  # all views of one study together, from their headers
     "PIXEL_BUDGET": 160_000_000,  # decoded pixels in flight per worker
     "WARMUP": True,
