@@ -143,7 +143,7 @@ def test_request_that_cannot_start_by_its_deadline_is_refused_at_once() -> None:
     started = time.monotonic()
     with pytest.raises(Overloaded, match="within its deadline") as raised:
         batcher.submit(np.full((1, 1), 7, dtype=np.float32), deadline=time.monotonic() + 0.2)
-    assert time.monotonic() - started < 0.05  # refused at once, not after waiting
+    assert time.monotonic() - started < 0.15  # refused at once, not after waiting until the 0.2 s deadline
     assert raised.value.retry_after_s >= 1
     # A deadline the backlog leaves room for is accepted.
     np.testing.assert_array_equal(batcher.submit(np.full((1, 1), 8, dtype=np.float32),
