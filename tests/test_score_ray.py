@@ -116,7 +116,7 @@ def test_repository_that_does_not_load_in_the_actors_is_one_line(study_tree: Pat
     result = subprocess.run([sys.executable, "score.py", str(study_tree), "--out", str(tmp_path / "out.csv"),
                              "--models", str(models), "--engine", "ray", "--workers", "2", "--no-progress"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True)
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("score.py: error: the models in") and "XR_HAND.weights.h5" in lines[-1]
     assert "Traceback" not in result.stderr and "ray" not in "\n".join(lines[1:-1]).lower()

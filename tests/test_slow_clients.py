@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench.launch import free_port, running_gunicorn, running_nginx
 from bench.restarts import post_study
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SLOW_CLIENTS = 50
 ROUNDS = 4  # quiet and loaded rounds alternate, so a drift or a hiccup of the machine falls on both
@@ -39,39 +43,23 @@ def _normal_request_latencies(url: str) -> list[float]:
     return latencies
 
 
-def _slow_sender(address: tuple[str, int], stop: threading.Event, connected: list[bool]) -> None:
-    """Send a request head and then its body a few bytes at a time, until told to stop (bounded)."""
-    with socket.create_connection(address, timeout=5) as connection:
-        connection.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                           b"Content-Length: 1000000\r\n\r\n")
-        connected.append(True)
-        deadline = time.monotonic() + 30
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                connection.sendall(b"\x89PNG\r\n\x1a\n")
-            except OSError:
-                return
-            stop.wait(0.5)
-
-
 @contextlib.contextmanager
 def _slow_senders_trickling(url: str) -> Iterator[None]:
-    """SLOW_CLIENTS connections to `url`, each trickling its body, for the length of the block."""
-    host, port = url.removeprefix("http://").split(":")
-    stop = threading.Event()
-    connected: list[bool] = []
-    senders = [threading.Thread(target=_slow_sender, args=((host, int(port)), stop, connected))
-               for _ in range(SLOW_CLIENTS)]
-    for sender in senders:
-        sender.start()
-    time.sleep(1)  # every slow sender has connected and is trickling its body
-    assert len(connected) == SLOW_CLIENTS
+    """SLOW_CLIENTS connections to `url`, trickling for the length of the block.
+
+    They run in their own process (bench.slow_senders), as they would on other machines: 50 threads in this
+    process would compete for its GIL with the clients that measure, and slow the measuring, not the service.
+    """
+    senders = subprocess.Popen([sys.executable, "-m", "bench.slow_senders", url, "--count", str(SLOW_CLIENTS),
+                                "--seconds", "60"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
+        assert senders.stdout is not None
+        assert senders.stdout.readline().strip() == f"{SLOW_CLIENTS} slow senders connected"
+        time.sleep(1)  # every slow sender has sent a first piece of its body
         yield
     finally:
-        stop.set()
-        for sender in senders:
-            sender.join(timeout=10)
+        senders.terminate()
+        senders.wait(timeout=10)
 
 
 def test_fifty_slow_senders_leave_normal_requests_p99_within_twice_the_quiet_figure(tiny_repository: Path,
@@ -89,3 +77,13 @@ def test_fifty_slow_senders_leave_normal_requests_p99_within_twice_the_quiet_fig
                 loaded += _normal_request_latencies(nginx.url)
     quiet_p99, loaded_p99 = float(np.percentile(quiet, 99)), float(np.percentile(loaded, 99))
     assert loaded_p99 <= 2 * quiet_p99 + ABSOLUTE_SLACK_S, (quiet_p99, loaded_p99)
+
+
+def test_slow_senders_say_what_they_need(capsys) -> None:
+    from bench.slow_senders import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["127.0.0.1"])
+    assert exited.value.code == 2 and "expected a URL such as http://127.0.0.1:8080" in capsys.readouterr().err
+    assert main([f"http://127.0.0.1:{free_port()}", "--count", "1"]) == 1  # nothing listens there
+    assert "cannot connect to" in capsys.readouterr().err
