@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,13 +118,15 @@ def score_studies_on_ray(models: Path, studies: Sequence[Study], on_outcome: Cal
         raise RayEngineError(INSTALL_HINT) from None
     started_here = _start_ray(ray, options.address)
     by_id = {study.study_id: study for study in studies}
+    rows = None
     try:
         scored = study_dataset(ray, studies).map_batches(
             ScoringActor, fn_constructor_kwargs={"models": str(models), "aggregation": aggregation,
                                                  "threads": options.threads_per_actor},
             batch_size=STUDIES_PER_BATCH, concurrency=options.actors, num_gpus=options.gpus_per_actor or None,
             batch_format="numpy")
-        for row in scored.iter_rows():
+        rows = iter(scored.iter_rows())
+        for row in rows:
             if row["error"]:
                 raise RayEngineError(str(row["error"]), models_failed=bool(row["models_failed"]))
             on_outcome(_outcome(by_id[str(row["study_id"])], row))
@@ -133,8 +135,24 @@ def score_studies_on_ray(models: Path, studies: Sequence[Study], on_outcome: Cal
     except Exception as error:  # Ray's own failures (a worker lost, the cluster gone)
         raise RayEngineError(root_cause(error)) from None
     finally:
-        if started_here:
-            ray.shutdown()
+        _stop_rows_then_ray(ray, rows, started_here)
+
+
+def _stop_rows_then_ray(ray: Any, rows: Iterator[Any] | None, started_here: bool) -> None:
+    """Stop Ray Data's executor (close the row iterator left open by an error), then the local Ray.
+
+    An iterator left open keeps the executor's threads running in this process; shutting Ray down under
+    them can make Ray's core worker see its raylet die and end the process with exit code 1 and no message
+    (seen once in CI, when a repository did not load), which would swallow the one line the user needs.
+    """
+    close = getattr(rows, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as error:  # the error that ended the run matters more than the executor's own
+            logger.debug("closing Ray Data's row iterator: %s", error)
+    if started_here:
+        ray.shutdown()
 
 
 def study_dataset(ray: Any, studies: Sequence[Study]) -> Any:
