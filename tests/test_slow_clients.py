@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,30 +25,21 @@ ABSOLUTE_SLACK_S = 0.02  # timer and scheduler noise on a 2-core machine, next t
 
 
 def _normal_request_latencies(url: str) -> list[float]:
-    """Latencies of REQUESTS_PER_ROUND studies from two clients, all answered 200."""
-    latencies: list[float] = []
-
-    def client() -> None:
-        for _ in range(REQUESTS_PER_ROUND // 2):
-            started = time.monotonic()
-            assert post_study(url) == "200"
-            latencies.append(time.monotonic() - started)
-
-    threads = [threading.Thread(target=client) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert len(latencies) == REQUESTS_PER_ROUND
-    return latencies
+    """Latencies of REQUESTS_PER_ROUND studies from two clients (bench.latency, in its own process), all 200."""
+    measured = subprocess.run([sys.executable, "-m", "bench.latency", url, "--requests", str(REQUESTS_PER_ROUND),
+                               "--clients", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    figures = json.loads(measured.stdout)
+    assert figures["outcomes"] == {"200": REQUESTS_PER_ROUND}, figures["outcomes"]
+    return figures["latencies_s"]
 
 
 @contextlib.contextmanager
 def _slow_senders_trickling(url: str) -> Iterator[None]:
     """SLOW_CLIENTS connections to `url`, trickling for the length of the block.
 
-    They run in their own process (bench.slow_senders), as they would on other machines: 50 threads in this
-    process would compete for its GIL with the clients that measure, and slow the measuring, not the service.
+    They run in their own process (bench.slow_senders), as they would on other machines, and so do the
+    clients that measure: in this process, after hundreds of tests, the GIL hand-offs and garbage collections
+    of a large heap would slow the measuring, not the service.
     """
     senders = subprocess.Popen([sys.executable, "-m", "bench.slow_senders", url, "--count", str(SLOW_CLIENTS),
                                 "--seconds", "60"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -87,3 +78,11 @@ def test_slow_senders_say_what_they_need(capsys) -> None:
     assert exited.value.code == 2 and "expected a URL such as http://127.0.0.1:8080" in capsys.readouterr().err
     assert main([f"http://127.0.0.1:{free_port()}", "--count", "1"]) == 1  # nothing listens there
     assert "cannot connect to" in capsys.readouterr().err
+
+
+def test_latency_tool_refuses_impossible_counts(capsys) -> None:
+    from bench.latency import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["http://127.0.0.1:1", "--requests", "2", "--clients", "3"])
+    assert exited.value.code == 2 and "--clients between 1 and --requests" in capsys.readouterr().err
