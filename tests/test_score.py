@@ -152,8 +152,15 @@ def test_mura_csv_input_gives_csv_study_ids_and_labels(mura_root: Path, tiny_rep
 
 def test_views_of_several_studies_share_batches(mura_root: Path, tiny_repository: Path) -> None:
     batch_sizes: list[tuple[str, int]] = []
-    settings = PipelineSettings(max_wait_ms=50.0,
-                                on_batch=lambda model, size, seconds: batch_sizes.append((model, size)))
+
+    def as_slow_as_a_real_router(model: str, size: int, seconds: float) -> None:
+        # Runs inside the model call. A tiny router is idle between calls, and a study that finds its model
+        # idle runs at once, alone (by design); a real one takes tens of ms, and studies queue up behind it.
+        batch_sizes.append((model, size))
+        if model == "router":
+            time.sleep(0.05)
+
+    settings = PipelineSettings(max_wait_ms=50.0, on_batch=as_slow_as_a_real_router)
     pipeline = Pipeline.load(tiny_repository, settings)
     studies = find_studies(mura_root / "valid")
     outcomes = []
