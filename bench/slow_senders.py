@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Sequence
 
 HEAD = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
@@ -45,10 +46,13 @@ def trickle(connection: socket.socket, stop: threading.Event, seconds: float) ->
 
 def parse_address(url: str) -> tuple[str, int]:
     """(host, port) of an http:// URL; ValueError saying what is expected."""
-    host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"expected a URL such as http://127.0.0.1:8080, got {url!r}")
-    return host, int(port)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "http" and parts.hostname and parts.port is not None:
+            return parts.hostname, parts.port
+    except ValueError:  # a malformed host, or a port that is not a number
+        pass
+    raise ValueError(f"expected a URL such as http://127.0.0.1:8080, got {url!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
