@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from classifiers.backends import BACKENDS, DEFAULT_BACKEND
+from classifiers.backends.registry import BACKENDS, DEFAULT_BACKEND
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

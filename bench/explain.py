@@ -19,8 +19,8 @@ from pathlib import Path
 
 from bench.machine import describe_machine, load_average
 from bench.workload import make_view_bytes
-from classifiers.imaging import decode_image, resize_image
-from classifiers.overlay import explain_view
+from classifiers.decoding.imaging import decode_image, resize_image
+from classifiers.explain.overlay import explain_view
 from classifiers.pipeline import Pipeline, PipelineSettings
 
 

@@ -21,8 +21,8 @@ from PIL import Image, ImageDraw
 
 from classifiers import ImageLimits, Pipeline, PipelineSettings
 from classifiers.decoding import load_view_file
+from classifiers.decoding.imaging import resize_image
 from classifiers.gate import flag_views
-from classifiers.imaging import resize_image
 from mura.studies import find_studies
 from training.synthetic import generate_dataset
 

@@ -14,9 +14,9 @@ import numpy as np
 
 from bench.workload import latency_summary, run_concurrently
 from classifiers import Pipeline, PipelineSettings, ViewInput
-from classifiers.imaging import decode_image, resize_image
+from classifiers.backends.base import ImageModel
+from classifiers.decoding.imaging import decode_image, resize_image
 from classifiers.preprocessing import preprocess_batch
-from classifiers.runtime import ImageModel
 
 
 class BatchRecorder:
@@ -101,10 +101,10 @@ def compare_xla(model: Any, input_size: tuple[int, int], batch_sizes: tuple[int,
 
 def keras_models_of(pipeline: Pipeline) -> dict[str, Any]:
     """The Keras model of each role: the pipeline's own, or loaded from the files when it runs ONNX."""
-    from classifiers.repository.loading import load_model
-    from classifiers.tensorflow_backend import CompiledModel
+    from classifiers.backends.keras_files import load_model
+    from classifiers.backends.tensorflow_backend import CompiledModel
 
-    # Models on a shared architecture (classifiers.shared_graph) have no Keras model of their own.
+    # Models on a shared architecture (classifiers.backends.shared_graph) have no Keras model of their own.
     return {role: loaded.runner.model if isinstance(loaded.runner, CompiledModel)
             else load_model(pipeline.repository, loaded.entry)[0] for role, loaded in pipeline.models.items()}
 
@@ -112,7 +112,7 @@ def keras_models_of(pipeline: Pipeline) -> dict[str, Any]:
 def measure_onnx_precisions(pipeline: Pipeline, batch_sizes: tuple[int, ...],
                             repeats: int) -> dict[str, dict[str, float]] | None:
     """Router forward ms per call, fp32 ONNX vs INT8 ONNX, at each batch size (None without both files)."""
-    from classifiers.backends import BACKENDS
+    from classifiers.backends.registry import BACKENDS
 
     entry = pipeline.models["router"].entry
     if not all(BACKENDS[name].file_key in entry.files for name in ("onnx", "int8")):

@@ -82,7 +82,7 @@ def build_repository(cache_root: Path, router_backbone: str, expert_backbone: st
 def prepare_repository(folder: Path, log: Callable[[str], None] = print) -> None:
     """Optimize a benchmark repository once (fp32 ONNX + INT8, guard waived: random weights have no accuracy)."""
     from bench.workload import make_view_bytes
-    from classifiers.repository.optimize import optimize_repository
+    from training.optimize import optimize_repository
 
     if INT8_FILE_KEY in read_manifest(folder).router.files:
         return

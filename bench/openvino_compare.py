@@ -3,7 +3,7 @@
 Which INT8 path is faster on DenseNet169, ONNX Runtime's static quantization or OpenVINO + NNCF? This makes
 both from the entry's fp32 ONNX export, calibrated on the same synthetic views:
 ONNX Runtime's `quantize_static` (QDQ, per-channel int8 weights, uint8 activations, min-max: what the service
-served before) and `classifiers.repository.quantize.quantize_openvino` (NNCF: what it serves now); then times,
+served before) and `training.quantize.quantize_openvino` (NNCF: what it serves now); then times,
 alternately in one process and with the service's threads per model, the fp32 ONNX Runtime session, both INT8
 models, the fp32 model run by OpenVINO and ONNX Runtime's INT8 file run by OpenVINO, at batch 1 and 8 and two at
 once side by side (as the router and an expert batch run), and compares each with fp32 on views none was
@@ -30,11 +30,11 @@ import numpy as np
 
 from bench.machine import load_average, simd_flags
 from bench.workload import make_view_bytes
-from classifiers.imaging import decode_image, resize_image
-from classifiers.onnx_backend import OnnxModel
+from classifiers.backends.onnx_backend import OnnxModel
+from classifiers.decoding.imaging import decode_image, resize_image
 from classifiers.repository.entries import ONNX_FILE_KEY
 from classifiers.repository.manifest import read_manifest
-from classifiers.repository.quantize import quantize_openvino
+from training.quantize import quantize_openvino
 
 BATCH_SIZES = (1, 8)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from classifiers.body_parts import BODY_PARTS, normalize_body_part
+from classifiers.decoding.imaging import ImageLimits, decode_image, load_image_file, resize_image
 from classifiers.errors import (
     ClassifierError,
     ImageError,
@@ -19,7 +20,6 @@ from classifiers.errors import (
     UnsupportedModality,
     UnsupportedTransferSyntax,
 )
-from classifiers.imaging import ImageLimits, decode_image, load_image_file, resize_image
 from classifiers.pipeline import AGGREGATIONS, Pipeline, PipelineSettings
 from classifiers.results import DecodedView, StudyResult, ViewInput, ViewResult
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from classifiers.decoding.imaging import resize_image
 from classifiers.errors import ModelRepositoryError
-from classifiers.imaging import resize_image
 
 GATE_KEY = "gate"  # manifest.json: {"file": "gate.npz", "sha256": ..., "method": ..., "fitted_on": ...}
 GATE_FILE = "gate.npz"

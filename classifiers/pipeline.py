@@ -14,19 +14,19 @@ import numpy as np
 from PIL import Image
 
 from classifiers.admission import PixelBudget
-from classifiers.backends import DEFAULT_BACKEND, Backend, get_backend
+from classifiers.backends.base import BackendOptions, ImageModel, padded_batch_size
+from classifiers.backends.registry import DEFAULT_BACKEND, Backend, get_backend
 from classifiers.batching import DynamicBatcher
 from classifiers.body_parts import ROUTER, normalize_body_part
 from classifiers.decoding import attach_dicom_metadata, count_view_pixels, decode_views
+from classifiers.decoding.imaging import ImageLimits, resize_image
 from classifiers.errors import InvalidOption, NotARadiograph, StudyTooLarge
-from classifiers.explain import Explainers
+from classifiers.explain.explainers import Explainers
+from classifiers.explain.overlay import Explanation, explain_view
 from classifiers.gate import NO_GATE_WARNING, Gate, flag_views, load_repository_gate
-from classifiers.imaging import ImageLimits, resize_image
-from classifiers.overlay import Explanation, explain_view
 from classifiers.repository.entries import Manifest, ModelEntry
 from classifiers.repository.manifest import NO_MANIFEST_WARNING, read_manifest
 from classifiers.results import DecodedView, StudyResult, ViewInput, ViewResult
-from classifiers.runtime import BackendOptions, ImageModel, padded_batch_size
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class PipelineSettings:
     jit_compile: bool = False
     intra_op_threads: int = 0
     inter_op_threads: int = 0
-    # A name in classifiers.backends.BACKENDS: "tensorflow" runs the Keras files, "onnx" their ONNX exports.
+    # A name in classifiers.backends.registry.BACKENDS: "tensorflow" runs the Keras files, "onnx" their ONNX exports.
     backend: str = DEFAULT_BACKEND
     # Heatmaps (explain=true) are made on first request per expert; True makes them all at start instead.
     preload_explainers: bool = False

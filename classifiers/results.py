@@ -9,8 +9,8 @@ if TYPE_CHECKING:
     from PIL import Image
     from pydicom.dataset import Dataset
 
-    from classifiers.dicom_header import DicomStudyInfo, DicomViewInfo
-    from classifiers.overlay import Explanation
+    from classifiers.decoding.dicom_header import DicomStudyInfo, DicomViewInfo
+    from classifiers.explain.overlay import Explanation
 
 ROUND_DIGITS = 6
 

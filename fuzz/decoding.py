@@ -20,8 +20,8 @@ from PIL import Image
 
 with atheris.instrument_imports():
     from classifiers.decoding import count_view_pixels, decode_view
+    from classifiers.decoding.imaging import ImageLimits
     from classifiers.errors import ClassifierError
-    from classifiers.imaging import ImageLimits
     from classifiers.results import ViewInput
 
 LIMITS = ImageLimits(max_pixels=4_000_000, min_side=8)

@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 import pydicom
 
 from classifiers.body_parts import BODY_PARTS
-from classifiers.dicom import is_dicom
+from classifiers.decoding.dicom import is_dicom
 from classifiers.names import printable_name
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
@@ -152,7 +152,7 @@ def _is_image(path: Path) -> bool:
 
 
 def _starts_like_dicom(path: Path) -> bool:
-    """True when the file's first bytes are DICOM's (see `classifiers.dicom.is_dicom`)."""
+    """True when the file's first bytes are DICOM's (see `classifiers.decoding.dicom.is_dicom`)."""
     try:
         with open(path, "rb") as handle:
             return is_dicom(handle.read(DICOM_PROBE_BYTES))

@@ -9,11 +9,11 @@ import logging
 from dataclasses import dataclass
 
 from classifiers.decoding import decode_views
-from classifiers.dicom_header import RADIOGRAPH_MODALITIES, SECONDARY_CAPTURE_MODALITIES
+from classifiers.decoding.dicom_header import RADIOGRAPH_MODALITIES, SECONDARY_CAPTURE_MODALITIES
+from classifiers.dicom_output.structured_report import build_structured_report, structured_report_bytes
 from classifiers.errors import ClassifierError, ImageError
 from classifiers.pipeline import Pipeline
 from classifiers.results import DecodedView, StudyResult, ViewInput
-from classifiers.structured_report import build_structured_report, structured_report_bytes
 from pacs.client import OrthancClient
 from pacs.reports import WorkerReport, fetch_worker_report, is_worker_series, summarise_report
 from pacs.state import StudyRecord

@@ -9,7 +9,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from classifiers.structured_report import BODY_PART_CODES, LABEL_CODES, MANUFACTURER, SERIES_DESCRIPTION
+from classifiers.dicom_output.structured_report import BODY_PART_CODES, LABEL_CODES, MANUFACTURER, SERIES_DESCRIPTION
 from pacs.client import OrthancClient
 
 
@@ -46,7 +46,7 @@ def fetch_worker_report(client: OrthancClient, instance_id: str) -> WorkerReport
 
 
 def summarise_report(dataset: Dataset) -> ReportSummary:
-    """The body part, probability and label of a worker SR (see classifiers.structured_report)."""
+    """The body part, probability and label of a worker SR (see classifiers.dicom_output.structured_report)."""
     parts = {code.value: part for part, code in BODY_PART_CODES.items()}
     labels = {code.value: label for label, code in LABEL_CODES.items()}
     body_part, abnormality, label = "", float("nan"), ""

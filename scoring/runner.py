@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from classifiers.decoding import load_view_file
+from classifiers.decoding.imaging import ImageLimits
+from classifiers.dicom_output.secondary_capture import build_heatmap_captures, capture_bytes
+from classifiers.dicom_output.structured_report import build_structured_report, structured_report_bytes
 from classifiers.errors import ImageError, Overloaded
-from classifiers.imaging import ImageLimits
-from classifiers.overlay import Explanation
+from classifiers.explain.overlay import Explanation
 from classifiers.pipeline import Pipeline
 from classifiers.results import DecodedView, StudyResult
-from classifiers.secondary_capture import build_heatmap_captures, capture_bytes
-from classifiers.structured_report import build_structured_report, structured_report_bytes
 from mura.studies import Study
 
 UNSCORED_LABEL = "unscored"

@@ -96,8 +96,8 @@ def test_single_view_comparison_runs_both_checkouts_alternately(tmp_path, capsys
 @pytest.mark.parametrize("batch_size", [1, 3, 5])
 def test_xla_compiled_model_matches_tf_function_on_padded_batches(batch_size):
     # classifiers/runtime.py pads XLA batches to a power of two; the padding must not leak into the rows.
-    from classifiers.runtime import padded_batch_size
-    from classifiers.tensorflow_backend import CompiledModel
+    from classifiers.backends.base import padded_batch_size
+    from classifiers.backends.tensorflow_backend import CompiledModel
     from tests.model_factory import build_tiny_expert
 
     model = build_tiny_expert((32, 32), two_way=True)

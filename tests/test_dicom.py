@@ -10,8 +10,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
 from classifiers.decoding import decode_view, decode_views
-from classifiers.dicom import is_dicom
-from classifiers.dicom_header import body_part_from_text
+from classifiers.decoding.dicom import is_dicom
+from classifiers.decoding.dicom_header import body_part_from_text
+from classifiers.decoding.imaging import ImageLimits, decode_image
 from classifiers.errors import (
     ImageError,
     ImageTooLarge,
@@ -22,7 +23,6 @@ from classifiers.errors import (
     UnsupportedModality,
     UnsupportedTransferSyntax,
 )
-from classifiers.imaging import ImageLimits, decode_image
 from classifiers.results import ViewInput
 from tests.dicom_factory import jpeg_baseline, jpeg_lossless, make_dataset, png_bytes, synthetic_radiograph, to_bytes
 

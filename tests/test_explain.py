@@ -1,4 +1,4 @@
-"""Heatmaps (classifiers.explain, classifiers.overlay): CAM and Grad-CAM on real tiny Keras models."""
+"""Heatmaps (classifiers.explain): CAM and Grad-CAM on real tiny Keras models, their peak and overlay."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from PIL import Image
 
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewInput
 from classifiers.body_parts import BODY_PARTS
-from classifiers.explain import CAM, GRAD_CAM, Explainer
-from classifiers.overlay import explain_view, overlay_size
+from classifiers.explain.explainers import CAM, GRAD_CAM, Explainer
+from classifiers.explain.overlay import explain_view, overlay_size
 from tests.helpers import encode_image
 from tests.model_factory import build_tiny_expert
 
@@ -136,7 +136,7 @@ def test_without_explain_no_explainer_is_built_and_no_field_is_added(tiny_reposi
 
 def test_onnx_backend_explains_with_the_keras_model_loaded_on_first_use(tiny_repository: Path,
                                                                        tmp_path: Path) -> None:
-    from classifiers.repository.onnx_export import export_repository
+    from training.export_onnx import export_repository
 
     folder = Path(shutil.copytree(tiny_repository, tmp_path / "repository"))
     export_repository(folder, log=lambda line: None)

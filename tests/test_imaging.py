@@ -1,4 +1,4 @@
-"""Decoding, limits and the shared resize of classifiers.imaging."""
+"""Decoding, limits and the shared resize of classifiers.decoding.imaging."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ import pytest
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewInput
 from classifiers.body_parts import BODY_PARTS
 from classifiers.repository.manifest import read_manifest, sha256_file
-from classifiers.repository.onnx_export import export_repository, main
 from tests.helpers import encode_image
+from training.export_onnx import export_repository, main
 
 TOLERANCE = 1e-4
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_onnx_pipeline_runs_without_importing_tensorflow(onnx_repository: Path) 
 def test_onnx_sessions_take_half_the_cores_unless_told(onnx_repository: Path) -> None:
     import os
 
-    from classifiers.onnx_backend import default_intra_op_threads
+    from classifiers.backends.onnx_backend import default_intra_op_threads
 
     assert default_intra_op_threads() == max(1, (os.cpu_count() or 2) // 2)
     for threads, expected in ((0, default_intra_op_threads()), (3, 3)):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from classifiers import Pipeline, PipelineSettings, ViewInput
+from classifiers.backends.onnx_backend import OnnxModel
+from classifiers.backends.openvino_backend import OpenVinoModel
 from classifiers.body_parts import BODY_PARTS
-from classifiers.onnx_backend import OnnxModel
-from classifiers.openvino_backend import OpenVinoModel
 from classifiers.preprocessing import PREPROCESSING_MODES, preprocess_batch
 from classifiers.repository.entries import (
     INT8_FILE_KEY,
@@ -25,11 +25,11 @@ from classifiers.repository.entries import (
     sha256_file,
 )
 from classifiers.repository.manifest import read_manifest
-from classifiers.repository.optimize import main, optimize_repository
-from classifiers.repository.quantize import guard_figures, load_validation_views
 from mura.metrics import roc_auc
 from tests.conftest import encode_image
 from tests.model_factory import build_tiny_expert, write_tiny_repository
+from training.optimize import main, optimize_repository
+from training.quantize import guard_figures, load_validation_views
 from training.synthetic import generate_dataset
 
 ROLES = ("router", *BODY_PARTS)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from classifiers import Pipeline, PipelineSettings
+from classifiers.backends.keras_files import load_model
+from classifiers.backends.shared_graph import SharedGraphModel
+from classifiers.backends.tensorflow_backend import CompiledModel
 from classifiers.body_parts import BODY_PARTS
 from classifiers.repository.entries import sha256_file
-from classifiers.repository.loading import load_model
 from classifiers.repository.manifest import read_manifest
-from classifiers.shared_graph import SharedGraphModel
-from classifiers.tensorflow_backend import CompiledModel
 from tests.model_factory import build_tiny_expert, build_tiny_router, write_repository
 
 PROBE = np.random.default_rng(11).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)

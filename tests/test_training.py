@@ -14,7 +14,7 @@ from sklearn.metrics import roc_curve
 
 from classifiers import Pipeline, ViewInput
 from classifiers.body_parts import BODY_PARTS
-from classifiers.imaging import load_image_file, resize_image
+from classifiers.decoding.imaging import load_image_file, resize_image
 from classifiers.preprocessing import preprocess_batch
 from classifiers.repository.manifest import read_manifest
 from mura.studies import find_studies

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from classifiers.body_parts import BODY_PARTS
-from classifiers.imaging import load_image_file, resize_image
+from classifiers.decoding.imaging import load_image_file, resize_image
 from classifiers.preprocessing import check_preprocessing_mode, preprocess_batch
 from mura.studies import Study, find_studies
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from classifiers import ClassifierError, ImageLimits, Pipeline, PipelineSettings
 from classifiers.decoding import load_view_file
+from classifiers.decoding.imaging import resize_image
 from classifiers.gate import GATE_FILE, GATE_KEY, METHOD, fit_gate, view_features
-from classifiers.imaging import resize_image
 from classifiers.repository.entries import sha256_file
 from classifiers.repository.manifest import read_manifest, write_manifest
 from mura.studies import find_studies

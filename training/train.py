@@ -16,9 +16,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from classifiers.backends.keras_files import without_training_config
 from classifiers.body_parts import BODY_PARTS
 from classifiers.repository.entries import ModelEntry
-from classifiers.repository.loading import without_training_config
 from classifiers.repository.manifest import make_model_entry, update_manifest_entry
 from mura.studies import Study
 from training.backbones import (

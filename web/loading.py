@@ -10,9 +10,9 @@ from typing import Any
 
 from flask import current_app
 
-from classifiers.backends import DEFAULT_BACKEND
+from classifiers.backends.registry import DEFAULT_BACKEND
+from classifiers.decoding.imaging import ImageLimits
 from classifiers.errors import ModelRepositoryError
-from classifiers.imaging import ImageLimits
 from classifiers.pipeline import Pipeline, PipelineSettings
 from web.errors import ApiError
 

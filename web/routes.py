@@ -8,10 +8,10 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from classifiers.dicom import is_dicom
+from classifiers.decoding.dicom import is_dicom
+from classifiers.dicom_output.secondary_capture import build_heatmap_captures, capture_bytes
+from classifiers.dicom_output.structured_report import build_structured_report, structured_report_bytes
 from classifiers.results import StudyResult
-from classifiers.secondary_capture import build_heatmap_captures, capture_bytes
-from classifiers.structured_report import build_structured_report, structured_report_bytes
 from web.audit import audit_secret, hash_study_uid, write_audit_line
 from web.errors import ApiError, error_response
 from web.loading import PipelineLoader, get_pipeline, not_ready_error

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from classifiers.backends import BACKENDS
+from classifiers.backends.registry import BACKENDS
 from classifiers.body_parts import BODY_PARTS, normalize_body_part
 from classifiers.errors import InvalidOption
 from classifiers.pipeline import AGGREGATIONS

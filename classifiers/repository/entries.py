@@ -14,8 +14,8 @@ from classifiers.body_parts import BODY_PARTS, ROLES, ROUTER
 DEFAULT_THRESHOLD = 0.5
 # File keys of an entry: the Keras files (one of two layouts), and optional exports beside them.
 KERAS_FILE_LAYOUTS = ({"architecture", "weights"}, {"model"})
-ONNX_FILE_KEY = "onnx"  # an ONNX export beside the Keras files (classifiers.repository.onnx_export)
-# Its INT8 quantization (classifiers.repository.optimize --int8: NNCF), in OpenVINO's format: model and weights.
+ONNX_FILE_KEY = "onnx"  # an ONNX export beside the Keras files (training.export_onnx)
+# Its INT8 quantization (training.optimize --int8: NNCF), in OpenVINO's format: model and weights.
 INT8_FILE_KEY = "openvino_int8"  # <role>.int8.xml
 INT8_WEIGHTS_FILE_KEY = "openvino_int8_weights"  # <role>.int8.bin
 # ONNX Runtime's INT8 file of earlier releases: still accepted in a manifest, no longer run (auto serves the fp32

@@ -25,7 +25,7 @@ DEFAULT_INPUT_SIZE = (224, 224)
 DEFAULT_PREPROCESSING = "tf"
 NO_MANIFEST_WARNING = (
     "no manifest.json: every threshold is the default 0.5, preprocessing and input sizes are defaults, and no"
-    " checksum is verified; write a manifest (python -m classifiers.repository.legacy_import FOLDER, or see"
+    " checksum is verified; write a manifest (python -m training.import_original FOLDER, or see"
     " README, 'Model repository') with the thresholds chosen on validation data"
 )
 FIX_HINT = "fix manifest.json or regenerate it (see README, 'Model repository')"
@@ -203,7 +203,7 @@ def conventional_manifest(folder: Path) -> Manifest:
         raise ModelRepositoryError(
             f"{folder}: no manifest.json and no router.json/body_part.json (or full-model router.h5/body_part.h5);"
             " add a manifest"
-            " (python -m classifiers.repository.legacy_import FOLDER for the original project's files)"
+            " (python -m training.import_original FOLDER for the original project's files)"
         )
     manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "experts": {}}
     manifest[ROUTER] = _conventional_entry(folder, router_names[0], list(BODY_PARTS))

@@ -9,9 +9,9 @@ from typing import Any
 
 import h5py
 
+from classifiers.backends.keras_weights import load_weights
 from classifiers.errors import ModelRepositoryError
 from classifiers.repository.entries import ModelEntry
-from classifiers.repository.weights import load_weights
 
 # Files written by tf.keras 2.x (TensorFlow <= 2.15) carry a keras_version of "2.x"; Keras 3 refuses many
 # of them, so they are loaded with the tf_keras package, which is that same Keras 2 code.

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.backends.base import BackendOptions, ImageModel, padded_batch_size
+from classifiers.backends.keras_files import load_model, model_input_shape
+from classifiers.backends.shared_graph import load_shared
 from classifiers.logs import native_output_logged
 from classifiers.repository.entries import ModelEntry
-from classifiers.repository.loading import load_model, model_input_shape
-from classifiers.runtime import BackendOptions, ImageModel, padded_batch_size
-from classifiers.shared_graph import load_shared
 
 logger = logging.getLogger(__name__)
 _devices_configured = threading.Lock()
@@ -101,7 +101,7 @@ def load(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[Imag
     """Load the entry's Keras files and compile them; return the model and the entry completed from it.
 
     Entries whose architecture another entry of the same load already built share its model and traced
-    function (classifiers.shared_graph); XLA (`jit_compile`) pads batches per model and keeps its own.
+    function (classifiers.backends.shared_graph); XLA (`jit_compile`) pads batches per model and keeps its own.
     """
     if not options.jit_compile:
         shared = load_shared(folder, entry, options.architectures)

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.errors import ModelRepositoryError
-from classifiers.repository.entries import ModelEntry
-from classifiers.repository.loading import (
+from classifiers.backends.base import ImageModel
+from classifiers.backends.keras_files import (
     LEGACY_KERAS_MAJOR,
     check_model_shape,
     keras_major_version_of_json,
@@ -24,8 +23,9 @@ from classifiers.repository.loading import (
     unreadable_model_error,
     without_training_config,
 )
-from classifiers.repository.weights import load_weights
-from classifiers.runtime import ImageModel
+from classifiers.backends.keras_weights import load_weights
+from classifiers.errors import ModelRepositoryError
+from classifiers.repository.entries import ModelEntry
 
 
 class SharedArchitecture:

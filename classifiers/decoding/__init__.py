@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from classifiers.dicom import count_dicom_pixels, decode_dicom, is_dicom
-from classifiers.dicom_header import summarise_study
+from classifiers.decoding.dicom import count_dicom_pixels, decode_dicom, is_dicom
+from classifiers.decoding.dicom_header import summarise_study
+from classifiers.decoding.imaging import ImageLimits, count_pixels, decode_image
 from classifiers.errors import MixedStudies, UnreadableImage
-from classifiers.imaging import ImageLimits, count_pixels, decode_image
 from classifiers.names import printable_name
 from classifiers.results import DecodedView, StudyResult, ViewInput
 
@@ -18,7 +18,7 @@ Decoder = Callable[[bytes, ImageLimits, str], list[DecodedView]]
 
 
 def decode_picture(data: bytes, limits: ImageLimits, name: str) -> list[DecodedView]:
-    """Decode a PNG, JPEG, BMP or TIFF view with Pillow (see `classifiers.imaging.decode_image`)."""
+    """Decode a PNG, JPEG, BMP or TIFF view with Pillow (see `classifiers.decoding.imaging.decode_image`)."""
     return [DecodedView(name, decode_image(data, limits, name))]
 
 

@@ -1,6 +1,6 @@
 """Export every model of a repository to ONNX beside its Keras files, checked against TensorFlow.
 
-    python -m classifiers.repository.onnx_export FOLDER
+    python -m training.export_onnx FOLDER
 
 Writes `<role>.onnx` for the router and each expert, adds it to the entry's files (with its sha256) in
 FOLDER/manifest.json, and refuses a model whose ONNX probabilities differ from TensorFlow's by more than
@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from classifiers.backends.keras_files import load_model, model_input_shape
+from classifiers.backends.onnx_backend import OnnxModel
+from classifiers.backends.tensorflow_backend import CompiledModel
 from classifiers.errors import ModelRepositoryError
-from classifiers.onnx_backend import OnnxModel
 from classifiers.repository.entries import ModelEntry
-from classifiers.repository.loading import load_model, model_input_shape
 from classifiers.repository.manifest import read_manifest, write_manifest
-from classifiers.tensorflow_backend import CompiledModel
 
 T = TypeVar("T")
 ONNX_OPSET = 17
@@ -77,7 +77,7 @@ def export_repository(folder: Path, log: Any = print) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: export FOLDER's models to ONNX; exit 2 with one line on any error."""
-    parser = argparse.ArgumentParser(prog="python -m classifiers.repository.onnx_export",
+    parser = argparse.ArgumentParser(prog="python -m training.export_onnx",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="model repository (a folder with manifest.json)")
     args = parser.parse_args(argv)

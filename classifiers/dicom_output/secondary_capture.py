@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 
-from classifiers.structured_report import MANUFACTURER, REQUIRED_EMPTY, structured_report_bytes
+from classifiers.dicom_output.structured_report import MANUFACTURER, REQUIRED_EMPTY, structured_report_bytes
 
 SERIES_NUMBER = 9002
 SERIES_DESCRIPTION = "Triage heatmap (where the model looked)"

@@ -2,7 +2,7 @@
 
     python -m classifiers.optimize DIR [--int8] [--calibration FOLDER] [--no-accuracy-guard]
 
-Exports every model to `<role>.onnx` (checked against TensorFlow, as classifiers.repository.onnx_export does); with
+Exports every model to `<role>.onnx` (checked against TensorFlow, as training.export_onnx does); with
 --int8 also writes `<role>.int8.xml` + `<role>.int8.bin`, quantized with NNCF into OpenVINO's format (symmetric
 int8 weights per channel and activations) and calibrated on the views of FOLDER (default DIR/validation). The accuracy
 guard then compares INT8 with fp32 on those views: an entry whose routing agreement is under 99.5 %, whose
@@ -24,9 +24,10 @@ from typing import Any
 import h5py
 import numpy as np
 
+from classifiers.backends.base import ImageModel
+from classifiers.backends.onnx_backend import OnnxModel
+from classifiers.backends.openvino_backend import OpenVinoModel
 from classifiers.errors import ModelRepositoryError
-from classifiers.onnx_backend import OnnxModel
-from classifiers.openvino_backend import OpenVinoModel
 from classifiers.repository.entries import (
     INT8_FILE_KEY,
     INT8_FILE_KEYS,
@@ -36,16 +37,15 @@ from classifiers.repository.entries import (
     ModelEntry,
 )
 from classifiers.repository.manifest import read_manifest, write_manifest
-from classifiers.repository.onnx_export import export_repository, run_reporting_errors
-from classifiers.repository.quantize import (
+from mura.studies import StudySourceError
+from training.export_onnx import export_repository, run_reporting_errors
+from training.quantize import (
     ValidationViews,
     calibration_batches,
     guard_figures,
     load_validation_views,
     quantize_openvino,
 )
-from classifiers.runtime import ImageModel
-from mura.studies import StudySourceError
 
 DEFAULT_CALIBRATION_FOLDER = "validation"
 QUANTIZATION_METHOD = "nncf quantize for OpenVINO: performance preset, symmetric int8 per-channel weights, activations"

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from classifiers.imaging import resize_image
+from classifiers.decoding.imaging import resize_image
 
 MAX_OVERLAY_SIDE = 1024
 OVERLAY_OPACITY = 0.55

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.backends.keras_files import load_model
 from classifiers.errors import ModelRepositoryError
-from classifiers.explain_graph import combine_maps, graph_explainer
+from classifiers.explain.graph import combine_maps, graph_explainer
 from classifiers.preprocessing import preprocess_batch
 from classifiers.repository.entries import ModelEntry
-from classifiers.repository.loading import load_model
 
 LAYERS_KEY = "explanation_layers"  # optional in a manifest entry: one layer name, or [feature, finer]
 CAM = "cam"

@@ -1,6 +1,6 @@
 """Heatmaps of functional Keras models that are not a chain of layers (DenseNet, ResNet: branches, concatenations).
 
-The same maps as classifiers.explain computes on chains, by a sub-model from the input to the feature
+The same maps as classifiers.explain.explainers computes on chains, by a sub-model from the input to the feature
 layer(s) and to the input of the final dense layer: CAM when the head after the features is global pooling
 (+ dropout) + dense, else Grad-CAM of the score before the output's sigmoid or softmax.
 """

@@ -1,7 +1,7 @@
 """Write manifest.json for a folder of the original MURA project's `.json` + `.h5` model pairs.
 
 Each file's role comes from its name: a name holding XR_ELBOW ... XR_WRIST belongs to that expert, the
-remaining pair is the router. Usage: python -m classifiers.repository.legacy_import FOLDER [--preprocessing tf]
+remaining pair is the router. Usage: python -m training.import_original FOLDER [--preprocessing tf]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _pairing_problem(role: str, files: dict[str, list[str]]) -> str:
 def build_legacy_manifest(folder: Path, preprocessing: str = ORIGINAL_PREPROCESSING,
                           threshold: float = DEFAULT_THRESHOLD) -> Manifest:
     """Build the manifest for the original project's folder, reading each model's output layout."""
-    from classifiers.repository.loading import load_architecture_and_weights, model_input_shape
+    from classifiers.backends.keras_files import load_architecture_and_weights, model_input_shape
 
     provenance = {
         "data": "MURA (imported from the original project's model folder)",

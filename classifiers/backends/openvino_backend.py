@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.backends.base import BackendOptions, ImageModel, check_output_width
+from classifiers.backends.onnx_backend import EXPORT_COMMAND, default_intra_op_threads
 from classifiers.errors import ModelRepositoryError
-from classifiers.onnx_backend import EXPORT_COMMAND, default_intra_op_threads
 from classifiers.preprocessing import AFFINE_FORMS, check_preprocessing_mode
 from classifiers.repository.entries import INT8_FILE_KEY, INT8_WEIGHTS_FILE_KEY, ModelEntry
-from classifiers.runtime import BackendOptions, ImageModel, check_output_width
 
 INT8_COMMAND = f"{EXPORT_COMMAND} --int8"
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from classifiers.backends.onnx_backend import OnnxModel
 from classifiers.body_parts import ROUTER
-from classifiers.imaging import load_image_file, resize_image
-from classifiers.onnx_backend import OnnxModel
+from classifiers.decoding.imaging import load_image_file, resize_image
 from mura.metrics import roc_auc
 from mura.studies import find_studies
 

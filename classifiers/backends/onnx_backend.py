@@ -1,7 +1,7 @@
 """The onnx backend: each entry's ONNX export, run by ONNX Runtime (no TensorFlow in the process).
 
 Faster than TensorFlow on CPU here and quick to load (no Keras graph to build or trace): see
-docs/PERFORMANCE.md. Export a repository with `python -m classifiers.repository.onnx_export FOLDER`.
+docs/PERFORMANCE.md. Export a repository with `python -m training.export_onnx FOLDER`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.backends.base import BackendOptions, ImageModel, check_output_width
 from classifiers.errors import ModelRepositoryError
 from classifiers.repository.entries import ONNX_FILE_KEY, ModelEntry
-from classifiers.runtime import BackendOptions, ImageModel, check_output_width
 
-EXPORT_COMMAND = "python -m classifiers.repository.optimize"
+EXPORT_COMMAND = "python -m training.optimize"
 
 
 def default_intra_op_threads() -> int:

@@ -19,7 +19,8 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from classifiers.dicom_header import check_radiograph, read_view_info
+from classifiers.decoding.dicom_header import check_radiograph, read_view_info
+from classifiers.decoding.imaging import ImageLimits
 from classifiers.errors import (
     ImageTooLarge,
     ImageTooSmall,
@@ -28,7 +29,6 @@ from classifiers.errors import (
     UnreadableImage,
     UnsupportedTransferSyntax,
 )
-from classifiers.imaging import ImageLimits
 from classifiers.results import DecodedView
 
 PREAMBLE_LENGTH = 128

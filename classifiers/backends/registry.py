@@ -5,7 +5,7 @@ options) -> (ImageModel, entry)` and `versions() -> {library: version}`. Adding 
 nothing else branches on backend names.
 
 `auto`, the default, chooses per entry the fastest verified file the repository has: the INT8 model
-`classifiers.repository.optimize --int8` left (its accuracy guard passed, or was waived; run by OpenVINO on
+`training.optimize --int8` left (its accuracy guard passed, or was waived; run by OpenVINO on
 the CPU, so skipped where ONNX Runtime has a GPU), else the fp32 ONNX export, else the Keras files.
 """
 
@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifiers import onnx_backend, openvino_backend, tensorflow_backend
+from classifiers.backends import onnx_backend, openvino_backend, tensorflow_backend
+from classifiers.backends.base import BackendOptions, ImageModel
 from classifiers.repository.entries import INT8_FILE_KEY, ONNX_FILE_KEY, ModelEntry
-from classifiers.runtime import BackendOptions, ImageModel
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     "tensorflow": Backend("tensorflow", "the Keras files, run by TensorFlow (Keras 3 or tf_keras)", None,
                           tensorflow_backend.configure, tensorflow_backend.load, tensorflow_backend.versions),
-    "onnx": Backend("onnx", "each entry's fp32 ONNX export (python -m classifiers.repository.optimize), run by"
+    "onnx": Backend("onnx", "each entry's fp32 ONNX export (python -m training.optimize), run by"
                     " ONNX Runtime", ONNX_FILE_KEY, onnx_backend.configure, onnx_backend.load, onnx_backend.versions),
     "int8": Backend("int8", "each entry's guarded INT8 model (python -m classifiers.optimize --int8: NNCF),"
                     " run by OpenVINO on the CPU", INT8_FILE_KEY, openvino_backend.configure,

@@ -1,0 +1,1 @@
+"""DICOM output: the results of a study as a Structured Report and secondary captures."""
