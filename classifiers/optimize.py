@@ -1,10 +1,6 @@
-"""`python -m classifiers.optimize DIR [--int8] ...`: the repository optimizer (training.optimize)."""
+"""Moved: `python -m training.optimize`."""
 
-from __future__ import annotations
-
-import sys
-
-from training.optimize import main
+from classifiers.moved_command import exit_moved
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_moved("classifiers.optimize", "training.optimize")

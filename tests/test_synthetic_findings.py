@@ -12,8 +12,8 @@ from PIL import Image
 from classifiers.body_parts import BODY_PARTS
 from mura.findings import FINDINGS_CSV_HEADER, FindingBox, read_findings_csv, write_findings_csv
 from training.findings import finding_box
-from training.phantoms import FINDINGS, LAYOUTS, Part, Phantom, add_findings
-from training.synthetic import ViewGeometry, _render_part, generate_dataset, render_view_and_geometry
+from training.phantoms import FINDINGS, LAYOUTS, Part, Phantom, ViewGeometry, add_findings
+from training.synthetic import _render_part, generate_dataset, render_view_and_geometry
 
 # sha256 of the images of generate_dataset(root, 14, seed=7, split="test"), concatenated in CSV order, as the
 # generator wrote them before it recorded findings: recording them must not change a single byte.

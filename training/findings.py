@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-from training.phantoms import Finding
-
-if TYPE_CHECKING:
-    from training.synthetic import ViewGeometry
+from training.phantoms import Finding, ViewGeometry
 
 # Metal is drawn anti-aliased half a pixel beyond its radius; one pixel more keeps rounding inside the box.
 EDGE_PIXELS = 1.5

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -288,3 +288,16 @@ def add_findings(parts: list[Part], rng: np.random.Generator, count: int = 1) ->
             outline = tuple(new_parts)
         findings.append(Finding(kind, point, outline))
     return Phantom(tuple(parts), tuple(finding.point for finding in findings), tuple(findings))
+
+
+@dataclass(frozen=True)
+class ViewGeometry:
+    """Canonical-to-pixel mapping of one view: pixel = matrix @ canonical + offset."""
+
+    matrix: np.ndarray  # (2, 2)
+    offset: np.ndarray  # (2,)
+    scale: float  # pixels per canonical unit, for radii
+
+    def apply(self, point: Sequence[float]) -> np.ndarray:
+        """Map one canonical (x, y) point to pixel (x, y)."""
+        return self.matrix @ np.asarray(point, dtype=np.float64) + self.offset

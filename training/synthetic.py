@@ -13,7 +13,6 @@ import sys
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from PIL import Image
 from classifiers.body_parts import BODY_PARTS
 from mura.findings import FindingBox, write_findings_csv
 from training.findings import finding_box
-from training.phantoms import LAYOUTS, Part, Phantom, add_findings
+from training.phantoms import LAYOUTS, Part, Phantom, ViewGeometry, add_findings
 
 ABNORMAL_FRACTION = 0.4
 SIXTEEN_BIT_FRACTION = 0.15
@@ -34,19 +33,6 @@ LONG_SIDE_RANGE = (300, 512)
 PNG_COMPRESS_LEVEL = 6  # noisy images barely compress further; level 6 takes twice the time
 _GLYPHS = {"L": ["1....", "1....", "1....", "1....", "1....", "1....", "11111"],
            "R": ["1111.", "1...1", "1...1", "1111.", "1.1..", "1..1.", "1...1"]}
-
-
-@dataclass(frozen=True)
-class ViewGeometry:
-    """Canonical-to-pixel mapping of one view: pixel = matrix @ canonical + offset."""
-
-    matrix: np.ndarray  # (2, 2)
-    offset: np.ndarray  # (2,)
-    scale: float  # pixels per canonical unit, for radii
-
-    def apply(self, point: Sequence[float]) -> np.ndarray:
-        """Map one canonical (x, y) point to pixel (x, y)."""
-        return self.matrix @ np.asarray(point, dtype=np.float64) + self.offset
 
 
 def _radius_profile(part: Part, along: np.ndarray, scale: float) -> np.ndarray:
