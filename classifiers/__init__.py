@@ -20,8 +20,10 @@ from classifiers.errors import (
     UnsupportedModality,
     UnsupportedTransferSyntax,
 )
-from classifiers.pipeline import AGGREGATIONS, Pipeline, PipelineSettings
+from classifiers.pipeline import Pipeline, PipelineSettings
 from classifiers.results import DecodedView, StudyResult, ViewInput, ViewResult
+from classifiers.study_policy import AGGREGATIONS
+from classifiers.study_request import StudyRequest
 
 __all__ = [
     "AGGREGATIONS",
@@ -40,6 +42,7 @@ __all__ = [
     "Overloaded",
     "Pipeline",
     "PipelineSettings",
+    "StudyRequest",
     "StudyResult",
     "TruncatedImage",
     "UnreadableImage",

@@ -34,6 +34,18 @@ class ImageTooSmall(ImageError):
 class StudyTooLarge(ClassifierError):
     """The views of one study have more pixels together than the per-study limit."""
 
+
+class TooManyViews(ClassifierError):
+    """A study has more views than the per-study limit (each frame of a multi-frame image counts)."""
+
+
+class NoReadableView(ClassifierError):
+    """Every view of a study was left out as unreadable; `unreadable` lists them."""
+
+    def __init__(self, message: str, unreadable: list | None = None) -> None:
+        super().__init__(message)
+        self.unreadable = list(unreadable or [])
+
 class MalformedDicom(TruncatedImage):
     """A DICOM file whose header or pixel data is cut short, inconsistent or unreadable."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,28 @@ class DecodedView:
     image: Image.Image
     dicom: DicomViewInfo | None = None
     header: Dataset | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ProbedView:
+    """One uploaded view after its header was parsed and checked once: frames, pixels, and how to decode it.
+
+    `decode()` decodes the pixels from the parsed header (no second parse): one DecodedView per frame.
+    """
+
+    name: str
+    num_frames: int
+    num_pixels: int  # all frames
+    decode: Callable[[], list[DecodedView]] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class UnreadableView:
+    """A view left out of a study (doors that skip unreadable views): its name, error type and message."""
+
+    name: str
+    error: str  # the typed error's class name, e.g. "MalformedDicom"
+    message: str  # names the view, never a header value
 
 
 @dataclass
@@ -90,6 +113,8 @@ class StudyResult:
     # The DICOM headers (no pixel data, patient data included) of the views, for the SR and other writers of
     # DICOM objects in the study; never serialised.
     source_headers: list[Dataset] = field(default_factory=list, repr=False, compare=False)
+    # Views left out because they could not be read (only when the request skips unreadable views).
+    unreadable: list[UnreadableView] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready /predict response body of DESIGN.md."""

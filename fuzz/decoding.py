@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 with atheris.instrument_imports():
-    from classifiers.decoding import count_view_pixels, decode_view
+    from classifiers.decoding import decode_probed, probe_view
     from classifiers.decoding.imaging import ImageLimits
     from classifiers.errors import ClassifierError
     from classifiers.results import ViewInput
@@ -28,11 +28,10 @@ LIMITS = ImageLimits(max_pixels=4_000_000, min_side=8)
 
 
 def test_one_input(data: bytes) -> None:
-    """Count and decode one view; typed errors are the expected answers to bad bytes."""
+    """Probe and decode one view; typed errors are the expected answers to bad bytes."""
     view = ViewInput("fuzz-input", data)
     try:
-        count_view_pixels(view, LIMITS)
-        for decoded in decode_view(view, LIMITS):
+        for decoded in decode_probed(probe_view(view, LIMITS)):
             if decoded.image.mode not in ("L", "RGB") or min(decoded.image.size) < LIMITS.min_side:
                 raise AssertionError(f"decoded view is {decoded.image.mode} {decoded.image.size}")
     except ClassifierError:

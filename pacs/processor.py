@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from classifiers.decoding import decode_views
 from classifiers.decoding.dicom_header import RADIOGRAPH_MODALITIES, SECONDARY_CAPTURE_MODALITIES
 from classifiers.dicom_output.structured_report import build_structured_report, structured_report_bytes
-from classifiers.errors import ClassifierError, ImageError
+from classifiers.errors import ClassifierError
 from classifiers.pipeline import Pipeline
-from classifiers.results import DecodedView, StudyResult, ViewInput
+from classifiers.results import StudyResult, ViewInput
+from classifiers.study_request import StudyRequest
 from pacs.client import OrthancClient
 from pacs.reports import WorkerReport, fetch_worker_report, is_worker_series, summarise_report
 from pacs.state import StudyRecord
@@ -59,7 +59,9 @@ def process_study(client: OrthancClient, pipeline: Pipeline, study_id: str,
     """Score a study whose radiographs changed since `previous` and store its SR; None when nothing changed.
 
     An SR of the worker already in the study for the same images is adopted, not written again; a new SR
-    lists the worker's earlier SRs of the study as its predecessors (they stay in Orthanc).
+    lists the worker's earlier SRs of the study as its predecessors (they stay in Orthanc). The study goes
+    through the pipeline's one study path (admission included); an unreadable instance is left out and
+    named in the log, the rest is scored.
     """
     contents = read_study(client, study_id)
     instances = tuple(sorted(contents.radiographs))
@@ -70,42 +72,44 @@ def process_study(client: OrthancClient, pipeline: Pipeline, study_id: str,
         modalities = ", ".join(contents.other_modalities) or "none"
         logger.info("study %s: skipped, no projection radiograph (modalities: %s)", study_id, modalities)
         return StudyRecord(instances, study_date=contents.study_date, skipped="no projection radiograph")
-    logger.info("study %s: fetching and scoring %d radiograph instances", study_id, len(instances))
-    views = fetch_views(client, pipeline, contents)
-    if not views:
-        logger.warning("study %s: skipped, none of its %d radiograph instances is readable", study_id, len(instances))
-        return StudyRecord(instances, study_date=contents.study_date, skipped="no readable radiograph")
     reports = [fetch_worker_report(client, report_id) for report_id in contents.worker_report_ids]
-    scored = frozenset(view.dicom.sop_instance_uid for view in views if view.dicom is not None)
-    same = next((report for report in reports if report.referenced_instances == scored), None)
+    # Every radiograph already in an SR of the worker: adopted without downloading or scoring anything.
+    same = _report_for(reports, frozenset(instances))
     if same is not None:
-        logger.info("study %s: its SR for these images is already in Orthanc (instance %s); adopted",
-                    study_id, same.orthanc_id)
-        return _adopted_record(instances, contents, same)
+        return _adopt(contents, instances, same)
+    logger.info("study %s: fetching and scoring %d radiograph instances", study_id, len(instances))
+    views = tuple(ViewInput(instance_id, client.get_bytes(f"/instances/{instance_id}/file"))
+                  for instance_id in contents.radiographs.values())
     try:
-        result = pipeline.predict_decoded(views)
+        result = pipeline.run(StudyRequest(views, skip_unreadable=True))
     except ClassifierError as error:
         logger.warning("study %s: skipped, cannot be scored (%s)", study_id, error)
         return StudyRecord(instances, study_date=contents.study_date, skipped=type(error).__name__)
-    return _store_report(client, contents, instances, views, result, reports)
+    for view in result.unreadable:
+        logger.warning("study %s: instance left out, %s", study_id, view.message)
+    scored = frozenset(view.dicom.sop_instance_uid for view in result.images if view.dicom is not None)
+    same = _report_for(reports, scored)
+    if same is not None:
+        return _adopt(contents, instances, same)
+    return _store_report(client, contents, instances, result, reports)
 
 
-def fetch_views(client: OrthancClient, pipeline: Pipeline, contents: StudyContents) -> list[DecodedView]:
-    """Download and decode each radiograph instance; an unreadable one is named in the log and left out."""
-    views: list[DecodedView] = []
-    for instance_id in contents.radiographs.values():
-        data = client.get_bytes(f"/instances/{instance_id}/file")
-        try:
-            views.extend(decode_views([ViewInput(instance_id, data)], pipeline.settings.image_limits))
-        except ImageError as error:
-            logger.warning("study %s: instance left out, %s", contents.study_id, error)
-    return views
+def _report_for(reports: list[WorkerReport], scored: frozenset[str]) -> WorkerReport | None:
+    """The worker's SR that references exactly these instances, if one is in the study."""
+    return next((report for report in reports if report.referenced_instances == scored), None)
+
+
+def _adopt(contents: StudyContents, instances: tuple[str, ...], report: WorkerReport) -> StudyRecord:
+    """Log and record a study whose SR for these images is already in Orthanc."""
+    logger.info("study %s: its SR for these images is already in Orthanc (instance %s); adopted",
+                contents.study_id, report.orthanc_id)
+    return _adopted_record(instances, contents, report)
 
 
 def _store_report(client: OrthancClient, contents: StudyContents, instances: tuple[str, ...],
-                  views: list[DecodedView], result: StudyResult, reports: list[WorkerReport]) -> StudyRecord:
+                  result: StudyResult, reports: list[WorkerReport]) -> StudyRecord:
     """Build the SR (superseding the worker's earlier ones), store it in Orthanc, and return its record."""
-    report = build_structured_report([view.header for view in views], result,
+    report = build_structured_report(result.source_headers, result,
                                      previous_versions=[earlier.dataset for earlier in reports],
                                      instance_number=len(reports) + 1)
     stored = client.post_dicom(structured_report_bytes(report))

@@ -70,7 +70,7 @@ def say(message: str) -> None:
 
 def _check_options(options: ScoringOptions) -> str | None:
     """Return what is wrong with the plain options, or None."""
-    from classifiers.pipeline import AGGREGATIONS
+    from classifiers.study_policy import AGGREGATIONS
 
     if options.aggregation not in AGGREGATIONS:
         return f"unknown aggregation {options.aggregation!r}; valid: {', '.join(AGGREGATIONS)}"
@@ -145,7 +145,7 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
         return EXIT_USAGE
     run, close = engine
     started = time.perf_counter()
-    counts = {"studies": 0, "images": 0, "unreadable": 0}
+    counts = {"studies": 0, "images": 0, "unreadable": 0, "refused": 0}
     progress = tqdm(total=len(todo), unit="study", file=sys.stderr, disable=not options.progress,
                     dynamic_ncols=True, smoothing=0.1)
 
@@ -155,6 +155,12 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
         if peaks is not None:
             _save_heatmaps(options.heatmaps, peaks, outcome)
         predictions.append(outcome.row)
+        if outcome.refused is not None:
+            refused = outcome.refused
+            errors.append({"study": outcome.study.study_id, "image": str(refused.image_path), "error": refused.error,
+                           "message": refused.message})
+            say(f"warning: {outcome.study.study_id}: {refused.message}")
+            counts["refused"] += 1
         for failure in outcome.failures:
             errors.append({"study": outcome.study.study_id, "image": str(failure.image_path),
                            "error": failure.error, "message": failure.message})
@@ -194,10 +200,12 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
             peaks.close()
     progress.close()
     seconds = time.perf_counter() - started
-    say(f"scored {counts['studies']} studies ({counts['images']} images, {counts['unreadable']} unreadable) "
+    refused = f", {counts['refused']} refused" if counts["refused"] else ""
+    say(f"scored {counts['studies']} studies ({counts['images']} images, {counts['unreadable']} unreadable{refused}) "
         f"in {seconds:.1f} s (first result after {counts.get('first_result_s', seconds):.1f} s), "
         f"{counts['studies'] / seconds:.2f} studies/s, {counts['images'] / seconds:.1f} images/s; rows in {options.out}"
-        + (f", unreadable images in {options.errors_path}" if counts["unreadable"] else ""))
+        + (f", unreadable images and refused studies in {options.errors_path}"
+           if counts["unreadable"] or counts["refused"] else ""))
     return EXIT_OK
 
 

@@ -1,8 +1,10 @@
-"""Score many studies with one pipeline: decoding in a thread pool, several studies in flight.
+"""Score many studies with one pipeline: files read in a thread pool, several studies in flight.
 
-Each study's images are decoded by a decode pool while earlier studies run through the models, and
-up to `workers` studies call `Pipeline.predict_images` at once, so their views share the batches of
-the pipeline's dynamic batchers. Results come back to the calling thread in completion order.
+Each study's files are read by a read pool while earlier studies run through the models, and up to
+`workers` studies go through `Pipeline.run` at once (admission, decoding, both stages: the service's
+path), so their views share the batches of the pipeline's dynamic batchers. An unreadable file is that
+view's failure and the rest of the study is scored; a study the admission refuses is reported as refused.
+Results come back to the calling thread in completion order.
 """
 
 from __future__ import annotations
@@ -13,23 +15,24 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifiers.decoding import load_view_file
-from classifiers.decoding.imaging import ImageLimits
 from classifiers.dicom_output.secondary_capture import build_heatmap_captures, capture_bytes
 from classifiers.dicom_output.structured_report import build_structured_report, structured_report_bytes
-from classifiers.errors import ImageError, Overloaded
+from classifiers.errors import ClassifierError, NoReadableView, Overloaded
 from classifiers.explain.overlay import Explanation
+from classifiers.names import printable_name
 from classifiers.pipeline import Pipeline
-from classifiers.results import DecodedView, StudyResult
+from classifiers.results import StudyResult, ViewInput
+from classifiers.study_request import StudyRequest
 from mura.studies import Study
 
 UNSCORED_LABEL = "unscored"
 OVERLOADED_RETRY_S = 0.05
+FRAME_SUFFIX = " [frame "
 
 
 @dataclass
 class ImageFailure:
-    """One image of a study that could not be decoded."""
+    """One image of a study that could not be read or decoded, or a refused study (its folder as the path)."""
 
     image_path: Path
     error: str
@@ -45,25 +48,43 @@ class StudyOutcome:
     failures: list[ImageFailure] = field(default_factory=list)
     # With heatmaps: (image path, its size (width, height), its explanation) per scored view.
     explained: list[tuple[Path, tuple[int, int], Explanation]] = field(default_factory=list)
+    refused: ImageFailure | None = None  # admission refused the whole study (its limits): the folder and why
 
 
-def decode_study(study: Study, limits: ImageLimits) -> tuple[list[DecodedView], list[Path], list[ImageFailure]]:
-    """Decode every file of a study: its views (a multi-frame DICOM gives one per frame), each view's file, and
-    the failures, reported, not raised."""
-    views: list[DecodedView] = []
-    sources: list[Path] = []
-    failures: list[ImageFailure] = []
+@dataclass(frozen=True)
+class StudyFiles:
+    """A study's files read into memory: the views by display name, and the files that could not be read."""
+
+    views: tuple[ViewInput, ...]
+    paths: dict[str, Path]  # view name -> its file
+    failures: tuple[ImageFailure, ...]
+
+
+def read_study(study: Study) -> StudyFiles:
+    """Read every file of a study; a file that cannot be read (a folder, FIFO, device, I/O error) is a failure."""
+    views, paths, failures = [], {}, []
     for image_path in study.image_paths:
+        name = _unique_name(printable_name(image_path.name), paths)
         try:
-            decoded = load_view_file(image_path, limits)
-            views.extend(decoded)
-            sources.extend([image_path] * len(decoded))
-        except ImageError as error:
-            failures.append(ImageFailure(image_path, type(error).__name__, str(error)))
+            if not image_path.is_file():
+                raise IsADirectoryError(0, "not a regular file (a folder, FIFO or device); list image files only")
+            data = image_path.read_bytes()
         except OSError as error:
-            message = f"{image_path.name}: cannot read the file ({error.strerror or error})"
-            failures.append(ImageFailure(image_path, "FileError", message))
-    return views, sources, failures
+            failures.append(ImageFailure(image_path, "FileError", f"{name}: cannot read the file"
+                                                                  f" ({error.strerror or error})"))
+            continue
+        views.append(ViewInput(name, data))
+        paths[name] = image_path
+    return StudyFiles(tuple(views), paths, tuple(failures))
+
+
+def _unique_name(name: str, taken: dict[str, Path]) -> str:
+    """The view's display name, numbered when another file of the study has the same base name."""
+    unique, number = name, 1
+    while unique in taken:
+        number += 1
+        unique = f"{name} ({number})"
+    return unique
 
 
 def _base_row(study: Study) -> dict[str, object]:
@@ -74,53 +95,94 @@ def _base_row(study: Study) -> dict[str, object]:
     }
 
 
-def score_decoded(pipeline: Pipeline, study: Study, decoded: tuple, aggregation: str,
-                  explain: bool = False, sr_folder: Path | None = None) -> StudyOutcome:
-    """Run the pipeline on one decoded study and build its predictions row (heatmaps when `explain`, SR when asked)."""
-    views, sources, failures = decoded
-    failure_warnings = [f"unreadable image {failure.message}" for failure in failures]
-    row = _base_row(study) | {"n_images": len(views), "n_unreadable": len(failures)}
-    if not views:
-        # Nothing to score: the row says so, and the worklist puts the study first for a human read.
-        row |= {"label": UNSCORED_LABEL, "warnings": "; ".join(["no readable image", *failure_warnings])}
-        return StudyOutcome(study, row, failures)
-    while True:
-        try:
-            result = pipeline.predict_decoded(views, aggregation=aggregation, explain=explain)
-            break
-        except Overloaded:
-            time.sleep(OVERLOADED_RETRY_S)
+def score_read_study(pipeline: Pipeline, study: Study, files: StudyFiles, aggregation: str,
+                     explain: bool = False, sr_folder: Path | None = None) -> StudyOutcome:
+    """Run one read study through the pipeline's study path and build its row (heatmaps and SR when asked).
+
+    A study nobody can score (no readable file, or refused by admission: too many views or pixels) gets
+    an `unscored` row saying why, and the worklist puts it first for a person to read.
+    """
+    failures = list(files.failures)
+    row = _base_row(study) | {"n_images": 0, "n_unreadable": len(failures)}
+    if not files.views:
+        return _unscored(study, row, failures, "no readable image")
+    request = StudyRequest(files.views, aggregation=aggregation, explain=explain, skip_unreadable=True)
+    try:
+        result = _run_retrying(pipeline, request)
+    except NoReadableView as error:
+        failures += [ImageFailure(files.paths[view.name], view.error, view.message) for view in error.unreadable]
+        return _unscored(study, row | {"n_unreadable": len(failures)}, failures, "no readable image")
+    except ClassifierError as error:
+        # Refused as a whole (views or pixels over the limits): reported, and the run goes on.
+        outcome = _unscored(study, row, failures, f"refused: {error}")
+        outcome.refused = ImageFailure(study.image_paths[0].parent, type(error).__name__, f"study refused: {error}")
+        return outcome
+    failures += [ImageFailure(files.paths[view.name], view.error, view.message) for view in result.unreadable]
     row |= {
+        "n_images": result.n_images,
+        "n_unreadable": len(failures),
         "body_part": result.body_part,
         "body_part_confidence": f"{result.body_part_confidence:.6f}",
         "abnormality": f"{result.abnormality:.6f}",
         "label": result.label,
         "threshold": result.threshold,
-        "warnings": "; ".join([*result.warnings, *failure_warnings]),
+        "warnings": "; ".join([*result.warnings, *_file_warnings(files.failures)]),
         # Views the out-of-domain gate flags; empty when the repository has no gate statistics.
         "n_out_of_distribution": "" if any(view.out_of_distribution is None for view in result.images)
         else sum(bool(view.out_of_distribution) for view in result.images),
     }
-    explained = [(_overlay_source(source, view), view.image.size, view_result.explanation)
-                 for source, view, view_result in zip(sources, views, result.images, strict=True)
-                 if view_result.explanation]
-    if sr_folder is not None and all(view.header is not None for view in views):
-        write_structured_report(sr_folder, views, result)
-        if explained:
-            write_heatmap_captures(sr_folder, result)
+    explained = [(_overlay_source(files.paths, view.name), view.explanation.view_size, view.explanation)
+                 for view in result.images if view.explanation]
+    if sr_folder is not None and result.source_headers and len(result.source_headers) == result.n_images:
+        failures += _write_dicom_outputs(sr_folder, study, result, bool(explained))
     return StudyOutcome(study, row, failures, explained)
 
 
-def _overlay_source(source: Path, view: DecodedView) -> Path:
+def _write_dicom_outputs(sr_folder: Path, study: Study, result: StudyResult, explained: bool) -> list[ImageFailure]:
+    """Write the study's SR (and heatmap captures); a writer that fails costs this study's SR, not the run."""
+    try:
+        write_structured_report(sr_folder, result)
+        if explained:
+            write_heatmap_captures(sr_folder, result)
+    except Exception as error:  # noqa: BLE001 - the writers' texts may quote header values: only the type is kept
+        return [ImageFailure(study.image_paths[0].parent, type(error).__name__,
+                             f"{study.study_id}: the DICOM SR could not be written from these headers")]
+    return []
+
+
+def _run_retrying(pipeline: Pipeline, request: StudyRequest) -> StudyResult:
+    """`pipeline.run`, waiting while the process's queues or pixel budget are full (a batch run has no deadline)."""
+    while True:
+        try:
+            return pipeline.run(request)
+        except Overloaded:
+            time.sleep(OVERLOADED_RETRY_S)
+
+
+def _unscored(study: Study, row: dict[str, object], failures: list[ImageFailure], reason: str) -> StudyOutcome:
+    """The row of a study that was not scored: label `unscored`, and why in its warnings."""
+    row |= {"label": UNSCORED_LABEL,
+            "warnings": "; ".join([reason, *(f"unreadable image {failure.message}" for failure in failures)])}
+    return StudyOutcome(study, row, failures)
+
+
+def _file_warnings(failures: Iterable[ImageFailure]) -> list[str]:
+    """One warning per file that could not be read (decoding failures are the pipeline's warnings)."""
+    return [f"unreadable image {failure.message}" for failure in failures if failure.error == "FileError"]
+
+
+def _overlay_source(paths: dict[str, Path], view_name: str) -> Path:
     """The path a view's overlay is named after: its file, with the frame number for a multi-frame DICOM."""
-    if view.dicom is None or source.name == view.name:
-        return source
-    return source.with_name(f"{source.stem}_frame{view.dicom.frame}{source.suffix}")
+    if view_name in paths:
+        return paths[view_name]
+    name, _, frame = view_name.rpartition(FRAME_SUFFIX)
+    source = paths[name]
+    return source.with_name(f"{source.stem}_frame{frame.rstrip(']')}{source.suffix}")
 
 
-def write_structured_report(sr_folder: Path, views: list[DecodedView], result: StudyResult) -> Path:
+def write_structured_report(sr_folder: Path, result: StudyResult) -> Path:
     """Write a DICOM study's SR as <sr_folder>/<StudyInstanceUID>.dcm (replacing an earlier one)."""
-    report = build_structured_report([view.header for view in views], result)
+    report = build_structured_report(result.source_headers, result)
     path = sr_folder / f"{report.StudyInstanceUID}.dcm"
     path.write_bytes(structured_report_bytes(report))
     return path
@@ -144,23 +206,21 @@ def score_studies(
     aggregation: str = "mean",
     workers: int = 8,
     decode_workers: int = 4,
-    limits: ImageLimits | None = None,
     explain: bool = False,
     sr_folder: Path | None = None,
 ) -> None:
     """Score `studies`, calling `on_outcome` in this thread as each one finishes.
 
-    At most `2 * workers` studies are decoded or scored at a time. If `on_outcome` or scoring raises
-    (or the user presses Ctrl-C), studies not yet started are cancelled and the error propagates. With
-    `sr_folder`, each study whose views are all DICOM gets its SR written there.
+    At most `2 * workers` studies are read or scored at a time (`decode_workers` threads read the files).
+    If `on_outcome` or scoring raises (or the user presses Ctrl-C), studies not yet started are cancelled
+    and the error propagates. With `sr_folder`, each study whose views are all DICOM gets its SR there.
     """
     if workers < 1 or decode_workers < 1:
         raise ValueError(f"workers and decode_workers must be at least 1, got {workers} and {decode_workers}")
-    limits = limits or pipeline.settings.image_limits
     study_iterator = iter(studies)
     max_in_flight = 2 * workers
     with (
-        ThreadPoolExecutor(decode_workers, thread_name_prefix="decode") as decode_pool,
+        ThreadPoolExecutor(decode_workers, thread_name_prefix="read") as read_pool,
         ThreadPoolExecutor(workers, thread_name_prefix="score") as score_pool,
     ):
         in_flight: set[Future] = set()
@@ -169,9 +229,9 @@ def score_studies(
             study = next(study_iterator, None)
             if study is None:
                 return
-            decoded = decode_pool.submit(decode_study, study, limits)
+            files = read_pool.submit(read_study, study)
             in_flight.add(score_pool.submit(
-                lambda: score_decoded(pipeline, study, decoded.result(), aggregation, explain, sr_folder)
+                lambda: score_read_study(pipeline, study, files.result(), aggregation, explain, sr_folder)
             ))
 
         try:
@@ -186,6 +246,6 @@ def score_studies(
         except BaseException:
             for future in in_flight:
                 future.cancel()
-            decode_pool.shutdown(wait=False, cancel_futures=True)
+            read_pool.shutdown(wait=False, cancel_futures=True)
             score_pool.shutdown(wait=False, cancel_futures=True)
             raise

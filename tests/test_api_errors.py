@@ -226,9 +226,9 @@ def test_study_that_cannot_start_in_time_is_refused_before_its_body_is_parsed(bu
     assert client.post("/predict", data=PNG, content_type="image/png").status_code == 200  # 1.5 s per view measured
     decoded: list[int] = []
     parsed: list[str] = []
-    decode_views, parse = pipeline_module.decode_views, web.routes.parse_predict_request
-    monkeypatch.setattr(pipeline_module, "decode_views",
-                        lambda views, limits: decoded.append(len(views)) or decode_views(views, limits))
+    decode_probed, parse = pipeline_module.decode_probed, web.routes.parse_predict_request
+    monkeypatch.setattr(pipeline_module, "decode_probed",
+                        lambda probed: decoded.append(probed.num_frames) or decode_probed(probed))
     monkeypatch.setattr(web.routes, "parse_predict_request",
                         lambda request, max_views: parsed.append(request.path) or parse(request, max_views))
     first = threading.Thread(target=lambda: busy_router_app.test_client().post(
@@ -250,13 +250,13 @@ def test_a_study_whose_decoding_outlasts_its_deadline_is_still_served(tiny_repos
     import classifiers.pipeline as pipeline_module
     from app import create_app
 
-    decode_views = pipeline_module.decode_views
+    decode_probed = pipeline_module.decode_probed
 
-    def slow_decode(views, limits):
+    def slow_decode(probed):
         time.sleep(0.4)  # huge views: decoding alone takes longer than the client's deadline
-        return decode_views(views, limits)
+        return decode_probed(probed)
 
-    monkeypatch.setattr(pipeline_module, "decode_views", slow_decode)
+    monkeypatch.setattr(pipeline_module, "decode_probed", slow_decode)
     flask_app = create_app({"MODELS_DIR": str(tiny_repository), "WARMUP": False})
     response = flask_app.test_client().post("/predict", data=PNG, content_type="image/png",
                                             headers={"X-Deadline-Ms": "200"})

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings
 from classifiers.body_parts import BODY_PARTS
@@ -21,6 +20,8 @@ from classifiers.repository.manifest import (
     sha256_file,
     update_manifest_entry,
 )
+from classifiers.results import ViewInput
+from tests.helpers import encode_image
 from tests.model_factory import (
     ALL_FORMATS,
     build_tiny_expert,
@@ -31,6 +32,8 @@ from tests.model_factory import (
 
 PROBE = np.random.default_rng(7).integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
 FAST = PipelineSettings(warmup=False)
+
+GRAY_PNG = encode_image(np.zeros((40, 40, 3), dtype=np.uint8), mode="RGB")
 
 
 def _probe_outputs(pipeline: Pipeline) -> dict[str, np.ndarray]:
@@ -186,14 +189,14 @@ def test_conventional_names_load_without_a_manifest(tmp_path: Path, caplog) -> N
         assert any("no manifest.json" in record.getMessage() and "0.5" in record.getMessage()
                    for record in caplog.records)
         assert pipeline.describe()["warnings"] == [NO_MANIFEST_WARNING, NO_GATE_WARNING]
-        result = pipeline.predict_images(["a.png"], [Image.new("RGB", (40, 40))])
+        result = pipeline.predict_study([ViewInput("a.png", GRAY_PNG)])
         assert result.to_dict()["study"]["threshold_source"] == "default (no manifest.json)"
     finally:
         pipeline.close()
 
 
 def test_manifest_thresholds_are_reported_as_such(tiny_pipeline) -> None:
-    result = tiny_pipeline.predict_images(["a.png"], [Image.new("RGB", (40, 40))], body_part="XR_HAND")
+    result = tiny_pipeline.predict_study([ViewInput("a.png", GRAY_PNG)], body_part="XR_HAND")
     assert result.threshold_source == "manifest"
     assert tiny_pipeline.describe()["warnings"] == [NO_GATE_WARNING]  # the tiny repository has no gate
 

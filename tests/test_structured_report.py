@@ -26,7 +26,7 @@ def study(tiny_pipeline):
                 make_dataset(np.stack([pixels, pixels]), study_uid=study_uid)]
     views = [ViewInput(f"view{index}.dcm", to_bytes(dataset)) for index, dataset in enumerate(datasets)]
     decoded = decode_views(views, tiny_pipeline.settings.image_limits)
-    result = tiny_pipeline.predict_decoded(decoded)
+    result = tiny_pipeline.predict_study(views)
     return datasets, decoded, result
 
 

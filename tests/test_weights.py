@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from classifiers.repository import weights
+from classifiers.backends import keras_weights as weights
 
 
 def _random_weights(model: keras.Model, seed: int) -> None:

@@ -29,6 +29,8 @@ CLASSIFIER_ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     classifier_errors.TruncatedImage: (400, "truncated_image"),
     classifier_errors.ImageTooLarge: (413, "image_too_large"),
     classifier_errors.StudyTooLarge: (413, "study_too_large"),
+    classifier_errors.TooManyViews: (413, "too_many_views"),
+    classifier_errors.NoReadableView: (422, "no_readable_view"),
     classifier_errors.UnsupportedTransferSyntax: (415, "unsupported_transfer_syntax"),
     classifier_errors.UnreadableImage: (415, "unsupported_media_type"),
     classifier_errors.UnsupportedModality: (422, "unsupported_modality"),

@@ -25,6 +25,7 @@ def build_settings(config: Mapping[str, Any], on_batch: Callable[[str, int], Non
         max_batch_size=config["MAX_BATCH_SIZE"],
         max_wait_ms=config["MAX_WAIT_MS"],
         max_queue_views=config["MAX_QUEUE_VIEWS"],
+        max_views=config["MAX_VIEWS"],
         max_study_pixels=config["MAX_STUDY_PIXELS"],
         pixel_budget=config["PIXEL_BUDGET"],
         image_limits=ImageLimits(max_pixels=config["MAX_PIXELS"], min_side=config["MIN_SIDE"]),

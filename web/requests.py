@@ -13,7 +13,7 @@ from flask import Request
 from marshmallow import ValidationError
 
 from classifiers.names import printable_name
-from classifiers.pipeline import ViewInput
+from classifiers.results import ViewInput
 from web.errors import ApiError
 from web.schemas import PredictJsonSchema, PredictOptionsSchema
 

@@ -12,6 +12,7 @@ from classifiers.decoding.dicom import is_dicom
 from classifiers.dicom_output.secondary_capture import build_heatmap_captures, capture_bytes
 from classifiers.dicom_output.structured_report import build_structured_report, structured_report_bytes
 from classifiers.results import StudyResult
+from classifiers.study_request import StudyRequest
 from web.audit import audit_secret, hash_study_uid, write_audit_line
 from web.errors import ApiError, error_response
 from web.loading import PipelineLoader, get_pipeline, not_ready_error
@@ -48,8 +49,10 @@ def predict() -> Response:
         if wants_dicom and not all(is_dicom(view.data) for view in parsed.views):
             raise ApiError(406, "not_acceptable", "a DICOM SR answer (Accept: application/dicom) needs DICOM input;"
                                                   " send DICOM views or accept application/json")
-        result = pipeline.predict_study(parsed.views, body_part=parsed.body_part, aggregation=parsed.aggregation,
-                                        deadline=deadline, explain=parsed.explain)
+        # An SR alone cannot carry heatmaps: they are computed only for answers that return them.
+        explain = parsed.explain and answer_type != DICOM_TYPE
+        result = pipeline.run(StudyRequest(tuple(parsed.views), parsed.body_part, parsed.aggregation, explain,
+                                           deadline))
     study_uid_hash = hash_study_uid(result.dicom.study_instance_uid, audit_secret(current_app)) \
         if result.dicom is not None else None
     write_audit_line(current_app, g.key_id, result, (time.monotonic() - started) * 1000, study_uid_hash)

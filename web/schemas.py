@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from classifiers.backends.registry import BACKENDS
 from classifiers.body_parts import BODY_PARTS, normalize_body_part
 from classifiers.errors import InvalidOption
-from classifiers.pipeline import AGGREGATIONS
+from classifiers.study_policy import AGGREGATIONS
 
 PROBABILITY = validate.Range(min=0.0, max=1.0)
 

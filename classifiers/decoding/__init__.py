@@ -1,68 +1,84 @@
-"""Decoder seam: each view's bytes go to the first decoder whose detector recognises them (by content)."""
+"""Decoder seam: each view's bytes go to the first decoder whose detector recognises them (by content).
+
+Every view is sniffed and its header parsed once (`probe_view`); admission counts its frames and pixels
+from that, and `ProbedView.decode()` decodes from the parsed header.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from classifiers.decoding.dicom import count_dicom_pixels, decode_dicom, is_dicom
+from classifiers.decoding.dicom import is_dicom, probe_dicom
 from classifiers.decoding.dicom_header import summarise_study
-from classifiers.decoding.imaging import ImageLimits, count_pixels, decode_image
-from classifiers.errors import MixedStudies, UnreadableImage
+from classifiers.decoding.imaging import ImageLimits, probe_picture
+from classifiers.errors import ImageError, MixedStudies, TruncatedImage, UnreadableImage
 from classifiers.names import printable_name
-from classifiers.results import DecodedView, StudyResult, ViewInput
+from classifiers.results import DecodedView, ProbedView, StudyResult, ViewInput
+
+logger = logging.getLogger(__name__)
 
 Detector = Callable[[bytes], bool]
-PixelCounter = Callable[[bytes, ImageLimits, str], int]  # from the header, after its checks; nothing decoded
-Decoder = Callable[[bytes, ImageLimits, str], list[DecodedView]]
-
-
-def decode_picture(data: bytes, limits: ImageLimits, name: str) -> list[DecodedView]:
-    """Decode a PNG, JPEG, BMP or TIFF view with Pillow (see `classifiers.decoding.imaging.decode_image`)."""
-    return [DecodedView(name, decode_image(data, limits, name))]
-
+Prober = Callable[[bytes, ImageLimits, str], ProbedView]  # parses and checks the header; nothing decoded
 
 # Checked in order; the last entry takes everything else and names the formats it reads when it fails.
-DECODERS: dict[str, tuple[Detector, PixelCounter, Decoder]] = {
-    "dicom": (is_dicom, count_dicom_pixels, decode_dicom),
-    "picture": (lambda data: True, count_pixels, decode_picture),
+DECODERS: dict[str, tuple[Detector, Prober]] = {
+    "dicom": (is_dicom, probe_dicom),
+    "picture": (lambda data: True, probe_picture),
 }
+CANNOT_DECODE = "the image cannot be decoded (corrupt, or inconsistent with its header); send the original file"
 
 
-def _entry(data: bytes) -> tuple[Detector, PixelCounter, Decoder]:
-    """The first decoder entry whose detector recognises the bytes."""
-    return next(entry for entry in DECODERS.values() if entry[0](data))
+def probe_view(view: ViewInput, limits: ImageLimits) -> ProbedView:
+    """Sniff one view's format, parse and check its header (limits included); nothing is decoded.
+
+    Raises:
+        ImageError: the header is unreadable or over the limits (the subclass says why; the message names the view).
+    """
+    prober = next(prober for detector, prober in DECODERS.values() if detector(view.data))
+    return _as_image_error(view.name, lambda: prober(view.data, limits, view.name))
 
 
-def count_view_pixels(view: ViewInput, limits: ImageLimits) -> int:
-    """Pixels of one uploaded view (all frames) from its header, after the header checks; nothing decoded."""
-    return _entry(view.data)[1](view.data, limits, view.name)
+def decode_probed(view: ProbedView) -> list[DecodedView]:
+    """Decode a probed view into one view per frame; any failure is that view's ImageError, never another type."""
+    return _as_image_error(view.name, view.decode)
 
 
-def decode_view(view: ViewInput, limits: ImageLimits) -> list[DecodedView]:
-    """Decode one uploaded view into one or more views (a multi-frame DICOM gives one per frame)."""
-    return _entry(view.data)[2](view.data, limits, view.name)
+def _as_image_error(name: str, work: Callable):
+    """Run `work`; an exception that is not a typed ImageError becomes a TruncatedImage naming the view.
 
-
-def load_view_file(path: str | Path, limits: ImageLimits) -> list[DecodedView]:
-    """Read and decode one regular file of any format (see `decode_view`); a FIFO or device is refused unread."""
-    path = Path(path)
-    name = printable_name(path.name)
-    if not path.is_file():
-        raise UnreadableImage(name, "not a regular file (a folder, FIFO or device); list image files only")
-    return decode_view(ViewInput(name, path.read_bytes()), limits)
+    Codecs and LUT code raise many types on hostile input and their texts may quote header values, so the
+    text is dropped: only its type is logged, at debug level.
+    """
+    try:
+        return work()
+    except ImageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any codec or header failure on one view is that view's error
+        logger.debug("view decoding failed with %s", type(error).__name__)
+        raise TruncatedImage(name, CANNOT_DECODE) from None
 
 
 def decode_views(views: Sequence[ViewInput], limits: ImageLimits) -> list[DecodedView]:
-    """Decode the views of one study in order; DICOM views must all belong to one study.
+    """Probe and decode the views of one study in order (tools and tests; the service goes through admission).
 
     Raises:
         MixedStudies: DICOM views of more than one StudyInstanceUID.
         ImageError: a view cannot be decoded (its subclass says why; the message names the view).
     """
-    decoded = [decoded_view for view in views for decoded_view in decode_view(view, limits)]
+    decoded = [frame for view in views for frame in decode_probed(probe_view(view, limits))]
     check_single_study(decoded)
     return decoded
+
+
+def load_view_file(path: str | Path, limits: ImageLimits) -> list[DecodedView]:
+    """Read and decode one regular file of any format (tools: gate fitting, benchmarks); a FIFO is refused unread."""
+    path = Path(path)
+    name = printable_name(path.name)
+    if not path.is_file():
+        raise UnreadableImage(name, "not a regular file (a folder, FIFO or device); list image files only")
+    return decode_views([ViewInput(name, path.read_bytes())], limits)
 
 
 def check_single_study(views: Sequence[DecodedView]) -> None:
@@ -72,7 +88,8 @@ def check_single_study(views: Sequence[DecodedView]) -> None:
         if view.dicom is not None:
             views_by_study.setdefault(view.dicom.study_instance_uid, []).append(view.name)
     if len(views_by_study) > 1:
-        listing = "; ".join(f"{uid}: {', '.join(names)}" for uid, names in views_by_study.items())
+        listing = "; ".join(f"study {number}: {', '.join(names)}"
+                            for number, names in enumerate(views_by_study.values(), start=1))
         raise MixedStudies(f"the views belong to {len(views_by_study)} DICOM studies ({listing});"
                            " send one study per request")
 

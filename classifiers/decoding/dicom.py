@@ -29,7 +29,7 @@ from classifiers.errors import (
     UnreadableImage,
     UnsupportedTransferSyntax,
 )
-from classifiers.results import DecodedView
+from classifiers.results import DecodedView, ProbedView
 
 PREAMBLE_LENGTH = 128
 PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -72,12 +72,6 @@ def read_dicom(data: bytes, name: str) -> Dataset:
     return dataset
 
 
-def count_dicom_pixels(data: bytes, limits: ImageLimits, name: str) -> int:
-    """Rows x Columns x Frames of a DICOM radiograph, after every header check of `decode_dicom`; nothing decoded."""
-    dataset, num_frames = _checked_dataset(data, limits, name)
-    return int(dataset.Rows) * int(dataset.Columns) * num_frames
-
-
 def decode_dicom(data: bytes, limits: ImageLimits, name: str) -> list[DecodedView]:
     """Decode every frame of a DICOM radiograph into 8-bit gray (L) display images (one per frame).
 
@@ -89,6 +83,18 @@ def decode_dicom(data: bytes, limits: ImageLimits, name: str) -> list[DecodedVie
         ImageTooLarge, ImageTooSmall: Rows x Columns x Frames over the limit, or a side too short.
     """
     dataset, num_frames = _checked_dataset(data, limits, name)
+    return decode_dicom_dataset(dataset, num_frames, name)
+
+
+def probe_dicom(data: bytes, limits: ImageLimits, name: str) -> ProbedView:
+    """Parse and check a DICOM view once (header checks of `decode_dicom`); decoding reuses the parsed dataset."""
+    dataset, num_frames = _checked_dataset(data, limits, name)
+    num_pixels = int(dataset.Rows) * int(dataset.Columns) * num_frames
+    return ProbedView(name, num_frames, num_pixels, lambda: decode_dicom_dataset(dataset, num_frames, name))
+
+
+def decode_dicom_dataset(dataset: Dataset, num_frames: int, name: str) -> list[DecodedView]:
+    """Decode the frames of a dataset `_checked_dataset` passed (see `decode_dicom`)."""
     try:
         decoder = _pixel_decoder(dataset, name)
         header = _header_without_pixels(dataset)

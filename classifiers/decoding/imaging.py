@@ -12,6 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from classifiers.errors import ImageTooLarge, ImageTooSmall, TruncatedImage, UnreadableImage
 from classifiers.names import printable_name
+from classifiers.results import DecodedView, ProbedView
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -39,7 +40,11 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "
         ImageTooSmall: shorter side under `limits.min_side`.
         TruncatedImage: the pixel data is cut short or corrupt.
     """
-    image = _open_checked(data, limits, name)
+    return load_opened(_open_checked(data, limits, name), name)
+
+
+def load_opened(image: Image.Image, name: str) -> Image.Image:
+    """Decode an image `_open_checked` opened into 8-bit L or RGB with EXIF orientation (see `decode_image`)."""
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as error:
@@ -48,10 +53,11 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "
     return _to_eight_bit(image)
 
 
-def count_pixels(data: bytes, limits: ImageLimits = ImageLimits(), name: str = "image") -> int:
-    """Width x height from the image header, after the checks of `decode_image`; no pixel is decoded."""
-    width, height = _open_checked(data, limits, name).size
-    return width * height
+def probe_picture(data: bytes, limits: ImageLimits, name: str) -> ProbedView:
+    """Open a picture's header once and check it (see `decode_image`); decoding reuses the opened image."""
+    image = _open_checked(data, limits, name)
+    width, height = image.size
+    return ProbedView(name, 1, width * height, lambda: [DecodedView(name, load_opened(image, name))])
 
 
 def load_image_file(path: str | Path, limits: ImageLimits = ImageLimits()) -> Image.Image:

@@ -26,6 +26,7 @@ class Explanation:
     method: str
     peak: tuple[int, int]
     heatmap_png: bytes
+    view_size: tuple[int, int] = (0, 0)  # (width, height) of the view the peak is in; not part of the API answer
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form of the API: the overlay as a PNG data URL."""
@@ -97,4 +98,4 @@ def explain_view(view: Image.Image, maps: list[np.ndarray], method: str, with_ov
     heat = combined_heat(maps, size)
     # No positive evidence anywhere: the least negative place of the primary map is still the peak.
     peak = peak_of(heat if heat.max() > 0 else upsample_map(maps[0], size), (view.width, view.height))
-    return Explanation(method, peak, render_overlay(view, heat, peak) if with_overlay else b"")
+    return Explanation(method, peak, render_overlay(view, heat, peak) if with_overlay else b"", view.size)
