@@ -43,7 +43,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the comparison's options."""
     parser = argparse.ArgumentParser(prog="python -m bench.openvino_compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("repository", type=Path, help="a repository optimized with classifiers.optimize --int8")
+    parser.add_argument("repository", type=Path, help="a repository optimized with training.optimize --int8")
     parser.add_argument("--role", default="router", help="the entry to compare (router or an expert)")
     parser.add_argument("--threads", type=int, default=1, help="threads per model (the service gives each 1 here)")
     parser.add_argument("--calibration-views", type=int, default=16, help="synthetic views NNCF calibrates on")

@@ -1,4 +1,4 @@
-"""classifiers.optimize: fp32 ONNX + guarded INT8 per entry, recorded with sha256; auto serves the fastest verified."""
+"""training.optimize: fp32 ONNX + guarded INT8 per entry, recorded with sha256; auto serves the fastest verified."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Prepare a model repository for speed: fp32 ONNX exports and, with --int8, accuracy-guarded INT8 models.
 
-    python -m classifiers.optimize DIR [--int8] [--calibration FOLDER] [--no-accuracy-guard]
+    python -m training.optimize DIR [--int8] [--calibration FOLDER] [--no-accuracy-guard]
 
 Exports every model to `<role>.onnx` (checked against TensorFlow, as training.export_onnx does); with
 --int8 also writes `<role>.int8.xml` + `<role>.int8.bin`, quantized with NNCF into OpenVINO's format (symmetric
@@ -181,7 +181,7 @@ def _calibration_views(folder: Path, calibration: Path | None) -> ValidationView
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: optimize DIR; exit 2 with one line on any error."""
-    parser = argparse.ArgumentParser(prog="python -m classifiers.optimize", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training.optimize", description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="model repository (a folder with manifest.json)")
     parser.add_argument("--int8", action="store_true", help="also write guarded static INT8 models")
     parser.add_argument("--calibration", type=Path, default=None,

@@ -2,7 +2,7 @@
 
 The INT8 model is calibrated on validation images and then compared with its fp32 ONNX model on the same
 images: routing agreement for the router, mean absolute difference of the probabilities, and AUROC where the
-studies are labelled. An entry that fails keeps its fp32 model (classifiers.optimize writes the figures).
+studies are labelled. An entry that fails keeps its fp32 model (training.optimize writes the figures).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def quantize_openvino(fp32_path: Path, int8_path: Path, batches: Sequence[np.nda
     nncf.set_log_level(logging.ERROR)  # its notices are not the user's business
     model = openvino.Core().read_model(str(fp32_path))
     views = [batch[index : index + 1] for batch in batches for index in range(len(batch))]
-    with contextlib.redirect_stdout(io.StringIO()):  # nor its progress bars: classifiers.optimize logs each entry
+    with contextlib.redirect_stdout(io.StringIO()):  # nor its progress bars: training.optimize logs each entry
         quantized = nncf.quantize(model, nncf.Dataset(views), preset=nncf.QuantizationPreset.PERFORMANCE,
                                   subset_size=len(views))
     openvino.save_model(quantized, str(int8_path), compress_to_fp16=False)

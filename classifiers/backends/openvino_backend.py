@@ -1,6 +1,6 @@
 """The int8 backend: each entry's INT8 model (NNCF quantization, OpenVINO's format), run by OpenVINO on the CPU.
 
-`python -m classifiers.optimize DIR --int8` writes `<role>.int8.xml` + `<role>.int8.bin` and guards their
+`python -m training.optimize DIR --int8` writes `<role>.int8.xml` + `<role>.int8.bin` and guards their
 accuracy; measured against ONNX Runtime's static INT8 on DenseNet169 it ran 1.3x faster per batch of 8 and
 1.5x faster with a router and an expert batch side by side (docs/PERFORMANCE.md, "INT8").
 

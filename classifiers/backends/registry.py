@@ -38,7 +38,7 @@ BACKENDS: dict[str, Backend] = {
                           tensorflow_backend.configure, tensorflow_backend.load, tensorflow_backend.versions),
     "onnx": Backend("onnx", "each entry's fp32 ONNX export (python -m training.optimize), run by"
                     " ONNX Runtime", ONNX_FILE_KEY, onnx_backend.configure, onnx_backend.load, onnx_backend.versions),
-    "int8": Backend("int8", "each entry's guarded INT8 model (python -m classifiers.optimize --int8: NNCF),"
+    "int8": Backend("int8", "each entry's guarded INT8 model (python -m training.optimize --int8: NNCF),"
                     " run by OpenVINO on the CPU", INT8_FILE_KEY, openvino_backend.configure,
                     openvino_backend.load_int8, openvino_backend.versions),
 }
