@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from classifiers.backends.registry import BACKENDS, DEFAULT_BACKEND
+from classifiers.backends.registry import BACKEND_CHOICES, DEFAULT_BACKEND
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -42,7 +42,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare-routers", default="mobilenetv3small,efficientnetb0",
                         help="comma-separated router backbones to cost beside the router ('' for none)")
     parser.add_argument("--skip-xla", action="store_true", help="do not compare tf.function with XLA")
-    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=list(BACKENDS),
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=list(BACKEND_CHOICES),
                         help="pipeline and service backend (all but tensorflow optimize the repository once:"
                              " fp32 ONNX + INT8, kept in the cache)")
     parser.add_argument("--note", default="", help="what else ran on the machine meanwhile, kept in the record")

@@ -33,7 +33,7 @@ class PipelineSettings:
     jit_compile: bool = False
     intra_op_threads: int = 0
     inter_op_threads: int = 0
-    # A name in classifiers.backends.registry.BACKENDS: "tensorflow" runs the Keras files, "onnx" their exports.
+    # A name in classifiers.backends.registry.BACKEND_CHOICES ("auto": the fastest file each entry has).
     backend: str = DEFAULT_BACKEND
     # Heatmaps (explain=true) are made on first request per expert; True makes them all at start instead.
     preload_explainers: bool = False

@@ -68,7 +68,7 @@ def test_onnx_backend_gives_tensorflow_results(onnx_repository: Path, body_part:
 
 
 def test_onnx_backend_without_an_export_says_how_to_make_one(tiny_repository: Path) -> None:
-    with pytest.raises(ModelRepositoryError, match=r"no ONNX export; run python -m classifiers\.repository\.optimize"):
+    with pytest.raises(ModelRepositoryError, match=r"no ONNX export; run python -m training\.optimize"):
         Pipeline.load(tiny_repository, PipelineSettings(backend="onnx", warmup=False))
 
 

@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "JIT_COMPILE": False,  # XLA; batches padded to a power of two, one compile per size at warm-up
     "INTRA_OP_THREADS": 0,  # the backend's thread pools; 0 lets it choose
     "INTER_OP_THREADS": 0,
-    "BACKEND": None,  # a name in classifiers.backends.registry.BACKENDS; None: its DEFAULT_BACKEND
+    "BACKEND": None,  # a name in classifiers.backends.registry.BACKEND_CHOICES; None: its DEFAULT_BACKEND
     "REJECT_OUT_OF_DISTRIBUTION": False,  # 422 not_a_radiograph for a view the gate flags, instead of a warning
     "PRELOAD_EXPLAINERS": False,  # heatmaps (explain=true) ready at start instead of on first request per expert
     "RETRY_AFTER_NOT_READY_S": 5,
@@ -121,10 +121,12 @@ def check_limits(config: Mapping[str, Any]) -> None:
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"config {key}={value!r} must be an integer >= 0 (0: TensorFlow's default)")
-    from classifiers.backends.registry import BACKENDS  # here, not at import: importing the app loads no classifiers
+    from classifiers.backends.registry import (
+        BACKEND_CHOICES,  # here, not at import: importing the app loads no classifiers
+    )
 
-    if config["BACKEND"] is not None and config["BACKEND"] not in BACKENDS:
-        raise ValueError(f"config BACKEND={config['BACKEND']!r} must be one of {', '.join(BACKENDS)}")
+    if config["BACKEND"] is not None and config["BACKEND"] not in BACKEND_CHOICES:
+        raise ValueError(f"config BACKEND={config['BACKEND']!r} must be one of {', '.join(BACKEND_CHOICES)}")
     if not config["QUEUE_TIMEOUT_MS"] > 0:
         raise ValueError(f"config QUEUE_TIMEOUT_MS={config['QUEUE_TIMEOUT_MS']!r} must be > 0")
     if config["MAX_WAIT_MS"] < 0:

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from classifiers.backends.registry import BACKENDS
+from classifiers.backends.registry import BACKEND_CHOICES
 from classifiers.body_parts import BODY_PARTS, normalize_body_part
 from classifiers.errors import InvalidOption
 from classifiers.study_policy import AGGREGATIONS
@@ -164,10 +164,10 @@ class ModelsResponseSchema(Schema):
     """GET /models: what is loaded."""
 
     repository = fields.String(required=True, metadata={"description": "The repository's folder name."})
-    backend = fields.String(required=True, validate=validate.OneOf(list(BACKENDS)),
+    backend = fields.String(required=True, validate=validate.OneOf(list(BACKEND_CHOICES)),
                             metadata={"description": "What runs the models (TRIAGE_BACKEND): "
-                                                     + "; ".join(f"{name}: {backend.description}"
-                                                                 for name, backend in BACKENDS.items())})
+                                                     + "; ".join(f"{name}: {description}"
+                                                                 for name, description in BACKEND_CHOICES.items())})
     device = fields.String(required=True, metadata={"description": "e.g. GPU:0 (...) or CPU (16 cores)."})
     load_seconds = fields.Float(required=True)
     load_breakdown_seconds = fields.Dict(

@@ -12,7 +12,8 @@ the CPU, so skipped where ONNX Runtime has a GPU), else the fp32 ONNX export, el
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +43,19 @@ BACKENDS: dict[str, Backend] = {
                     " run by OpenVINO on the CPU", INT8_FILE_KEY, openvino_backend.configure,
                     openvino_backend.load_int8, openvino_backend.versions),
 }
-AUTO_ORDER = ("int8", "onnx")  # then the Keras files
+# `auto` is not a backend of its own: a choice, per entry, over these in order (fastest first; every entry
+# has the Keras files tensorflow runs).
+AUTO = "auto"
+AUTO_ORDER = ("int8", "onnx", "tensorflow")
+AUTO_DESCRIPTION = ("per entry: the INT8 model (OpenVINO), else the fp32 ONNX export (ONNX Runtime), else the"
+                    " Keras files")
+DEFAULT_BACKEND = AUTO
 
 
 def _can_run(name: str) -> bool:
     """Whether auto may pick backend `name` here: its library is installed (and, for int8, no GPU is lost)."""
+    if name == "tensorflow":
+        return True
     if importlib.util.find_spec("onnxruntime") is None:
         return False
     if name == "int8":
@@ -54,49 +63,50 @@ def _can_run(name: str) -> bool:
     return True
 
 
-def choose_backend(entry: ModelEntry) -> str:
-    """The backend auto runs an entry with: the first of AUTO_ORDER whose file it has and can run, else tensorflow."""
-    for name in AUTO_ORDER:
-        if BACKENDS[name].file_key in entry.files and _can_run(name):
+def choose_backend(entry: ModelEntry, order: Sequence[str] = AUTO_ORDER) -> str:
+    """The first backend of `order` that has its file in the entry and can run here (tensorflow always can)."""
+    for name in order:
+        if (BACKENDS[name].file_key is None or BACKENDS[name].file_key in entry.files) and _can_run(name):
             return name
-    return "tensorflow"
+    raise ValueError(f"no backend of {', '.join(order)} can run entry {entry.role}; add tensorflow to the order")
 
 
-def _configure_auto(options: BackendOptions) -> str:
-    """ONNX Runtime's device; TensorFlow is set up only if an entry falls back to its Keras files."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        return tensorflow_backend.configure(options)
-    return onnx_backend.configure(options)
+def auto_backend(order: Sequence[str] = AUTO_ORDER) -> Backend:
+    """A backend that loads each entry with `choose_backend(entry, order)`; the runner says which it got."""
+
+    def configure(options: BackendOptions) -> str:
+        # ONNX Runtime's device; TensorFlow is set up only if an entry falls back to its Keras files.
+        if importlib.util.find_spec("onnxruntime") is None:
+            return tensorflow_backend.configure(options)
+        return onnx_backend.configure(options)
+
+    def load(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[ImageModel, ModelEntry]:
+        name = choose_backend(entry, order)
+        if name == "tensorflow":
+            tensorflow_backend.configure(options)
+        runner, entry = BACKENDS[name].load(folder, entry, options)
+        runner.backend = name
+        return runner, entry
+
+    def versions() -> dict[str, str]:
+        # The libraries auto may run: ONNX Runtime, and OpenVINO and TensorFlow where they are loaded.
+        found = onnx_backend.versions() if importlib.util.find_spec("onnxruntime") is not None else {}
+        if "openvino" in sys.modules:
+            found.update(openvino_backend.versions())
+        return {**found, **(tensorflow_backend.versions() if "tensorflow" in sys.modules else {})}
+
+    return Backend(AUTO, AUTO_DESCRIPTION, None, configure, load, versions)
 
 
-def _load_auto(folder: Path, entry: ModelEntry, options: BackendOptions) -> tuple[ImageModel, ModelEntry]:
-    """Load the entry with the backend choose_backend picks; the runner says which."""
-    name = choose_backend(entry)
-    if name == "tensorflow":
-        tensorflow_backend.configure(options)
-    runner, entry = BACKENDS[name].load(folder, entry, options)
-    runner.backend = name
-    return runner, entry
-
-
-def _auto_versions() -> dict[str, str]:
-    """The versions of the libraries auto may run: ONNX Runtime, OpenVINO and TensorFlow where they are loaded."""
-    import sys
-
-    versions = onnx_backend.versions() if importlib.util.find_spec("onnxruntime") is not None else {}
-    if "openvino" in sys.modules:
-        versions.update(openvino_backend.versions())
-    return {**versions, **(tensorflow_backend.versions() if "tensorflow" in sys.modules else {})}
-
-
-BACKENDS["auto"] = Backend("auto", "per entry: the INT8 model (OpenVINO), else the fp32 ONNX export (ONNX Runtime),"
-                           " else the Keras files",
-                           None, _configure_auto, _load_auto, _auto_versions)
-DEFAULT_BACKEND = "auto"
+# Every name a user may choose (TRIAGE_BACKEND, --backend), with what it runs.
+BACKEND_CHOICES: dict[str, str] = {**{name: backend.description for name, backend in BACKENDS.items()},
+                                   AUTO: AUTO_DESCRIPTION}
 
 
 def get_backend(name: str) -> Backend:
-    """The backend called `name`; ValueError listing the valid names otherwise."""
+    """The backend called `name` (`auto`: the choice over AUTO_ORDER); ValueError listing the valid names otherwise."""
+    if name == AUTO:
+        return auto_backend()
     if name not in BACKENDS:
-        raise ValueError(f"backend {name!r} unknown; use one of {', '.join(BACKENDS)}")
+        raise ValueError(f"backend {name!r} unknown; use one of {', '.join(BACKEND_CHOICES)}")
     return BACKENDS[name]
