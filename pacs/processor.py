@@ -14,6 +14,7 @@ from classifiers.errors import ClassifierError, ImageError
 from classifiers.pipeline import Pipeline
 from classifiers.results import DecodedView, StudyResult, ViewInput
 from classifiers.structured_report import build_structured_report, structured_report_bytes
+from pacs.archive import StudyArchive
 from pacs.client import OrthancClient
 from pacs.reports import WorkerReport, fetch_worker_report, is_worker_series, summarise_report
 from pacs.state import StudyRecord
@@ -54,14 +55,14 @@ def read_study(client: OrthancClient, study_id: str) -> StudyContents:
     )
 
 
-def process_study(client: OrthancClient, pipeline: Pipeline, study_id: str,
+def process_study(client: StudyArchive, pipeline: Pipeline, study_id: str,
                   previous: StudyRecord | None) -> StudyRecord | None:
     """Score a study whose radiographs changed since `previous` and store its SR; None when nothing changed.
 
     An SR of the worker already in the study for the same images is adopted, not written again; a new SR
     lists the worker's earlier SRs of the study as its predecessors (they stay in Orthanc).
     """
-    contents = read_study(client, study_id)
+    contents = client.read_study(study_id)
     instances = tuple(sorted(contents.radiographs))
     if previous is not None and previous.instances == instances:
         logger.debug("study %s: already done for its %d radiograph instances", study_id, len(instances))
@@ -90,11 +91,11 @@ def process_study(client: OrthancClient, pipeline: Pipeline, study_id: str,
     return _store_report(client, contents, instances, views, result, reports)
 
 
-def fetch_views(client: OrthancClient, pipeline: Pipeline, contents: StudyContents) -> list[DecodedView]:
+def fetch_views(client: StudyArchive, pipeline: Pipeline, contents: StudyContents) -> list[DecodedView]:
     """Download and decode each radiograph instance; an unreadable one is named in the log and left out."""
     views: list[DecodedView] = []
     for instance_id in contents.radiographs.values():
-        data = client.get_bytes(f"/instances/{instance_id}/file")
+        data = client.fetch_instance(instance_id)
         try:
             views.extend(decode_views([ViewInput(instance_id, data)], pipeline.settings.image_limits))
         except ImageError as error:
@@ -102,17 +103,17 @@ def fetch_views(client: OrthancClient, pipeline: Pipeline, contents: StudyConten
     return views
 
 
-def _store_report(client: OrthancClient, contents: StudyContents, instances: tuple[str, ...],
+def _store_report(client: StudyArchive, contents: StudyContents, instances: tuple[str, ...],
                   views: list[DecodedView], result: StudyResult, reports: list[WorkerReport]) -> StudyRecord:
     """Build the SR (superseding the worker's earlier ones), store it in Orthanc, and return its record."""
     report = build_structured_report([view.header for view in views], result,
                                      previous_versions=[earlier.dataset for earlier in reports],
                                      instance_number=len(reports) + 1)
-    stored = client.post_dicom(structured_report_bytes(report))
-    logger.info("study %s: SR stored (instance %s): %s %.3f %s%s", contents.study_id, stored["ID"],
+    stored_id = client.store(structured_report_bytes(report))
+    logger.info("study %s: SR stored (instance %s): %s %.3f %s%s", contents.study_id, stored_id,
                 result.body_part, result.abnormality, result.label,
                 f", superseding {len(reports)} earlier SR(s)" if reports else "")
-    return StudyRecord(instances, sr_sop_instance_uid=str(report.SOPInstanceUID), sr_orthanc_id=stored["ID"],
+    return StudyRecord(instances, sr_sop_instance_uid=str(report.SOPInstanceUID), sr_orthanc_id=stored_id,
                        study_date=contents.study_date, body_part=result.body_part,
                        abnormality=round(result.abnormality, 6), label=result.label)
 
