@@ -148,7 +148,7 @@ def _worker_parser() -> argparse.ArgumentParser:
                         help="retries of a request while Orthanc is unreachable, after 0.5, 1, 2, 4 s (default 4)")
     parser.add_argument("--token-file", type=Path, help="DICOMweb: a file holding a bearer token, read at each"
                         " request (cloud DICOM stores); instead of --username/--password")
-    parser.add_argument("--lookback-days", type=int, default=1, help="DICOMweb: search studies dated from the"
+    parser.add_argument("--lookback-days", type=_days, default=1, help="DICOMweb: search studies dated from the"
                         " last poll's date less this many days (default 1)")
     return parser
 
@@ -164,4 +164,11 @@ def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _days(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of days (0 or more)")
     return value

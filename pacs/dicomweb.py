@@ -31,6 +31,9 @@ TIMEOUT_S = 60.0
 STUDY_DATE, NUM_STUDY_INSTANCES = "00080020", "00201208"
 MODALITY, MANUFACTURER, SERIES_DESCRIPTION = "00080060", "00080070", "0008103E"
 SERIES_UID, SOP_INSTANCE_UID, STUDY_UID = "0020000E", "00080018", "0020000D"
+# Asked of QIDO-RS for each instance of a study; an archive that leaves out Manufacturer or SeriesDescription
+# (Azure's DICOM service returns only the attributes it indexes) is asked the SR series' WADO-RS metadata.
+INSTANCE_FIELDS = ("Modality", "Manufacturer", "SeriesDescription", "StudyDate")
 
 Result = TypeVar("Result")
 
@@ -121,17 +124,20 @@ class DicomwebArchive:
     def read_study(self, study_id: str) -> StudyContents:
         """The study's instances by one QIDO-RS search, grouped as pacs.processor.read_study groups Orthanc's."""
         instances = self._call("QIDO-RS instances", lambda: self._client.search_for_instances(
-            study_id, fields=["Modality", "Manufacturer", "SeriesDescription", "StudyDate"], get_remaining=True))
+            study_id, fields=list(INSTANCE_FIELDS), get_remaining=True))
         if not instances:
             raise DicomwebNotFound("QIDO-RS instances: the study has no instance (deleted?)")
         radiographs: dict[str, str] = {}
         worker_reports: list[str] = []
         others: set[str] = set()
+        series_tags: dict[str, dict[str, str]] = {}
         for item in instances:
             path = f"{study_id}/{_value(item, SERIES_UID)}/{_value(item, SOP_INSTANCE_UID)}"
             modality = str(_value(item, MODALITY)).upper()
             tags = {"Modality": modality, "Manufacturer": _value(item, MANUFACTURER),
                     "SeriesDescription": _value(item, SERIES_DESCRIPTION)}
+            if modality == "SR" and not (tags["Manufacturer"] and tags["SeriesDescription"]):
+                tags.update(self._series_tags(study_id, str(_value(item, SERIES_UID)), series_tags))
             if modality in IMAGE_MODALITIES:
                 radiographs[str(_value(item, SOP_INSTANCE_UID))] = path
             elif is_worker_series(tags):
@@ -141,6 +147,16 @@ class DicomwebArchive:
         return StudyContents(study_id=study_id, study_date=str(_value(instances[0], STUDY_DATE)),
                              radiographs=radiographs, other_modalities=tuple(sorted(others)),
                              worker_report_ids=tuple(sorted(worker_reports)))
+
+    def _series_tags(self, study_uid: str, series_uid: str, known: dict[str, dict[str, str]]) -> dict[str, str]:
+        """Manufacturer and SeriesDescription from the series' WADO-RS metadata (once per series, in `known`)."""
+        if series_uid not in known:
+            metadata = self._call("WADO-RS series metadata",
+                                  lambda: self._client.retrieve_series_metadata(study_uid, series_uid))
+            first = metadata[0] if metadata else {}
+            known[series_uid] = {"Manufacturer": str(_value(first, MANUFACTURER)),
+                                 "SeriesDescription": str(_value(first, SERIES_DESCRIPTION))}
+        return known[series_uid]
 
     def fetch_instance(self, instance_id: str) -> bytes:
         """WADO-RS: one instance in the transfer syntax it is stored in, as Part 10 bytes."""

@@ -297,3 +297,23 @@ def test_bearer_token_file_is_read_at_each_request(tmp_path):
         thread.join()
     assert _TokenRecorder.headers_seen == ["Bearer first-token", "Bearer refreshed-token",
                                            "Bearer refreshed-token"]  # find_studies: one query per modality
+
+
+def test_own_sr_is_recognised_from_series_metadata_when_qido_leaves_its_tags_out(
+        orthanc, dicomweb, tiny_repository, tmp_path, monkeypatch):
+    study_uid = generate_uid()
+    stow(dicomweb, [radiograph(study_uid, 13)])
+    state, clock = tmp_path / "state.json", TestClock()
+    assert run_worker(orthanc, tiny_repository, state, clock) == EXIT_DONE
+    # As an archive that indexes few attributes answers (Azure's DICOM service): no Manufacturer, no
+    # SeriesDescription in QIDO-RS; the worker reads them from the SR series' WADO-RS metadata instead.
+    monkeypatch.setattr("pacs.dicomweb.INSTANCE_FIELDS", ("Modality", "StudyDate"))
+    metadata_reads = []
+    original = DICOMwebClient.retrieve_series_metadata
+    monkeypatch.setattr(DICOMwebClient, "retrieve_series_metadata",
+                        lambda self, *uids: metadata_reads.append(uids) or original(self, *uids))
+    state.unlink()
+    assert run_worker(orthanc, tiny_repository, state, clock) == EXIT_DONE
+    [report] = study_reports(dicomweb, study_uid)
+    assert load_state(state).studies[study_uid].sr_sop_instance_uid == str(report.SOPInstanceUID)
+    assert metadata_reads == [(study_uid, str(report.SeriesInstanceUID))]
