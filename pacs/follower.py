@@ -44,13 +44,13 @@ def handle_study(client: StudyArchive, pipeline: Pipeline, state: WorkerState, s
     try:
         record = process_study(client, pipeline, study_id, state.studies.get(study_id))
     except OrthancNotFound:
-        logger.info("study %s: no longer in Orthanc; nothing to do", study_id)
+        logger.info("study %s: no longer in the archive; nothing to do", study_id)
         return False
     except OrthancError:
         raise
     except Exception as error:  # noqa: BLE001 - one odd study must not stop the feed (nor crash-loop a service)
         # Only the error's type: a library's message may quote header values (patient attributes).
-        logger.error("study %s: skipped, it could not be processed (%s); see the study in Orthanc",
+        logger.error("study %s: skipped, it could not be processed (%s); see the study in the archive",
                      study_id, type(error).__name__)
         record = StudyRecord(tuple(sorted(client.read_study(study_id).radiographs)),
                              skipped=f"error: {type(error).__name__}")

@@ -80,7 +80,7 @@ def process_study(client: StudyArchive, pipeline: Pipeline, study_id: str,
     scored = frozenset(view.dicom.sop_instance_uid for view in views if view.dicom is not None)
     same = next((report for report in reports if report.referenced_instances == scored), None)
     if same is not None:
-        logger.info("study %s: its SR for these images is already in Orthanc (instance %s); adopted",
+        logger.info("study %s: its SR for these images is already in the archive (instance %s); adopted",
                     study_id, same.orthanc_id)
         return _adopted_record(instances, contents, same)
     try:

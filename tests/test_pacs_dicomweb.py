@@ -150,7 +150,7 @@ def test_restart_scores_nothing_twice_with_or_without_the_state(orthanc, dicomwe
     adopted = load_state(state).studies[study_uid]
     assert adopted.sr_sop_instance_uid == first.sr_sop_instance_uid == str(report.SOPInstanceUID)
     assert adopted.abnormality == pytest.approx(content_value(report, "Probability"))
-    assert "its SR for these images is already in Orthanc" in caplog.text
+    assert "its SR for these images is already in the archive" in caplog.text
 
 
 def test_one_more_image_gives_a_new_sr_superseding_the_first(orthanc, dicomweb, tiny_repository, client,
