@@ -2,6 +2,7 @@
 
     python -m pacs --orthanc URL [--models DIR] [--state PATH] [--once] [--poll-seconds S]
                    [--username U --password P] [--retries N]
+    python -m pacs --dicomweb URL [same options] [--token-file PATH] [--lookback-days D]   (pacs.dicomweb_cli)
     python -m pacs worklist [--state PATH]
 
 Credentials: --username/--password, else the ORTHANC_USERNAME / ORTHANC_PASSWORD environment variables.
@@ -14,10 +15,12 @@ and waits (doubling up to MAX_BACKOFF_S).
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pacs.client import RETRY_DELAYS_S, OrthancClient, OrthancError, OrthancUnauthorized, OrthancUnreachable
@@ -31,13 +34,17 @@ DEFAULT_STATE = Path("pacs-state.json")
 MAX_BACKOFF_S = 300.0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the worker or print the worklist; returns the exit code."""
+def main(argv: list[str] | None = None, clock: Callable[[], datetime.datetime] | None = None) -> int:
+    """Run the worker or print the worklist; returns the exit code (`clock`: the DICOMweb mode's, for tests)."""
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     if argv[:1] == ["worklist"]:
         return print_worklist(_worklist_parser().parse_args(argv[1:]).state)
     arguments = _worker_parser().parse_args(argv)
+    if arguments.dicomweb:
+        from pacs.dicomweb_cli import run_dicomweb_worker  # it imports this module's exit codes and helpers
+
+        return run_dicomweb_worker(arguments, clock)
     client = OrthancClient(arguments.orthanc, arguments.username or os.environ.get("ORTHANC_USERNAME"),
                            arguments.password or os.environ.get("ORTHANC_PASSWORD"),
                            RETRY_DELAYS_S[:arguments.retries])
@@ -127,7 +134,10 @@ def _worker_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pacs", description="Triage every new radiograph study of an"
                                      " Orthanc and store the result as a DICOM SR in the study.",
                                      epilog="Also: python -m pacs worklist [--state PATH]")
-    parser.add_argument("--orthanc", required=True, help="Orthanc's REST URL, e.g. http://127.0.0.1:8042")
+    archive = parser.add_mutually_exclusive_group(required=True)
+    archive.add_argument("--orthanc", help="Orthanc's REST URL, e.g. http://127.0.0.1:8042")
+    archive.add_argument("--dicomweb", help="a DICOMweb base URL (QIDO-RS, WADO-RS, STOW-RS below it), e.g."
+                         " http://127.0.0.1:8042/dicom-web")
     parser.add_argument("--models", type=Path, default=Path("h5"), help="model repository (default h5/)")
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help=f"state file (default {DEFAULT_STATE})")
     parser.add_argument("--once", action="store_true", help="process what is there and exit (cron, tests)")
@@ -136,6 +146,10 @@ def _worker_parser() -> argparse.ArgumentParser:
     parser.add_argument("--password", help="Orthanc password (default: $ORTHANC_PASSWORD)")
     parser.add_argument("--retries", type=int, choices=range(len(RETRY_DELAYS_S) + 1), default=len(RETRY_DELAYS_S),
                         help="retries of a request while Orthanc is unreachable, after 0.5, 1, 2, 4 s (default 4)")
+    parser.add_argument("--token-file", type=Path, help="DICOMweb: a file holding a bearer token, read at each"
+                        " request (cloud DICOM stores); instead of --username/--password")
+    parser.add_argument("--lookback-days", type=_days, default=1, help="DICOMweb: search studies dated from the"
+                        " last poll's date less this many days (default 1)")
     return parser
 
 
@@ -150,4 +164,11 @@ def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _days(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of days (0 or more)")
     return value

@@ -11,8 +11,9 @@ import logging
 from pathlib import Path
 
 from classifiers.pipeline import Pipeline
+from pacs.archive import OrthancArchive, StudyArchive
 from pacs.client import OrthancClient, OrthancError, OrthancNotFound
-from pacs.processor import process_study, read_study
+from pacs.processor import process_study
 from pacs.state import StudyRecord, WorkerState, save_state
 
 logger = logging.getLogger(__name__)
@@ -23,11 +24,11 @@ PAGE_SIZE = 100
 def follow_changes(client: OrthancClient, pipeline: Pipeline, state: WorkerState, state_path: Path,
                    page_size: int = PAGE_SIZE) -> int:
     """Process every change after `state.last_change` until the feed is done; returns the studies changed."""
-    num_changed = 0
+    num_changed, archive = 0, OrthancArchive(client)
     while True:
         page = client.get_json(f"/changes?since={state.last_change}&limit={page_size}")
         for change in page["Changes"]:
-            if change["ChangeType"] == "StableStudy" and handle_study(client, pipeline, state, change["ID"]):
+            if change["ChangeType"] == "StableStudy" and handle_study(archive, pipeline, state, change["ID"]):
                 num_changed += 1
             state.last_change = max(state.last_change, int(change["Seq"]))
             if change["ChangeType"] == "StableStudy":
@@ -38,20 +39,20 @@ def follow_changes(client: OrthancClient, pipeline: Pipeline, state: WorkerState
             return num_changed
 
 
-def handle_study(client: OrthancClient, pipeline: Pipeline, state: WorkerState, study_id: str) -> bool:
+def handle_study(client: StudyArchive, pipeline: Pipeline, state: WorkerState, study_id: str) -> bool:
     """Process one stable study and record what was done in `state` (not yet saved); True when recorded."""
     try:
         record = process_study(client, pipeline, study_id, state.studies.get(study_id))
     except OrthancNotFound:
-        logger.info("study %s: no longer in Orthanc; nothing to do", study_id)
+        logger.info("study %s: no longer in the archive; nothing to do", study_id)
         return False
     except OrthancError:
         raise
     except Exception as error:  # noqa: BLE001 - one odd study must not stop the feed (nor crash-loop a service)
         # Only the error's type: a library's message may quote header values (patient attributes).
-        logger.error("study %s: skipped, it could not be processed (%s); see the study in Orthanc",
+        logger.error("study %s: skipped, it could not be processed (%s); see the study in the archive",
                      study_id, type(error).__name__)
-        record = StudyRecord(tuple(sorted(read_study(client, study_id).radiographs)),
+        record = StudyRecord(tuple(sorted(client.read_study(study_id).radiographs)),
                              skipped=f"error: {type(error).__name__}")
     if record is None:
         return False

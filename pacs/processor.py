@@ -14,6 +14,7 @@ from classifiers.errors import ClassifierError
 from classifiers.pipeline import Pipeline
 from classifiers.results import StudyResult, ViewInput
 from classifiers.study_request import StudyRequest
+from pacs.archive import StudyArchive
 from pacs.client import OrthancClient
 from pacs.reports import WorkerReport, fetch_worker_report, is_worker_series, summarise_report
 from pacs.state import StudyRecord
@@ -54,16 +55,16 @@ def read_study(client: OrthancClient, study_id: str) -> StudyContents:
     )
 
 
-def process_study(client: OrthancClient, pipeline: Pipeline, study_id: str,
+def process_study(client: StudyArchive, pipeline: Pipeline, study_id: str,
                   previous: StudyRecord | None) -> StudyRecord | None:
     """Score a study whose radiographs changed since `previous` and store its SR; None when nothing changed.
 
     An SR of the worker already in the study for the same images is adopted, not written again; a new SR
-    lists the worker's earlier SRs of the study as its predecessors (they stay in Orthanc). The study goes
+    lists the worker's earlier SRs of the study as its predecessors (they stay in the archive). The study goes
     through the pipeline's one study path (admission included); an unreadable instance is left out and
     named in the log, the rest is scored.
     """
-    contents = read_study(client, study_id)
+    contents = client.read_study(study_id)
     instances = tuple(sorted(contents.radiographs))
     if previous is not None and previous.instances == instances:
         logger.debug("study %s: already done for its %d radiograph instances", study_id, len(instances))
@@ -78,7 +79,7 @@ def process_study(client: OrthancClient, pipeline: Pipeline, study_id: str,
     if same is not None:
         return _adopt(contents, instances, same)
     logger.info("study %s: fetching and scoring %d radiograph instances", study_id, len(instances))
-    views = tuple(ViewInput(instance_id, client.get_bytes(f"/instances/{instance_id}/file"))
+    views = tuple(ViewInput(instance_id, client.fetch_instance(instance_id))
                   for instance_id in contents.radiographs.values())
     try:
         result = pipeline.run(StudyRequest(views, skip_unreadable=True))
@@ -100,29 +101,29 @@ def _report_for(reports: list[WorkerReport], scored: frozenset[str]) -> WorkerRe
 
 
 def _adopt(contents: StudyContents, instances: tuple[str, ...], report: WorkerReport) -> StudyRecord:
-    """Log and record a study whose SR for these images is already in Orthanc."""
-    logger.info("study %s: its SR for these images is already in Orthanc (instance %s); adopted",
+    """Log and record a study whose SR for these images is already in the archive."""
+    logger.info("study %s: its SR for these images is already in the archive (instance %s); adopted",
                 contents.study_id, report.orthanc_id)
     return _adopted_record(instances, contents, report)
 
 
-def _store_report(client: OrthancClient, contents: StudyContents, instances: tuple[str, ...],
+def _store_report(client: StudyArchive, contents: StudyContents, instances: tuple[str, ...],
                   result: StudyResult, reports: list[WorkerReport]) -> StudyRecord:
-    """Build the SR (superseding the worker's earlier ones), store it in Orthanc, and return its record."""
+    """Build the SR (superseding the worker's earlier ones), store it in the archive, and return its record."""
     report = build_structured_report(result.source_headers, result,
                                      previous_versions=[earlier.dataset for earlier in reports],
                                      instance_number=len(reports) + 1)
-    stored = client.post_dicom(structured_report_bytes(report))
-    logger.info("study %s: SR stored (instance %s): %s %.3f %s%s", contents.study_id, stored["ID"],
+    stored_id = client.store(structured_report_bytes(report))
+    logger.info("study %s: SR stored (instance %s): %s %.3f %s%s", contents.study_id, stored_id,
                 result.body_part, result.abnormality, result.label,
                 f", superseding {len(reports)} earlier SR(s)" if reports else "")
-    return StudyRecord(instances, sr_sop_instance_uid=str(report.SOPInstanceUID), sr_orthanc_id=stored["ID"],
+    return StudyRecord(instances, sr_sop_instance_uid=str(report.SOPInstanceUID), sr_orthanc_id=stored_id,
                        study_date=contents.study_date, body_part=result.body_part,
                        abnormality=round(result.abnormality, 6), label=result.label)
 
 
 def _adopted_record(instances: tuple[str, ...], contents: StudyContents, report: WorkerReport) -> StudyRecord:
-    """The record of a study whose SR was found in Orthanc."""
+    """The record of a study whose SR was found in the archive."""
     summary = summarise_report(report.dataset)
     return StudyRecord(instances, sr_sop_instance_uid=str(report.dataset.SOPInstanceUID),
                        sr_orthanc_id=report.orthanc_id, study_date=contents.study_date,

@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from classifiers.dicom_output.structured_report import BODY_PART_CODES, LABEL_CODES, MANUFACTURER, SERIES_DESCRIPTION
-from pacs.client import OrthancClient
+from pacs.archive import StudyArchive
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,9 @@ def is_worker_series(series_tags: dict[str, str]) -> bool:
             and series_tags.get("SeriesDescription") == SERIES_DESCRIPTION)
 
 
-def fetch_worker_report(client: OrthancClient, instance_id: str) -> WorkerReport:
+def fetch_worker_report(client: StudyArchive, instance_id: str) -> WorkerReport:
     """Download one of the worker's SRs and read the instances it references."""
-    dataset = pydicom.dcmread(io.BytesIO(client.get_bytes(f"/instances/{instance_id}/file")))
+    dataset = pydicom.dcmread(io.BytesIO(client.fetch_instance(instance_id)))
     referenced = frozenset(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
                            for item in dataset.get("ContentSequence", []) if item.get("ValueType") == "IMAGE")
     return WorkerReport(instance_id, dataset, referenced)

@@ -39,6 +39,10 @@ class WorkerState:
 
     last_change: int = 0
     studies: dict[str, StudyRecord] = field(default_factory=dict)
+    # DICOMweb mode (pacs.dicomweb_follower): the date (YYYYMMDD, UTC) the last poll began, and per Study
+    # Instance UID the number of instances QIDO-RS reported when the worker last looked at the study.
+    last_poll: str = ""
+    seen: dict[str, int] = field(default_factory=dict)
 
 
 def load_state(path: Path) -> WorkerState:
@@ -47,12 +51,13 @@ def load_state(path: Path) -> WorkerState:
         document = json.loads(path.read_text())
         studies = {study_id: StudyRecord(**{**record, "instances": tuple(record["instances"])})
                    for study_id, record in document["studies"].items()}
-        return WorkerState(int(document["last_change"]), studies)
+        seen = {str(study_uid): int(count) for study_uid, count in document.get("seen", {}).items()}
+        return WorkerState(int(document["last_change"]), studies, str(document.get("last_poll", "")), seen)
     except FileNotFoundError:
         return WorkerState()
     except OSError as error:
         raise StateError(f"cannot read the state file {path} ({error.strerror}); check its permissions") from None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise StateError(f"the state file {path} is not a worker state; move it away to start over"
                          " (studies already scored keep their SR: the worker adopts it)") from None
 
@@ -60,7 +65,8 @@ def load_state(path: Path) -> WorkerState:
 def save_state(path: Path, state: WorkerState) -> None:
     """Write the state atomically."""
     document = {"format_version": FORMAT_VERSION, "last_change": state.last_change,
-                "studies": {study_id: asdict(record) for study_id, record in state.studies.items()}}
+                "studies": {study_id: asdict(record) for study_id, record in state.studies.items()},
+                "last_poll": state.last_poll, "seen": state.seen}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as temporary:

@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.launch import free_port
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")  # Debian's orthanc-dicomweb
 USERNAME, PASSWORD = "triage", "test-password-5181"
 
 
@@ -27,6 +28,11 @@ class Orthanc:
     url: str
     process: subprocess.Popen
     log_path: Path
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb plugin's base URL (QIDO-RS, WADO-RS and STOW-RS below it)."""
+        return self.url + "/dicom-web"
 
     def request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         """One authenticated request (tests' own access, independent of the worker's client)."""
@@ -62,26 +68,31 @@ class Orthanc:
         raise TimeoutError(f"no StableStudy for {study_id} within {limit_s} s; see {self.log_path}")
 
 
-def write_configuration(folder: Path, http_port: int, dicom_port: int) -> Path:
-    """Orthanc's configuration: loopback only, authentication on with the test user, StableAge 1 s."""
+def write_configuration(folder: Path, http_port: int, dicom_port: int, dicomweb: bool = False) -> Path:
+    """Orthanc's configuration: loopback only, authentication on with the test user, StableAge 1 s.
+
+    With `dicomweb`, Debian's DICOMweb plugin is loaded and serves /dicom-web/.
+    """
     storage = folder / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     configuration = {
         "Name": "triage-test", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
         "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "TRIAGETEST",
         "RemoteAccessAllowed": False, "AuthenticationEnabled": True, "RegisteredUsers": {USERNAME: PASSWORD},
-        "StableAge": 1, "Plugins": [],
+        "StableAge": 1, "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
     }
+    if dicomweb:
+        configuration["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": False}
     path = folder / "orthanc.json"
     path.write_text(json.dumps(configuration, indent=1))
     return path
 
 
 @contextmanager
-def running_orthanc(folder: Path, limit_s: float = 30.0) -> Iterator[Orthanc]:
-    """Start Orthanc, wait until its REST API answers the test user, and always stop it."""
+def running_orthanc(folder: Path, limit_s: float = 30.0, dicomweb: bool = False) -> Iterator[Orthanc]:
+    """Start Orthanc (with its DICOMweb plugin if asked), wait until its REST API answers, and always stop it."""
     http_port, dicom_port = free_port(), free_port()
-    configuration = write_configuration(folder, http_port, dicom_port)
+    configuration = write_configuration(folder, http_port, dicom_port, dicomweb)
     log_path = folder / "orthanc.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen([ORTHANC, str(configuration)], stdout=log, stderr=subprocess.STDOUT)
