@@ -195,8 +195,8 @@ class Pipeline:
         """Heatmap of expert `role` on each view: the decoded views and them at its input size, (N, H, W, 3) uint8."""
         explainer = self.explainers.get(self.models[role].entry)
         maps = explainer.maps(resized)
-        return [explain_view(image, [layer_maps[index] for layer_maps in maps], explainer.method)
-                for index, image in enumerate(images)]
+        return [explain_view(image, [layer_maps[index] for layer_maps in maps], explainer.method,
+                             model=explainer.model_version) for index, image in enumerate(images)]
 
     def describe(self) -> dict[str, Any]:
         """What is loaded: repository, backend, device, library versions, manifest and per-model settings."""

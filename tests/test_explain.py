@@ -146,9 +146,14 @@ def test_onnx_backend_explains_with_the_keras_model_loaded_on_first_use(tiny_rep
         try:
             result = pipeline.predict_study(_study(), body_part=BODY_PARTS[0], explain=True).to_dict()
             results[backend] = [view["explanation"] for view in result["images"]]
+            expert = pipeline.models[BODY_PARTS[0]]
+            keras_file = expert.entry.version(expert.entry.keras_file)
+            assert expert.version == (keras_file if backend == "tensorflow" else expert.entry.version("XR_ELBOW.onnx"))
         finally:
             pipeline.close()
     assert results["onnx"] == results["tensorflow"]
+    # Both say which file explained: the Keras file, also where the ONNX export scored.
+    assert {view["model"] for view in results["onnx"]} == {keras_file}
 
 
 def _branching_brightness_model(library: str = "keras"):

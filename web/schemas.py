@@ -116,6 +116,10 @@ class ExplanationSchema(Schema):
     heatmap = fields.String(required=True, metadata={
         "description": "PNG data URL: the heatmap laid over the view, at the view's size or at most 1024 px "
                        "on the long side with the same aspect; a white ring marks the peak."})
+    model = fields.String(required=True, metadata={
+        "description": "file@sha256-prefix of the expert's Keras file whose weights made the map: the served "
+                       "model itself on the tensorflow backend, its fp32 source where an ONNX or INT8 export "
+                       "scored (docs/EXPLANATIONS.md)."})
 
 
 class ViewSchema(Schema):

@@ -144,6 +144,7 @@ class Explainer:
 
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.preprocessing = preprocessing
+        self.model_version = ""  # set by Explainers: the file whose weights explain
         self.channels = int(model.inputs[0].shape[-1])
         probe = np.random.default_rng(0).uniform(-1, 1, (1, *self.input_size, self.channels)).astype(np.float32)
         layers = _chain_of(model, probe)
@@ -206,8 +207,12 @@ def _class_maps(tf: Any, layers: list[Any], split: tuple[int, ...], column: int,
 
 
 class Explainers:
-    """One Explainer per expert, made on first use (or all at start); a backend that runs no Keras model (ONNX)
-    has the entry's Keras files loaded then, once."""
+    """One Explainer per expert, made on first use (or all at start), always from the entry's Keras file.
+
+    The Keras runner's own model is reused; a backend that runs another artefact (the fp32 ONNX export,
+    the INT8 model, the shared graph) has the entry's Keras files loaded then, once. `model_version` names
+    the file that explains (docs/EXPLANATIONS.md says how its map can differ from the served model's).
+    """
 
     def __init__(self, repository: Path, runners: Mapping[str, Any]) -> None:
         self.repository = repository
@@ -223,8 +228,9 @@ class Explainers:
                 if model is None:
                     model, entry = load_model(self.repository, entry)
                 layers = entry.extra.get(LAYERS_KEY)
-                self._explainers[entry.role] = Explainer(
-                    model, entry.input_size, entry.preprocessing, list(entry.classes),
-                    layer_names=[layers] if isinstance(layers, str) else layers,
-                    where=f"{self.repository.name} [{entry.role}]")
+                explainer = Explainer(model, entry.input_size, entry.preprocessing, list(entry.classes),
+                                      layer_names=[layers] if isinstance(layers, str) else layers,
+                                      where=f"{self.repository.name} [{entry.role}]")
+                explainer.model_version = entry.version(entry.keras_file)
+                self._explainers[entry.role] = explainer
             return self._explainers[entry.role]

@@ -27,11 +27,12 @@ class Explanation:
     peak: tuple[int, int]
     heatmap_png: bytes
     view_size: tuple[int, int] = (0, 0)  # (width, height) of the view the peak is in; not part of the API answer
+    model: str = ""  # `file@sha256-prefix` of the Keras file whose weights made the map
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form of the API: the overlay as a PNG data URL."""
         data_url = "data:image/png;base64," + base64.b64encode(self.heatmap_png).decode("ascii")
-        return {"method": self.method, "peak": list(self.peak), "heatmap": data_url}
+        return {"method": self.method, "peak": list(self.peak), "heatmap": data_url, "model": self.model}
 
 
 def overlay_size(width: int, height: int, max_side: int = MAX_OVERLAY_SIDE) -> tuple[int, int]:
@@ -92,10 +93,11 @@ def combined_heat(maps: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     return heat
 
 
-def explain_view(view: Image.Image, maps: list[np.ndarray], method: str, with_overlay: bool = True) -> Explanation:
+def explain_view(view: Image.Image, maps: list[np.ndarray], method: str, with_overlay: bool = True,
+                 model: str = "") -> Explanation:
     """Upsample one view's (h, w) maps to the overlay size, combine them, find the peak, draw the overlay."""
     size = overlay_size(view.width, view.height)
     heat = combined_heat(maps, size)
     # No positive evidence anywhere: the least negative place of the primary map is still the peak.
     peak = peak_of(heat if heat.max() > 0 else upsample_map(maps[0], size), (view.width, view.height))
-    return Explanation(method, peak, render_overlay(view, heat, peak) if with_overlay else b"", view.size)
+    return Explanation(method, peak, render_overlay(view, heat, peak) if with_overlay else b"", view.size, model)
