@@ -24,12 +24,12 @@ from classifiers.decoding import attach_dicom_metadata, check_single_study, deco
 from classifiers.decoding.imaging import resize_image
 from classifiers.errors import ImageError, NoReadableView, NotARadiograph
 from classifiers.explain.explainers import Explainers
-from classifiers.explain.overlay import Explanation, explain_view
+from classifiers.explain.overlay import explain_view
 from classifiers.gate import NO_GATE_WARNING, Gate, flag_views, load_repository_gate
 from classifiers.model_loading import LoadedModel, load_models
 from classifiers.repository.entries import Manifest
 from classifiers.repository.manifest import NO_MANIFEST_WARNING, read_manifest
-from classifiers.results import DecodedView, StudyResult, UnreadableView, ViewInput
+from classifiers.results import DecodedView, Explanation, StudyResult, UnreadableView, ViewInput
 from classifiers.settings import PipelineSettings
 from classifiers.study_policy import aggregate, label_of, study_warnings, unreadable_warnings, view_result
 from classifiers.study_request import StudyRequest, build_study_request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,6 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from classifiers.decoding.dicom_header import DicomStudyInfo, DicomViewInfo
-    from classifiers.explain.overlay import Explanation
 
 ROUND_DIGITS = 6
 
@@ -36,6 +36,22 @@ class DecodedView:
     image: Image.Image
     dicom: DicomViewInfo | None = None
     header: Dataset | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Where the expert looked in one view: method, peak (x, y) in the view's pixels, overlay PNG."""
+
+    method: str
+    peak: tuple[int, int]
+    heatmap_png: bytes
+    view_size: tuple[int, int] = (0, 0)  # (width, height) of the view the peak is in; not part of the API answer
+    model: str = ""  # `file@sha256-prefix` of the Keras file whose weights made the map
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form of the API: the overlay as a PNG data URL."""
+        data_url = "data:image/png;base64," + base64.b64encode(self.heatmap_png).decode("ascii")
+        return {"method": self.method, "peak": list(self.peak), "heatmap": data_url, "model": self.model}
 
 
 @dataclass(frozen=True)

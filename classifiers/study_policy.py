@@ -9,8 +9,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from classifiers.explain.overlay import Explanation
-from classifiers.results import ViewResult
+from classifiers.results import Explanation, ViewResult
 
 AGGREGATIONS: dict[str, Callable[[np.ndarray], float]] = {
     "mean": lambda scores: float(np.mean(scores)),

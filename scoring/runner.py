@@ -18,10 +18,9 @@ from pathlib import Path
 from classifiers.dicom_output.secondary_capture import build_heatmap_captures, capture_bytes
 from classifiers.dicom_output.structured_report import build_structured_report, structured_report_bytes
 from classifiers.errors import ClassifierError, NoReadableView, Overloaded
-from classifiers.explain.overlay import Explanation
 from classifiers.names import printable_name
 from classifiers.pipeline import Pipeline
-from classifiers.results import StudyResult, ViewInput
+from classifiers.results import Explanation, StudyResult, ViewInput
 from classifiers.study_request import StudyRequest
 from mura.studies import Study
 

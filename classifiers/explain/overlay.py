@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import base64
 import io
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from classifiers.decoding.imaging import resize_image
+from classifiers.results import Explanation
 
 MAX_OVERLAY_SIDE = 1024
 OVERLAY_OPACITY = 0.55
 PNG_COMPRESS_LEVEL = 1  # an overlay is sent once: speed matters more than the last 10 % of bytes
 # Colour ramp of the heat (0 -> transparent blue, 1 -> red), as (position, (r, g, b)) stops.
 _RAMP = ((0.0, (0, 0, 160)), (0.35, (0, 160, 255)), (0.6, (90, 255, 90)), (0.8, (255, 220, 0)), (1.0, (255, 0, 0)))
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Where the expert looked in one view: method, peak (x, y) in the view's pixels, overlay PNG."""
-
-    method: str
-    peak: tuple[int, int]
-    heatmap_png: bytes
-    view_size: tuple[int, int] = (0, 0)  # (width, height) of the view the peak is in; not part of the API answer
-    model: str = ""  # `file@sha256-prefix` of the Keras file whose weights made the map
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready form of the API: the overlay as a PNG data URL."""
-        data_url = "data:image/png;base64," + base64.b64encode(self.heatmap_png).decode("ascii")
-        return {"method": self.method, "peak": list(self.peak), "heatmap": data_url, "model": self.model}
 
 
 def overlay_size(width: int, height: int, max_side: int = MAX_OVERLAY_SIDE) -> tuple[int, int]:
