@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 MODELS ?= h5
 
-.PHONY: install install-dev system-packages run serve test lint demo-models bench fuzz clean
+.PHONY: install install-dev system-packages run dev serve test lint demo-models bench fuzz clean
 
 install: $(VENV)/.runtime-installed
 install-dev: $(VENV)/.dev-installed
@@ -32,7 +32,12 @@ system-packages:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# The front door: the service as production runs it (gunicorn with gunicorn.conf.py) on HOST:PORT.
 run: install
+	TRIAGE_BIND=$(HOST):$(PORT) TRIAGE_MODELS=$(MODELS) $(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
+
+# Flask's development server, for working on the code: loads the models before it listens.
+dev: install
 	$(PY) app.py --host $(HOST) --port $(PORT) --models $(MODELS)
 
 serve: install

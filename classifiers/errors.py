@@ -88,3 +88,8 @@ class Overloaded(ClassifierError):
 
 class ModelRepositoryError(ClassifierError):
     """The model repository cannot be loaded; the message names the file and what to do."""
+
+
+class ExplanationUnavailable(ModelRepositoryError):
+    """The repository cannot explain an expert (e.g. `explanation_layers` names no layer of it): a fault that
+    waiting does not fix; the message says what to change in manifest.json."""

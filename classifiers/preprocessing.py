@@ -60,7 +60,7 @@ def check_preprocessing_mode(mode: str) -> str:
 # uint8 input in a mode whose output channel c depends only on input channel c, through float arithmetic: a table
 # of the mode's own float32 result for each of the 256 values per channel gives the same numbers. For `torch`
 # (DenseNet, the models this service runs) numpy broadcasts over a trailing axis of 3 slowly: the table takes
-# 0.2 ms instead of 0.65-1.3 ms per 224x224 view (docs/PERFORMANCE.md, "The work around the models").
+# 0.2 ms instead of 0.65-1.3 ms per 224x224 view (docs/benchmarks/HISTORY.md).
 UINT8_TABLES = {"torch": normalize_imagenet_torch(np.repeat(np.arange(256, dtype=np.float32)[:, None], 3, axis=1))}
 
 

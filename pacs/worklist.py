@@ -1,20 +1,33 @@
-"""`python -m pacs worklist`: the scored studies of the state file, most likely abnormal first."""
+"""`python -m pacs worklist`: the radiograph studies of the state file in triage order (classifiers.triage).
+
+Studies whose radiographs could not be scored come first (label `unscored: read first (<why>)`): nothing
+says they are normal, so a person must look at them. Then the scored studies, most likely abnormal first.
+Studies without any radiograph (CT, MR, ...) are not this service's to triage and are not listed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pacs.state import WorkerState
+from classifiers.triage import is_unscored, triage_order
+from pacs.state import StudyRecord, WorkerState
 
 COLUMNS = ("orthanc_study", "study_date", "body_part", "score", "label")
 
 
 def worklist_rows(state: WorkerState) -> list[tuple[str, str, str, str, str]]:
-    """(Orthanc study id, study date, body part, score, label) of every scored study, highest score first."""
-    scored = [(study_id, record) for study_id, record in state.studies.items() if record.abnormality is not None]
-    scored.sort(key=lambda item: item[1].abnormality, reverse=True)
-    return [(study_id, record.study_date, record.body_part, f"{record.abnormality:.6f}", record.label)
-            for study_id, record in scored]
+    """(Orthanc study id, study date, body part, score, label) of every radiograph study, in triage order."""
+    radiograph_studies = [(study_id, record) for study_id, record in state.studies.items() if record.instances]
+    ordered = triage_order(radiograph_studies, lambda item: item[1].abnormality, lambda item: item[0])
+    return [_row(study_id, record) for study_id, record in ordered]
+
+
+def _row(study_id: str, record: StudyRecord) -> tuple[str, str, str, str, str]:
+    """One worklist line; an unscored study says why in its label."""
+    if is_unscored(record.abnormality):
+        why = record.skipped or "its SR holds no score"
+        return study_id, record.study_date, record.body_part, "", f"unscored: read first ({why})"
+    return study_id, record.study_date, record.body_part, f"{record.abnormality:.6f}", record.label
 
 
 def format_worklist(rows: Iterable[tuple[str, ...]]) -> str:

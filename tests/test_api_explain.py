@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import pytest
 from PIL import Image
@@ -54,3 +55,34 @@ def test_a_bad_explain_value_is_422_naming_the_field(client):
     response = client.post("/predict", data={**_views(), "explain": "perhaps"})
     assert response.status_code == 422
     assert response.get_json()["error"]["message"].startswith("explain:")
+
+
+@pytest.fixture(scope="module")
+def wrong_layer_client(tmp_path_factory):
+    """A service whose manifest names a layer the experts do not have in explanation_layers."""
+    from app import create_app
+    from tests.conftest import TEST_LIMITS
+    from tests.model_factory import write_tiny_repository
+
+    folder = write_tiny_repository(tmp_path_factory.mktemp("wrong_layer"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["experts"].values():
+        entry["explanation_layers"] = "no_such_layer"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    flask_app = create_app({"TESTING": True, "MODELS_DIR": str(folder), **TEST_LIMITS})
+    yield flask_app.test_client()
+    flask_app.extensions["pipeline_loader"].close()
+
+
+def test_a_wrong_explanation_layer_is_a_500_saying_what_to_fix_not_a_503(wrong_layer_client, openapi_spec):
+    response = wrong_layer_client.post("/predict", data={**_views(), "explain": "true"})
+    body = response.get_json()
+    assert response.status_code == 500, body
+    validate_against_spec(openapi_spec, "Error", body)
+    assert body["error"]["code"] == "explanation_unavailable"
+    assert "Retry-After" not in response.headers
+    message = body["error"]["message"]
+    assert "'no_such_layer'" in message and "explanation_layers in manifest.json" in message
+    assert "4-D layers are: " in message
+    without = wrong_layer_client.post("/predict", data=_views())
+    assert without.status_code == 200 and wrong_layer_client.get("/readyz").status_code == 200

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.launch import Server, encode_multipart, http_status, running_gunicorn
+from bench.launch import Server, encode_multipart, free_port, http_status, running_gunicorn
 from tests.helpers import make_radiograph
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,3 +122,24 @@ def test_refused_request_with_a_large_body_gets_its_answer_not_a_reset(tiny_repo
                 urllib.request.urlopen(request, timeout=60)
             assert raised.value.code == 401
             assert json.load(raised.value)["error"]["code"] == "unauthorized"
+
+
+def test_make_run_serves_with_gunicorn_on_host_port_and_models(tiny_repository, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "make-run.log"
+    command = ["make", "--no-print-directory", "-o", "install", "run", f"VENV={sys.prefix}", "HOST=127.0.0.1",
+               f"PORT={port}", f"MODELS={tiny_repository}"]
+    with log_path.open("wb") as log_file:  # its own session, so the stop below reaches make and gunicorn
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        server.wait_until_ready(STARTUP_TIMEOUT_S)
+        with urllib.request.urlopen(server.url + "/models", timeout=30) as response:
+            assert response.headers["Server"].startswith("gunicorn")
+            assert json.load(response)["repository"] == tiny_repository.name
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    output = log_path.read_text(errors="replace")
+    assert "Starting gunicorn" in output and "development server" not in output

@@ -24,10 +24,10 @@ from classifiers.repository.entries import (
     ONNX_FILE_KEY,
     sha256_file,
 )
-from classifiers.repository.manifest import read_manifest
+from classifiers.repository.manifest import NO_MANIFEST_WARNING, read_manifest
 from mura.metrics import roc_auc
 from tests.conftest import encode_image
-from tests.model_factory import build_tiny_expert, write_tiny_repository
+from tests.model_factory import build_tiny_expert, build_tiny_router, save_model, write_tiny_repository
 from training.optimize import main, optimize_repository
 from training.quantize import guard_figures, load_validation_views
 from training.synthetic import generate_dataset
@@ -283,3 +283,46 @@ def test_an_earlier_releases_onnx_runtime_int8_file_is_accepted_and_replaced(int
     assert LEGACY_ONNX_INT8_FILE_KEY not in read_manifest(folder).router.files
     assert not (folder / "router.int8.onnx").exists()
     assert any(line.startswith("router") and "removed its INT8 model" in line for line in lines)
+
+
+def _conventional_folder(folder: Path) -> Path:
+    """Tiny models under the conventional names (body_part.json + .weights.h5, XR_*.json + ...), no manifest."""
+    save_model(build_tiny_router(), folder, "body_part", "json+weights.h5")
+    for index, part in enumerate(BODY_PARTS):
+        save_model(build_tiny_expert(two_way=index % 2 == 1, seed=index + 1), folder, part, "json+weights.h5")
+    return folder
+
+
+def test_a_folder_without_manifest_is_prepared_end_to_end_with_a_manifest_and_checksums(
+        validation_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = _conventional_folder(tmp_path / "conventional")
+    assert main([str(folder), "--int8", "--calibration", str(validation_folder)]) == 0
+    assert "from the conventional names, with checksums" in capsys.readouterr().out
+    manifest = read_manifest(folder)  # verifies every recorded sha256
+    assert not manifest.conventional
+    for role, entry in manifest.entries().items():
+        stem = "body_part" if role == "router" else role
+        assert entry.files["architecture"] == f"{stem}.json" and entry.input_size == (32, 32)
+        assert set(entry.sha256) == set(entry.files.values())
+        status = entry.extra[INT8_GUARD_KEY]["status"]  # random tiny models: the guard may refuse one
+        assert (entry.files.get(INT8_FILE_KEY) == f"{role}.int8.xml") == (status == "passed")
+        assert entry.files[ONNX_FILE_KEY] == f"{role}.onnx"
+    assert manifest.experts["XR_FINGER"].classes == ("negative", "positive")  # completed from the model
+    assert manifest.experts["XR_ELBOW"].threshold is None  # the default 0.5, said so at load: not chosen
+    pipeline = Pipeline.load(folder)
+    try:
+        assert NO_MANIFEST_WARNING not in pipeline.warnings
+        assert {loaded.runner.backend for loaded in pipeline.models.values()} <= {"int8", "onnx"}
+    finally:
+        pipeline.close()
+
+
+def test_a_conventional_folder_with_a_model_that_does_not_load_stops_before_any_export(
+        validation_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = _conventional_folder(tmp_path / "conventional")
+    weights = folder / "XR_WRIST.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:200])
+    assert main([str(folder), "--int8", "--calibration", str(validation_folder)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "XR_WRIST.weights.h5" in line and "cannot load the XR_WRIST model" in line
+    assert not list(folder.glob("*.onnx")) and not (folder / "manifest.json").exists()

@@ -224,16 +224,20 @@ def test_wrong_password_is_one_clear_line_and_exit_4(orthanc, tiny_repository, t
     assert line.startswith("pacs: error: Orthanc refused the credentials (HTTP 401)")
 
 
-def test_worklist_lists_scored_studies_most_likely_abnormal_first(tmp_path, capsys):
+def test_worklist_lists_unscored_radiograph_studies_first_then_most_likely_abnormal(tmp_path, capsys):
     state = tmp_path / "state.json"
     save_state(state, WorkerState(7, {
         "low": StudyRecord(("1.2",), "1.9", "o1", "20240101", "XR_HAND", 0.1, "normal"),
         "ct": StudyRecord((), study_date="20240103", skipped="no projection radiograph"),
+        "unread": StudyRecord(("1.4",), study_date="20240104", skipped="no readable radiograph"),
         "high": StudyRecord(("1.3",), "1.8", "o2", "20240102", "XR_WRIST", 0.9, "abnormal"),
+        "big": StudyRecord(("1.5",), study_date="20240105", skipped="StudyTooLarge"),
     }))
     assert main(["worklist", "--state", str(state)]) == EXIT_DONE
     assert capsys.readouterr().out.splitlines() == [
         "orthanc_study\tstudy_date\tbody_part\tscore\tlabel",
+        "big\t20240105\t\t\tunscored: read first (StudyTooLarge)",
+        "unread\t20240104\t\t\tunscored: read first (no readable radiograph)",
         "high\t20240102\tXR_WRIST\t0.900000\tabnormal",
         "low\t20240101\tXR_HAND\t0.100000\tnormal",
     ]

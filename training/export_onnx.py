@@ -24,6 +24,7 @@ from classifiers.backends.tensorflow_backend import CompiledModel
 from classifiers.errors import ModelRepositoryError
 from classifiers.repository.entries import ModelEntry
 from classifiers.repository.manifest import read_manifest, write_manifest
+from training.conventional_manifest import ensure_manifest
 
 T = TypeVar("T")
 ONNX_OPSET = 17
@@ -61,7 +62,9 @@ def export_entry(folder: Path, entry: ModelEntry) -> tuple[ModelEntry, float]:
 
 
 def export_repository(folder: Path, log: Any = print) -> dict[str, float]:
-    """Export every model of FOLDER and rewrite its manifest; return the largest difference per role."""
+    """Export every model of FOLDER and rewrite its manifest (written first when missing); return the largest
+    difference per role."""
+    ensure_manifest(folder, log)
     manifest = read_manifest(folder)
     differences = {}
     for role, entry in manifest.entries().items():
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: export FOLDER's models to ONNX; exit 2 with one line on any error."""
     parser = argparse.ArgumentParser(prog="python -m training.export_onnx",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, help="model repository (a folder with manifest.json)")
+    parser.add_argument("folder", type=Path,
+                        help="model repository: a folder with manifest.json, or with the conventional names")
     args = parser.parse_args(argv)
     if run_reporting_errors(lambda: export_repository(args.folder)) is None:
         return 2

@@ -38,6 +38,7 @@ from classifiers.repository.entries import (
 )
 from classifiers.repository.manifest import read_manifest, write_manifest
 from mura.studies import StudySourceError
+from training.conventional_manifest import ensure_manifest
 from training.export_onnx import export_repository, run_reporting_errors
 from training.quantize import (
     ValidationViews,
@@ -139,10 +140,16 @@ def optimize_repository(folder: Path, int8: bool = False, calibration: Path | No
                         drop_optimizer: bool = False, log: Log = print) -> dict[str, dict[str, Any]]:
     """Export FOLDER to fp32 ONNX and, with `int8`, quantize and guard each entry; return the INT8 records.
 
+    Everything that can be checked before the first export is: the tools are installed, the calibration
+    images read, and a folder without manifest.json gets one (classifiers.repository.conventional).
+
     Raises:
-        ModelRepositoryError: a model does not export, or there are no calibration images.
+        ModelRepositoryError: a model does not load or export, or there are no calibration images.
+        ImportError: a package the export (tf2onnx) or INT8 (nncf, openvino) needs is not installed.
     """
+    require_tools(int8)
     views = _calibration_views(folder, calibration) if int8 else None
+    ensure_manifest(folder, log)
     if drop_optimizer:
         manifest, saved = read_manifest(folder), 0
         for entry in manifest.entries().values():
@@ -166,6 +173,14 @@ def optimize_repository(folder: Path, int8: bool = False, calibration: Path | No
     return records
 
 
+def require_tools(int8: bool) -> None:
+    """Import what the export (and with `int8` the quantization) needs, so a missing package stops the run first."""
+    import tf2onnx  # noqa: F401
+    if int8:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+
+
 def _calibration_views(folder: Path, calibration: Path | None) -> ValidationViews:
     """The views INT8 is calibrated and checked on: FOLDER given, else the repository's validation folder."""
     source = calibration or folder / DEFAULT_CALIBRATION_FOLDER
@@ -182,7 +197,8 @@ def _calibration_views(folder: Path, calibration: Path | None) -> ValidationView
 def main(argv: list[str] | None = None) -> int:
     """Command line: optimize DIR; exit 2 with one line on any error."""
     parser = argparse.ArgumentParser(prog="python -m training.optimize", description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, help="model repository (a folder with manifest.json)")
+    parser.add_argument("folder", type=Path,
+                        help="model repository: a folder with manifest.json, or with the conventional names")
     parser.add_argument("--int8", action="store_true", help="also write guarded static INT8 models")
     parser.add_argument("--calibration", type=Path, default=None,
                         help=f"folder of validation studies (default DIR/{DEFAULT_CALIBRATION_FOLDER})")

@@ -8,7 +8,8 @@ from typing import Any
 
 # gunicorn threads per worker (gunicorn.conf.py, TRIAGE_THREADS): enough that requests reach the app to be judged
 # and shed quickly; predictions are capped at 4 fewer, so probes always find a thread. Measured under 4x overload on
-# eight DenseNet169s (docs/PERFORMANCE.md): 16 kept accepted p99 within the deadline plus one batch; 32 did not.
+# eight DenseNet169s (docs/PERFORMANCE.md, docs/benchmarks/HISTORY.md): 16 kept accepted p99 within the deadline
+# plus one batch; 32 did not.
 GUNICORN_THREADS = 16
 
 

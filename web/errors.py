@@ -40,6 +40,7 @@ CLASSIFIER_ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     classifier_errors.InvalidOption: (422, "invalid_option"),
     classifier_errors.NotARadiograph: (422, "not_a_radiograph"),
     classifier_errors.Overloaded: (503, "overloaded"),
+    classifier_errors.ExplanationUnavailable: (500, "explanation_unavailable"),
     classifier_errors.ModelRepositoryError: (503, "not_ready"),
 }
 
@@ -128,6 +129,8 @@ def register_error_handler(app: Flask) -> None:
         if status >= 500 and code == "internal_error":
             # The trace goes to the log only; it never holds request bodies.
             logger.error("unhandled error while serving a request", exc_info=error)
+        elif status == 500:
+            logger.error("%s: %s", code, message)  # a fault of the repository the operator must fix
         response = error_response(status, code, message, retry_after_s)
         if status in (401, 503):
             drain_request_body()

@@ -22,7 +22,7 @@ EXPORT_COMMAND = "python -m training.optimize"
 def default_intra_op_threads() -> int:
     """Half the cores per session: under load a router batch and an expert batch then run side by side.
 
-    Measured on 2 cores (docs/PERFORMANCE.md): one thread per session served more views/s over HTTP than
+    Measured on 2 cores (docs/benchmarks/HISTORY.md): one thread per session served more views/s over HTTP than
     ONNX Runtime's default of one thread per core, and a batch of one was no slower."""
     return max(1, (os.cpu_count() or 2) // 2)
 

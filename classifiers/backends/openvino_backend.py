@@ -6,7 +6,7 @@ accuracy; measured against ONNX Runtime's static INT8 on DenseNet169 it ran 1.3x
 
 The entry's preprocessing is compiled into the model at load (OpenVINO's PrePostProcessor): uint8 views go
 in as they are, and the conversion to float runs inside the model: 0.5 ms less per view and model than
-preprocessing in numpy first, with the same outputs (docs/PERFORMANCE.md, "the work around a single view").
+preprocessing in numpy first, with the same outputs (docs/PERFORMANCE.md, "Serving").
 """
 
 from __future__ import annotations

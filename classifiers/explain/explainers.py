@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 
 from classifiers.backends.keras_files import load_model
-from classifiers.errors import ModelRepositoryError
+from classifiers.errors import ExplanationUnavailable, ModelRepositoryError
 from classifiers.explain.graph import combine_maps, graph_explainer
 from classifiers.preprocessing import preprocess_batch
 from classifiers.repository.entries import ModelEntry
 
 LAYERS_KEY = "explanation_layers"  # optional in a manifest entry: one layer name, or [feature, finer]
+FIX_LAYERS = ("Set this entry's explanation_layers in manifest.json to one of them (or remove it) and restart;"
+              " scoring without explain=true is unaffected")
 CAM = "cam"
 GRAD_CAM = "grad-cam"
 # Layers that CAM sees through: a global pooling, dropout, then the dense output layer.
@@ -74,8 +76,9 @@ def _feature_index(layers: list[Any], probe: np.ndarray, layer_name: str | None,
     if layer_name:
         names = [layer.name for layer in layers]
         if layer_name not in names:
-            raise ModelRepositoryError(f"{where}: explanation_layers names {layer_name!r}, which is not a layer of"
-                                       f" the model; 4-D layers are: {', '.join(_four_d_names(layers, probe))}")
+            raise ExplanationUnavailable(f"{where}: explanation_layers names {layer_name!r}, which is not a layer of"
+                                       f" the model; 4-D layers are: {', '.join(_four_d_names(layers, probe))}."
+                                       f" {FIX_LAYERS}")
         return names.index(layer_name)
     ranks, tensor = [], probe
     for layer in layers:
@@ -83,7 +86,7 @@ def _feature_index(layers: list[Any], probe: np.ndarray, layer_name: str | None,
         ranks.append(len(tensor.shape))
     four_d = [index for index, rank in enumerate(ranks) if rank == 4]
     if not four_d:
-        raise ModelRepositoryError(f"{where}: the model has no 4-D output to explain; name one in explanation_layers")
+        raise ExplanationUnavailable(f"{where}: the model has no 4-D output to explain; name one in explanation_layers")
     index = four_d[-1]
     while index > 0 and _class_name(layers[index]) in _SPATIAL_POOLING and ranks[index - 1] == 4:
         index -= 1
@@ -226,7 +229,7 @@ class Explainers:
             if entry.role not in self._explainers:
                 model = getattr(self._runners.get(entry.role), "model", None)
                 if model is None:
-                    model, entry = load_model(self.repository, entry)
+                    model, entry = _load_keras_model(self.repository, entry)
                 layers = entry.extra.get(LAYERS_KEY)
                 explainer = Explainer(model, entry.input_size, entry.preprocessing, list(entry.classes),
                                       layer_names=[layers] if isinstance(layers, str) else layers,
@@ -234,3 +237,12 @@ class Explainers:
                 explainer.model_version = entry.version(entry.keras_file)
                 self._explainers[entry.role] = explainer
             return self._explainers[entry.role]
+
+
+def _load_keras_model(repository: Path, entry: ModelEntry) -> tuple[Any, ModelEntry]:
+    """The entry's Keras model for a backend that runs none; ExplanationUnavailable when it does not load."""
+    try:
+        return load_model(repository, entry)
+    except ModelRepositoryError as error:
+        message = f"heatmaps of [{entry.role}] need its Keras files, which do not load: {error}"
+        raise ExplanationUnavailable(message) from None

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.errors import ModelRepositoryError
+from classifiers.errors import ExplanationUnavailable
 
 _GLOBAL_POOLING = ("GlobalAveragePooling2D", "GlobalMaxPooling2D")
 _SPATIAL_POOLING = ("MaxPooling2D", "AveragePooling2D")
@@ -40,12 +40,14 @@ def _feature_layers(model: Any, names: list[str], refine: bool, where: str) -> l
     if names:
         missing = [name for name in names if name not in by_name]
         if missing:
-            raise ModelRepositoryError(f"{where}: explanation_layers names {missing[0]!r}, which is not a layer of"
-                                       f" the model; 4-D layers are: {', '.join(layer.name for layer in four_d)}")
+            raise ExplanationUnavailable(f"{where}: explanation_layers names {missing[0]!r}, which is not a layer of"
+                                       f" the model; 4-D layers are: {', '.join(layer.name for layer in four_d)}."
+                                       " Set this entry's explanation_layers in manifest.json to one of them (or"
+                                       " remove it) and restart; scoring without explain=true is unaffected")
         chosen = [by_name[name] for name in names[:2]]
         return chosen[::-1] if len(chosen) == 2 else chosen
     if not four_d:
-        raise ModelRepositoryError(f"{where}: the model has no 4-D output to explain; name one in explanation_layers")
+        raise ExplanationUnavailable(f"{where}: the model has no 4-D output to explain; name one in explanation_layers")
     index = len(four_d) - 1
     while index > 0 and type(four_d[index]).__name__ in _SPATIAL_POOLING:
         index -= 1
@@ -85,7 +87,7 @@ def graph_explainer(model: Any, classes: list[str], names: list[str], refine: bo
 
     last = model.layers[-1]
     if type(last).__name__ != "Dense":
-        raise ModelRepositoryError(f"{where}: the model does not end in a dense layer, so its abnormality score"
+        raise ExplanationUnavailable(f"{where}: the model does not end in a dense layer, so its abnormality score"
                                    " cannot be explained; name the feature layer in explanation_layers")
     features = _feature_layers(model, names, refine, where)
     weights = _cam_weights(model, features[-1], classes) if allow_cam else None
