@@ -3,7 +3,7 @@
 In order: the views' headers are parsed once (`decoding.probe_view`; a bad view refuses the study or is
 left out, as the request says), frames count as views against the views-per-study limit, the views'
 pixels (from their headers) against the per-study limit, the queue deadline, then the process's pixel
-budget, held while the study is decoded and scored.
+budget, held while the study is decoded and scored (an explained view costs its heatmap's memory too).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ class AdmissionLimits:
     max_views: int = 12
     max_study_pixels: int = 120_000_000
     image_limits: ImageLimits = ImageLimits()
+    # What one explained view holds beyond its pixels (maps, upsampled heat, overlay PNG), in budget pixels:
+    # about 3 MB per view measured on the demo repository, at the budget's 11 bytes per pixel.
+    explain_pixels_per_view: int = 300_000
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ class Admission:
             raise StudyTooLarge(f"the {num_frames} views have {num_pixels:,} pixels together, over the limit of "
                                 f"{self.limits.max_study_pixels:,} per study; send fewer or smaller views")
         self.refuse_if_late(request.deadline, request.body_part)
-        with self.budget.hold(num_pixels, request.deadline):
+        held = num_pixels + (num_frames * self.limits.explain_pixels_per_view if request.explain else 0)
+        with self.budget.hold(held, request.deadline):
             yield AdmittedStudy(tuple(views), tuple(unreadable), num_pixels)
 
     def _probe(self, request: StudyRequest) -> tuple[list[ProbedView], list[UnreadableView]]:

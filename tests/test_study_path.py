@@ -99,7 +99,8 @@ def test_http_score_and_pacs_refuse_the_same_study_and_go_on(make_files, code, r
 
 
 def _admission(max_views: int = 3, max_study_pixels: int = 10_000) -> Admission:
-    limits = AdmissionLimits(max_views, max_study_pixels, ImageLimits(max_pixels=5_000, min_side=8))
+    limits = AdmissionLimits(max_views, max_study_pixels, ImageLimits(max_pixels=5_000, min_side=8),
+                             explain_pixels_per_view=1_000)
     return Admission(limits, PixelBudget(20_000), refuse_if_late=lambda deadline, part: None)
 
 
@@ -153,3 +154,12 @@ def test_each_view_is_parsed_once(monkeypatch, tiny_pipeline) -> None:
     frame = np.round(synthetic_radiograph("XR_WRIST", seed=3) * 255).astype(np.uint8)
     tiny_pipeline.predict_study([ViewInput("a.dcm", to_bytes(make_dataset(frame)))])
     assert calls == ["a.dcm"]
+
+
+def test_an_explained_study_holds_its_heatmaps_memory_in_the_budget_too() -> None:
+    admission = _admission()
+    views = (ViewInput("a.png", _png(50, 40)), ViewInput("b.png", _png(30, 20)))
+    with admission.admit(StudyRequest(views, explain=True)):
+        assert admission.budget.in_use == 2600 + 2 * 1_000
+    with admission.admit(StudyRequest(views)):
+        assert admission.budget.in_use == 2600
