@@ -22,9 +22,10 @@ $(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt requirem
 	touch $@
 
 # Debian packages the tests run for real: Chromium for the browser tests (Playwright's own browser
-# download is not used), nginx in front of gunicorn replicas, and Orthanc for the PACS worker. Only the
-# missing ones are installed.
-DEBIAN_TEST_PACKAGES ?= chromium nginx orthanc
+# download is not used), nginx in front of gunicorn replicas, Orthanc for the PACS worker, dcmtk
+# (storescu, storescp, echoscu) and dicom3tools (dciodvfy) for the DICOM node. Only the missing ones are
+# installed.
+DEBIAN_TEST_PACKAGES ?= chromium nginx orthanc dcmtk dicom3tools
 system-packages:
 	@missing=$$(for package in $(DEBIAN_TEST_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
 	if [ -n "$$missing" ]; then \

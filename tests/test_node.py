@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from tests.node_peers import (
     storescu,
     wait_until,
 )
+from tests.orthanc_server import running_orthanc
 
 NODE_AE = "TRIAGE"
 LIMIT_S = 120.0  # bound of every poll on a real process
@@ -406,3 +408,28 @@ def test_killed_before_sending_and_restarted_sends_exactly_one_sr(tmp_path, tiny
     (state_file,) = spool.glob("*/state.json")
     assert len(json.loads(state_file.read_text())["reports"]) == 1
     assert not any(marker in log_path.read_text() for marker in LEAK_MARKERS)
+
+
+# --- Orthanc as a peer --------------------------------------------------------------------------------------
+
+def test_orthanc_sends_a_study_to_the_node_and_receives_its_sr(tmp_path, tiny_pipeline):
+    datasets = wrist_datasets(2)
+    with running_orthanc(tmp_path / "orthanc") as orthanc:
+        orthanc_port = int(orthanc.get("/system")["DicomPort"])
+        destination = Destination(orthanc.get("/system")["DicomAet"], LOOPBACK, orthanc_port)
+        with running_node(tmp_path / "spool", tiny_pipeline, destination, allow=("TRIAGETEST",)) as node:
+            modality = {"AET": NODE_AE, "Host": LOOPBACK, "Port": node.port}
+            orthanc.request("PUT", "/modalities/triage", json.dumps(modality).encode())
+            study_id = {orthanc.upload(to_bytes(dataset))["ParentStudy"] for dataset in datasets}.pop()
+            orthanc.request("POST", "/modalities/triage/store", json.dumps({"Resources": [study_id]}).encode())
+            wait_until(lambda: len(orthanc_reports(orthanc, study_id)) == 1 and node.idle(), LIMIT_S, "the SR")
+        (report,) = orthanc_reports(orthanc, study_id)
+    assert report.StudyInstanceUID == datasets[0].StudyInstanceUID
+    assert referenced_instances(report) == {str(dataset.SOPInstanceUID) for dataset in datasets}
+
+
+def orthanc_reports(orthanc, study_id: str) -> list[pydicom.Dataset]:
+    """The SRs Orthanc holds in the study."""
+    return [pydicom.dcmread(io.BytesIO(orthanc.request("GET", f"/instances/{instance}/file")))
+            for series in orthanc.get(f"/studies/{study_id}/series")
+            if series["MainDicomTags"].get("Modality") == "SR" for instance in series["Instances"]]
