@@ -21,6 +21,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import CTImageStorage, JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 from bench.launch import ROOT, free_port
 from pacs.node.completion import RetrySchedule, StableStudies
@@ -72,12 +74,12 @@ class RunningNode:
 
 @contextmanager
 def running_node(spool_folder: Path, pipeline, destination: Destination, *, allow: tuple[str, ...] = (),
-                 server_tls=None, client_tls=None, stable_s: float = 0.5,
-                 retry_s: float = 0.2) -> Iterator[RunningNode]:
+                 server_tls=None, client_tls=None, stable_s: float = 0.5, retry_s: float = 0.2,
+                 heatmaps: bool = False) -> Iterator[RunningNode]:
     """Start the node's SCP and loop in this process (real clock), and always stop both."""
     spool = Spool(spool_folder)
     settings = NodeSettings(NODE_AE, destination, stable_s=stable_s, retry_first_s=retry_s, retry_max_s=1.0,
-                            ssl_context=client_tls, timeout_s=20)
+                            ssl_context=client_tls, timeout_s=20, heatmaps=heatmaps)
     node = Node(pipeline, spool, settings)
     port = free_port()
     server = start_scp(ScpSettings(NODE_AE, allow, ssl_context=server_tls), LOOPBACK, port, node.receive)
@@ -238,17 +240,16 @@ def test_node_stages_the_sr_before_sending_and_keeps_it_while_the_destination_is
     study_id = node.spool.spool_id(str(datasets[0].StudyInstanceUID))
     clock.now += 9.9
     node.step()
-    assert node.spool.pending_report(study_id) is None
+    assert node.spool.pending_files(study_id) == []
     clock.now += 0.1
     node.step()  # scored, staged, the send fails: nothing listens on the destination's port
-    staged = node.spool.pending_report(study_id)
-    assert staged is not None and staged.exists()
+    (staged,) = node.spool.pending_files(study_id)
     assert referenced_instances(pydicom.dcmread(staged)) == {str(dataset.SOPInstanceUID) for dataset in datasets}
     assert len(list((tmp_path / "spool" / study_id).glob("*.dcm"))) == 2  # kept until sent
     assert node.retries.seconds_to_next() == pytest.approx(settings.retry_first_s)
     restarted = Node(tiny_pipeline, Spool(tmp_path / "spool"), settings, clock)
     restarted.recover()
-    assert restarted.spool.pending_report(study_id) == staged  # the same SR, not a second one
+    assert restarted.spool.pending_files(study_id) == [staged]  # the same SR, not a second one
     assert restarted.retries.due() == [study_id]
 
 
@@ -300,6 +301,17 @@ def test_every_sr_passes_dciodvfy(tmp_path, tiny_pipeline, archive):
     assert dciodvfy_errors(archive.report_files()[0]) == []
 
 
+def test_with_heatmaps_each_view_gets_a_secondary_capture_beside_the_sr(tmp_path, tiny_pipeline, archive):
+    paths = write_study(tmp_path / "in", "dx", wrist_datasets(2))
+    with running_node(tmp_path / "spool", tiny_pipeline, destination_of(archive), heatmaps=True) as node:
+        assert storescu(node.port, paths).returncode == 0
+        wait_until(lambda: len(archive.report_files()) == 1 and node.idle(), LIMIT_S, "the SR and captures")
+    captures = [pydicom.dcmread(path) for path in sorted(archive.folder.iterdir()) if path.name.startswith("SC")]
+    assert len(captures) == 2
+    sources = {str(capture.SourceImageSequence[0].ReferencedSOPInstanceUID) for capture in captures}
+    assert sources == sop_uids(paths)
+
+
 def test_more_images_after_the_sr_give_a_new_sr_that_supersedes_it(tmp_path, tiny_pipeline, archive):
     datasets = wrist_datasets(3)
     first = write_study(tmp_path / "in", "first", datasets[:2])
@@ -325,6 +337,20 @@ def test_a_ct_is_received_and_not_scored(tmp_path, tiny_pipeline, archive, caplo
         assert "CT Image Storage instance accepted, not scored" in caplog.text
         assert not list(node.spool.root.glob("*/*.dcm"))
     assert archive.reports() == []
+
+
+def test_an_unknown_abstract_syntax_is_rejected_in_negotiation(tmp_path, tiny_pipeline, archive):
+    requestor = AE(ae_title="MODALITY")  # dcmtk's storescu refuses to propose a class it does not know
+    requestor.add_requested_context("1.2.826.0.1.3680043.9.7133.1.1")
+    requestor.add_requested_context(Verification)
+    with running_node(tmp_path / "spool", tiny_pipeline, destination_of(archive)) as node:
+        association = requestor.associate(LOOPBACK, node.port, ae_title=NODE_AE)
+        try:
+            accepted = [context.abstract_syntax for context in association.accepted_contexts]
+            rejected = [context.abstract_syntax for context in association.rejected_contexts]
+        finally:
+            association.release()
+    assert (accepted, rejected) == ([Verification], ["1.2.826.0.1.3680043.9.7133.1.1"])
 
 
 def test_a_calling_ae_outside_allow_is_refused(tmp_path, tiny_pipeline, archive, caplog):

@@ -1,7 +1,7 @@
 """Command line of the DICOM node.
 
     python -m pacs.node --port 11112 --ae-title TRIAGE --destination ARCHIVE@host:port --spool DIR
-                        [--stable-seconds 10] [--allow AE_TITLE ...] [--models DIR]
+                        [--stable-seconds 10] [--allow AE_TITLE ...] [--models DIR] [--heatmaps]
                         [--tls-cert PEM --tls-key PEM [--tls-ca PEM]]
 
 Exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad usage, 5 model repository unusable, 6 spool unusable,
@@ -93,7 +93,7 @@ def _node_settings(arguments: argparse.Namespace):
         context = client_ssl_context(arguments.tls_cert, arguments.tls_key, arguments.tls_ca)
     return NodeSettings(arguments.ae_title, arguments.destination, arguments.stable_seconds,
                         arguments.retry_seconds, arguments.max_retry_seconds, arguments.retention_days * 86400.0,
-                        context, arguments.timeout_seconds)
+                        context, arguments.timeout_seconds, arguments.heatmaps)
 
 
 def _configure_logging(level: str) -> None:
@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a study is complete after this long without an instance (default 10)")
     parser.add_argument("--allow", nargs="+", type=_ae_title, default=[], metavar="AE_TITLE",
                         help="only these calling AE titles may associate (default: any)")
+    parser.add_argument("--heatmaps", action="store_true",
+                        help="also send each view's heatmap as a DICOM Secondary Capture")
     parser.add_argument("--models", type=Path, default=Path("h5"), help="model repository (default h5/)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate: DICOM over TLS, in and out")
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")

@@ -16,23 +16,29 @@ from pydicom.dataset import Dataset
 from classifiers.errors import ImageError
 from classifiers.pipeline import Pipeline
 from classifiers.results import StudyResult, ViewInput
-from classifiers.structured_report import build_structured_report
+from classifiers.secondary_capture import build_heatmap_captures, capture_bytes
+from classifiers.structured_report import build_structured_report, structured_report_bytes
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ScoredStudy:
-    """The pipeline's result for a study and the SR to send (its evidence: the instances actually read)."""
+    """The pipeline's result for a study and what to send: the SR (evidence: the instances read), any captures."""
 
     result: StudyResult
     report: Dataset
+    captures: tuple[Dataset, ...]  # heatmap Secondary Captures, one per view, when asked
     left_out: tuple[str, ...]  # spool ids of instances that could not be read
 
+    def files(self) -> list[bytes]:
+        """The DICOM files to send, the SR first."""
+        return [structured_report_bytes(self.report), *(capture_bytes(capture) for capture in self.captures)]
 
-def score_study(pipeline: Pipeline, instance_files: Sequence[Path],
-                previous_reports: Sequence[Dataset] = ()) -> ScoredStudy | None:
-    """Score the instances of one study and build its SR; None when none of them can be read.
+
+def score_study(pipeline: Pipeline, instance_files: Sequence[Path], previous_reports: Sequence[Dataset] = (),
+                heatmaps: bool = False) -> ScoredStudy | None:
+    """Score the instances of one study and build its SR (and heatmap captures); None when none can be read.
 
     `previous_reports`: the node's earlier SRs of the study (their UIDs suffice); the SR supersedes them.
     An instance that cannot be read (its error names it by spool id) is left out and the rest are scored.
@@ -44,7 +50,7 @@ def score_study(pipeline: Pipeline, instance_files: Sequence[Path],
     left_out: list[str] = []
     while views:
         try:
-            result = pipeline.predict_study(views)
+            result = pipeline.predict_study(views, explain=heatmaps)
         except ImageError as error:
             remaining = [view for view in views if view.name != error.view_name]
             if len(remaining) == len(views):
@@ -55,5 +61,7 @@ def score_study(pipeline: Pipeline, instance_files: Sequence[Path],
             continue
         report = build_structured_report(result.source_headers, result, previous_versions=list(previous_reports),
                                          instance_number=len(previous_reports) + 1)
-        return ScoredStudy(result, report, tuple(left_out))
+        overlays = [view.explanation.heatmap_png for view in result.images if view.explanation is not None]
+        captures = build_heatmap_captures(result.source_headers, overlays) if overlays else []
+        return ScoredStudy(result, report, tuple(captures), tuple(left_out))
     return None

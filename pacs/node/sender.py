@@ -1,14 +1,16 @@
-"""The sending side: one staged SR to the destination by C-STORE (pynetdicom SCU); a failure raises SendFailed."""
+"""The sending side: staged results to the destination by C-STORE (pynetdicom SCU); a failure raises SendFailed."""
 
 from __future__ import annotations
 
 import logging
 import re
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
@@ -43,28 +45,32 @@ class Destination:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
-def send_report(destination: Destination, calling_ae_title: str, path: Path,
-                ssl_context: ssl.SSLContext | None = None, timeout_s: float = 60.0) -> None:
-    """C-STORE one DICOM file to the destination in one association.
+def send_files(destination: Destination, calling_ae_title: str, paths: Sequence[Path],
+               ssl_context: ssl.SSLContext | None = None, timeout_s: float = 60.0) -> None:
+    """C-STORE DICOM files to the destination in one association, in order.
 
     Raises:
-        SendFailed: the destination is unreachable, refuses the association or the SR, or answers nothing.
+        SendFailed: the destination is unreachable, refuses the association or a file, or answers nothing.
     """
-    dataset = pydicom.dcmread(path)
+    datasets = [pydicom.dcmread(path) for path in paths]
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    syntaxes = list(dict.fromkeys([dataset.file_meta.TransferSyntaxUID, ExplicitVRLittleEndian,
-                                   ImplicitVRLittleEndian]))
-    ae.add_requested_context(dataset.SOPClassUID, syntaxes)
+    for sop_class in dict.fromkeys(str(dataset.SOPClassUID) for dataset in datasets):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     tls_args = (ssl_context, destination.host) if ssl_context is not None else None
     association = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
     if not association.is_established:
         raise SendFailed(f"no association with {destination} (unreachable, or it refused the association)")
     try:
-        status = association.send_c_store(dataset)
+        for dataset in datasets:
+            _check_stored(destination, association.send_c_store(dataset))
     finally:
         association.release()
+
+
+def _check_stored(destination: Destination, status: Dataset) -> None:
+    """Raise SendFailed unless the C-STORE status says stored."""
     if "Status" not in status:
         raise SendFailed(f"{destination} gave no answer to the C-STORE (timeout or aborted)")
     if int(status.Status) not in STORED_STATUSES:
-        raise SendFailed(f"{destination} refused the SR with status 0x{int(status.Status):04X}")
+        raise SendFailed(f"{destination} refused the instance with status 0x{int(status.Status):04X}")

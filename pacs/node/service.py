@@ -17,11 +17,10 @@ from pydicom.dataset import Dataset
 
 from classifiers.errors import ClassifierError
 from classifiers.pipeline import Pipeline
-from classifiers.structured_report import structured_report_bytes
 from pacs.node.completion import Clock, RetrySchedule, StableStudies
 from pacs.node.scoring import score_study
 from pacs.node.scp import SCORED_SOP_CLASSES, STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, describe_sop_class
-from pacs.node.sender import Destination, SendFailed, send_report
+from pacs.node.sender import Destination, SendFailed, send_files
 from pacs.node.spool import ReportReference, Spool, StudyState
 
 logger = logging.getLogger(__name__)
@@ -42,6 +41,7 @@ class NodeSettings:
     retention_s: float = 30 * 86400.0
     ssl_context: ssl.SSLContext | None = None  # for the destination
     timeout_s: float = 60.0
+    heatmaps: bool = False  # send each view's heatmap as a Secondary Capture with the SR
 
 
 class Node:
@@ -59,7 +59,7 @@ class Node:
         """At start: tidy each spooled study, watch those with unscored instances, send what was staged."""
         for study_id in self.spool.studies():
             self.spool.clean(study_id)
-            if self.spool.pending_report(study_id) is not None:
+            if self.spool.pending_files(study_id):
                 self.retries.now(study_id)
             if any((self.spool.root / study_id).glob("*.dcm")):
                 self.stable.touch(study_id)
@@ -108,7 +108,8 @@ class Node:
         logger.info("study %s: complete, %d instance(s) received; scoring", study_id, len(instances))
         handled = frozenset(instances)
         try:
-            scored = score_study(self.pipeline, list(instances.values()), _predecessors(state))
+            scored = score_study(self.pipeline, list(instances.values()), _predecessors(state),
+                                 self.settings.heatmaps)
         except ClassifierError as error:
             logger.warning("study %s: not scored: %s", study_id, error)
             self.spool.mark_skipped(state, handled, type(error).__name__)
@@ -120,7 +121,7 @@ class Node:
         report = scored.report
         reference = ReportReference(str(report.SOPClassUID), str(report.SOPInstanceUID),
                                     str(report.SeriesInstanceUID))
-        self.spool.stage_report(state, structured_report_bytes(report), reference, handled)
+        self.spool.stage_results(state, scored.files(), reference, handled)
         result = scored.result
         logger.info("study %s: scored %d view(s): %s %.3f %s%s", study_id, len(result.images), result.body_part,
                     result.abnormality, result.label,
@@ -130,20 +131,21 @@ class Node:
 
     def send(self, study_id: str) -> None:
         """Send the study's staged SR; on failure schedule the next try (doubling delay)."""
-        path = self.spool.pending_report(study_id)
-        if path is None:
+        paths = self.spool.pending_files(study_id)
+        if not paths:
             self.retries.done(study_id)
             return
         destination = self.settings.destination
         try:
-            send_report(destination, self.settings.ae_title, path, self.settings.ssl_context, self.settings.timeout_s)
+            send_files(destination, self.settings.ae_title, paths, self.settings.ssl_context, self.settings.timeout_s)
         except (SendFailed, OSError, ssl.SSLError) as error:
             delay, tries = self.retries.failed(study_id)
-            logger.warning("study %s: SR not sent (%s); try %d failed, next in %.0f s", study_id, error, tries, delay)
+            logger.warning("study %s: SR not sent (%s); try %d failed, next in %.1f s", study_id, error, tries, delay)
             return
         self.retries.done(study_id)
         self.spool.mark_sent(study_id)
-        logger.info("study %s: SR sent to %s", study_id, destination)
+        logger.info("study %s: SR sent to %s%s", study_id, destination,
+                    f" with {len(paths) - 1} heatmap capture(s)" if len(paths) > 1 else "")
 
     def serve(self) -> None:
         """Recover the spool, then do due work until `stop` (waiting on an event between steps)."""

@@ -3,7 +3,8 @@
     SPOOL/.key                     the key of the spool ids (random, 0600)
     SPOOL/<study id>/<id>.dcm      an instance as received (written atomically: temporary file, fsync, rename)
     SPOOL/<study id>/state.json    the SOP Instance UIDs already scored, the SRs written, the SR not yet sent
-    SPOOL/<study id>/outbox/*.dcm  SRs staged for the destination, deleted once it has them
+    SPOOL/<study id>/outbox/<SR id>/N.dcm  results staged for the destination (the SR, heatmap captures),
+                                   deleted once it has them
 
 Study and instance ids are keyed hashes of their UIDs (logs name studies by them). Everything is created
 0700 / 0600. An instance file is deleted once an SR that scored it has been sent; state.json stays (it
@@ -20,6 +21,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -48,7 +50,7 @@ class StudyState:
     study_instance_uid: str
     scored: frozenset[str] = frozenset()
     reports: tuple[ReportReference, ...] = ()  # SRs sent, oldest first
-    pending: ReportReference | None = None  # the SR staged in outbox/, not yet sent
+    pending: ReportReference | None = None  # the SR staged in outbox/ (with any captures), not yet sent
     skipped: str | None = None  # why the last images could not be scored
 
     def to_json(self) -> dict:
@@ -122,38 +124,42 @@ class Spool:
         path = self.study_folder(state.study_instance_uid) / STATE_FILE
         _write_atomically(path, json.dumps(state.to_json(), indent=1).encode())
 
-    def outbox_path(self, state: StudyState, reference: ReportReference) -> Path:
-        """Where a staged SR of the study is kept until sent."""
-        return self.study_folder(state.study_instance_uid) / OUTBOX / f"{self.spool_id(reference.sop_instance_uid)}.dcm"
+    def outbox_folder(self, state: StudyState, reference: ReportReference) -> Path:
+        """Where the staged results (the SR, then any heatmap captures) of the study wait until sent."""
+        return self.study_folder(state.study_instance_uid) / OUTBOX / self.spool_id(reference.sop_instance_uid)
 
-    def stage_report(self, state: StudyState, report_bytes: bytes, reference: ReportReference,
-                     scored: frozenset[str]) -> StudyState:
-        """Put an SR in the outbox, then record it (and the instances it scored) in state.json.
+    def stage_results(self, state: StudyState, files: Sequence[bytes], reference: ReportReference,
+                      scored: frozenset[str]) -> StudyState:
+        """Put the result files in the outbox, then record them (and the instances scored) in state.json.
 
-        An SR still staged (never sent) is replaced: the new one scored its images too.
+        Results still staged (never sent) are replaced: the new ones scored their images too.
         """
-        path = self.outbox_path(state, reference)
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        _write_atomically(path, report_bytes)
+        folder = self.outbox_folder(state, reference)
+        folder.parent.mkdir(mode=0o700, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        for number, data in enumerate(files):
+            _write_atomically(folder / f"{number}.dcm", data)
         staged = replace(state, scored=state.scored | scored, pending=reference, skipped=None)
         self.write_state(staged)
-        if state.pending is not None:
-            self.outbox_path(state, state.pending).unlink(missing_ok=True)
+        if state.pending is not None and state.pending != reference:
+            shutil.rmtree(self.outbox_folder(state, state.pending), ignore_errors=True)
         return staged
 
-    def pending_report(self, study_id: str) -> Path | None:
-        """The staged SR file of a study, if one waits for the destination."""
+    def pending_files(self, study_id: str) -> list[Path]:
+        """The staged result files of a study in sending order; empty when nothing waits."""
         state = self.read_state(study_id)
-        return None if state.pending is None else self.outbox_path(state, state.pending)
+        if state.pending is None:
+            return []
+        return sorted(self.outbox_folder(state, state.pending).glob("*.dcm"), key=lambda path: int(path.stem))
 
     def mark_sent(self, study_id: str) -> StudyState:
-        """The staged SR reached the destination: record it, then delete it and the instances it scored."""
+        """The staged results reached the destination: record the SR, delete them and the instances scored."""
         state = self.read_state(study_id)
         if state.pending is None:
             return state
         sent = replace(state, reports=(*state.reports, state.pending), pending=None)
         self.write_state(sent)
-        self.outbox_path(state, state.pending).unlink(missing_ok=True)
+        shutil.rmtree(self.outbox_folder(state, state.pending), ignore_errors=True)
         self.delete_scored_instances(sent)
         return sent
 
@@ -176,12 +182,15 @@ class Spool:
         return deleted
 
     def clean(self, study_id: str) -> None:
-        """After a crash: remove temporary files and outbox files that state.json does not name."""
+        """After a crash: remove temporary files and outbox folders that state.json does not name."""
         folder = self.root / study_id
-        pending = self.pending_report(study_id)
-        for path in [*folder.glob(f"{TEMPORARY_PREFIX}*"), *(folder / OUTBOX).glob("*")]:
-            if path != pending:
-                path.unlink()
+        state = self.read_state(study_id)
+        pending = None if state.pending is None else self.outbox_folder(state, state.pending)
+        for path in [*folder.glob(f"{TEMPORARY_PREFIX}*"), *folder.glob(f"{OUTBOX}/*/{TEMPORARY_PREFIX}*")]:
+            path.unlink()
+        for staged in folder.glob(f"{OUTBOX}/*"):
+            if staged != pending:
+                shutil.rmtree(staged)
 
     def prune(self, retention_s: float, now: float | None = None) -> list[str]:
         """Remove the folders of studies with nothing spooled whose state is older than `retention_s`."""
