@@ -20,7 +20,14 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.uid import CTImageStorage, JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
@@ -251,6 +258,20 @@ def test_node_stages_the_sr_before_sending_and_keeps_it_while_the_destination_is
     restarted.recover()
     assert restarted.spool.pending_files(study_id) == [staged]  # the same SR, not a second one
     assert restarted.retries.due() == [study_id]
+
+
+def test_a_damaged_spool_file_is_logged_and_the_other_studies_go_on(tmp_path, tiny_pipeline, caplog):
+    clock = FakeClock()
+    settings = NodeSettings(NODE_AE, Destination("ARCHIVE", LOOPBACK, free_port()), stable_s=1, timeout_s=5)
+    node = Node(tiny_pipeline, Spool(tmp_path / "spool"), settings, clock)
+    node.receive(str(DigitalXRayImageStorageForPresentation), "1.2.3.4", "1.2.3", b"not a DICOM file")
+    (dataset,) = wrist_datasets(1)
+    node.receive(str(dataset.SOPClassUID), str(dataset.SOPInstanceUID), str(dataset.StudyInstanceUID),
+                 to_bytes(dataset))
+    clock.now += 1
+    node.step()
+    assert f"study {node.spool.spool_id('1.2.3')}: failed (InvalidDicomError)" in caplog.text
+    assert len(node.spool.pending_files(node.spool.spool_id(str(dataset.StudyInstanceUID)))) == 1
 
 
 # --- against dcmtk ----------------------------------------------------------------------------------------

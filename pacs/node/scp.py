@@ -90,12 +90,16 @@ def _handle_store(event: evt.Event, receiver: InstanceReceiver) -> int:
     """C-STORE: hand the instance, as received, to the receiver; its status goes back to the caller."""
     request = event.request
     try:
-        study_uid = str(event.dataset.StudyInstanceUID)
+        dataset = event.dataset
+        study_uid, sop_instance_uid = str(dataset.StudyInstanceUID), str(dataset.SOPInstanceUID)
     except (AttributeError, ValueError, OSError, EOFError):
-        logger.warning("instance from %s without a readable StudyInstanceUID; refused", _peer(event))
+        logger.warning("instance from %s without a readable StudyInstanceUID or SOPInstanceUID; refused",
+                       _peer(event))
         return STATUS_CANNOT_UNDERSTAND
-    return receiver(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), study_uid,
-                    event.encoded_dataset())
+    if sop_instance_uid != str(request.AffectedSOPInstanceUID):
+        logger.warning("instance from %s whose SOPInstanceUID is not the C-STORE's; refused", _peer(event))
+        return STATUS_CANNOT_UNDERSTAND
+    return receiver(str(request.AffectedSOPClassUID), sop_instance_uid, study_uid, event.encoded_dataset())
 
 
 def _peer(event: evt.Event) -> str:

@@ -84,9 +84,9 @@ class Node:
     def step(self) -> None:
         """Score the studies complete now and try the sends that are due."""
         for study_id in self.stable.due():
-            self.complete(study_id)
+            self._guarded(self.complete, study_id)
         for study_id in self.retries.due():
-            self.send(study_id)
+            self._guarded(self.send, study_id)
         now = self.clock()
         if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = now
@@ -146,6 +146,15 @@ class Node:
         self.spool.mark_sent(study_id)
         logger.info("study %s: SR sent to %s%s", study_id, destination,
                     f" with {len(paths) - 1} heatmap capture(s)" if len(paths) > 1 else "")
+
+    def _guarded(self, work, study_id: str) -> None:
+        """Run one study's work; an unexpected error is logged (type only) and the study left in the spool."""
+        try:
+            work(study_id)
+        except Exception as error:  # one bad study must not stop the node; it is tried again at restart
+            logger.error("study %s: failed (%s), left in the spool until the next start; --log-level debug"
+                         " shows the traceback", study_id, type(error).__name__)
+            logger.debug("study %s: traceback", study_id, exc_info=True)
 
     def serve(self) -> None:
         """Recover the spool, then do due work until `stop` (waiting on an event between steps)."""
