@@ -194,6 +194,34 @@ def destination_of(archive: Storescp) -> Destination:
     return Destination(archive.ae_title, LOOPBACK, archive.port)
 
 
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--destination", "ARCHIVE-host-104"], "is not AE_TITLE@host:port"),
+    (["--destination", "ARCHIVE@host:70000"], "is not AE_TITLE@host:port"),
+    (["--ae-title", "A-TITLE-LONGER-THAN-16"], "is not an AE title"),
+    (["--stable-seconds", "0"], "is not a positive number"),
+    (["--tls-cert", "node.pem"], "--tls-cert and --tls-key go together"),
+])
+def test_bad_options_exit_2_naming_the_problem(arguments, message, tmp_path, capsys):
+    from pacs.node.cli import main
+
+    base = {"--port": "11112", "--ae-title": NODE_AE, "--destination": "ARCHIVE@127.0.0.1:104",
+            "--spool": str(tmp_path / "spool")}
+    base.update(dict(zip(arguments[::2], arguments[1::2], strict=True)))
+    with pytest.raises(SystemExit) as exit_info:
+        main([item for pair in base.items() for item in pair])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_unwritable_spool_exits_6(tmp_path, capsys):
+    from pacs.node.cli import EXIT_SPOOL, main
+
+    (tmp_path / "file").write_text("")
+    code = main(["--port", "11112", "--ae-title", NODE_AE, "--destination", "ARCHIVE@127.0.0.1:104",
+                 "--spool", str(tmp_path / "file" / "spool")])
+    assert code == EXIT_SPOOL and "cannot use the spool" in capsys.readouterr().err
+
+
 # --- the timing logic, driven by a fake clock ----------------------------------------------------------------
 
 def test_study_is_complete_only_after_stable_seconds_of_silence():
@@ -454,7 +482,10 @@ def test_killed_before_sending_and_restarted_sends_exactly_one_sr(tmp_path, tiny
     assert referenced_instances(archive.reports()[0]) == sop_uids(paths)
     (state_file,) = spool.glob("*/state.json")
     assert len(json.loads(state_file.read_text())["reports"]) == 1
-    assert not any(marker in log_path.read_text() for marker in LEAK_MARKERS)
+    node_log = log_path.read_text()
+    assert "SR sent to ARCHIVE" in node_log
+    assert not any(marker in node_log for marker in LEAK_MARKERS)
+    assert not any(uid in node_log for uid in sop_uids(paths))
 
 
 # --- Orthanc as a peer --------------------------------------------------------------------------------------

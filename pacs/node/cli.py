@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+from classifiers.logs import configure_logging
 from pacs.node.scp import ScpSettings, start_scp
 from pacs.node.sender import Destination
 from pacs.node.spool import Spool
@@ -26,7 +27,7 @@ from pacs.node.tls import client_ssl_context, server_ssl_context
 logger = logging.getLogger("pacs.node")
 
 EXIT_DONE, EXIT_USAGE, EXIT_MODELS, EXIT_SPOOL, EXIT_LISTEN = 0, 2, 5, 6, 8
-LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+LOG_LEVELS = ("debug", "info", "warning")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if bool(arguments.tls_cert) != bool(arguments.tls_key):
         parser.error("--tls-cert and --tls-key go together")
-    _configure_logging(arguments.log_level)
+    configure_logging(arguments.log_level)  # libraries (highdicom, pynetdicom: UIDs) only at debug
     try:
         spool = Spool(arguments.spool)
     except OSError as error:
@@ -96,13 +97,6 @@ def _node_settings(arguments: argparse.Namespace):
                         context, arguments.timeout_seconds, arguments.heatmaps)
 
 
-def _configure_logging(level: str) -> None:
-    """Our lines at `level`; pynetdicom's own protocol log only with debug."""
-    logging.basicConfig(level=LOG_LEVELS[level], format="%(asctime)s %(levelname)s %(name)s %(message)s",
-                        stream=sys.stderr, force=True)
-    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
-
-
 def _fail(code: int, message: str) -> int:
     print(f"pacs.node: error: {message}", file=sys.stderr)
     return code
@@ -135,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-retry-seconds", type=_positive, default=300.0, help="longest wait between retries")
     parser.add_argument("--retention-days", type=_positive, default=30.0,
                         help="how long a finished study's state (UIDs only) is kept (default 30)")
-    parser.add_argument("--log-level", choices=sorted(LOG_LEVELS), default="info")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                        help="debug adds the libraries' own log (pynetdicom's protocol, highdicom: UIDs)")
     return parser
 
 
