@@ -17,12 +17,16 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from classifiers.logs import configure_logging
 from pacs.node.scp import ScpSettings, start_scp
 from pacs.node.sender import Destination
 from pacs.node.spool import Spool
 from pacs.node.tls import client_ssl_context, server_ssl_context
+
+if TYPE_CHECKING:
+    from pacs.node.service import NodeSettings
 
 logger = logging.getLogger("pacs.node")
 
@@ -86,7 +90,7 @@ def _scp_settings(arguments: argparse.Namespace) -> ScpSettings:
                        arguments.timeout_seconds, context)
 
 
-def _node_settings(arguments: argparse.Namespace):
+def _node_settings(arguments: argparse.Namespace) -> NodeSettings:
     from pacs.node.service import NodeSettings
 
     context = None

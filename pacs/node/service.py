@@ -11,6 +11,7 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -147,7 +148,7 @@ class Node:
         logger.info("study %s: SR sent to %s%s", study_id, destination,
                     f" with {len(paths) - 1} heatmap capture(s)" if len(paths) > 1 else "")
 
-    def _guarded(self, work, study_id: str) -> None:
+    def _guarded(self, work: Callable[[str], None], study_id: str) -> None:
         """Run one study's work; an unexpected error is logged (type only) and the study left in the spool."""
         try:
             work(study_id)
