@@ -432,6 +432,10 @@ def test_dicom_over_tls_with_a_test_ca(tmp_path, tiny_pipeline):
             running_node(tmp_path / "spool", tiny_pipeline, destination_of(archive), server_tls=server_tls,
                          client_tls=client_tls) as node:
         assert echoscu(node.port).returncode != 0  # plain TCP is not DICOM over TLS
+        stranger = make_test_ca(tmp_path / "other-ca")
+        stranger_tls = ["+tls", str(stranger["peer-key"]), str(stranger["peer"]), "+cf", str(certificates["ca"])]
+        assert echoscu(node.port, tls=stranger_tls).returncode != 0  # a certificate the test CA did not sign
+        assert echoscu(node.port, tls=peer_tls).returncode == 0
         completed = storescu(node.port, paths, tls=peer_tls)
         assert completed.returncode == 0, completed.stderr
         wait_until(lambda: len(archive.report_files()) == 1 and node.idle(), LIMIT_S, "the SR over TLS")
