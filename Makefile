@@ -22,9 +22,10 @@ $(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt requirem
 	touch $@
 
 # Debian packages the tests run for real: Chromium for the browser tests (Playwright's own browser
-# download is not used), nginx in front of gunicorn replicas, and Orthanc with its DICOMweb plugin for the
-# PACS worker. Only the missing ones are installed.
-DEBIAN_TEST_PACKAGES ?= chromium nginx orthanc orthanc-dicomweb
+# download is not used), nginx in front of gunicorn replicas, Orthanc with its DICOMweb plugin for the
+# PACS worker, dcmtk (storescu, storescp, echoscu) as the DICOM node's peers and dicom3tools (dciodvfy) to
+# validate every DICOM object written. Only the missing ones are installed.
+DEBIAN_TEST_PACKAGES ?= chromium nginx orthanc orthanc-dicomweb dcmtk dicom3tools
 system-packages:
 	@missing=$$(for package in $(DEBIAN_TEST_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
 	if [ -n "$$missing" ]; then \

@@ -9,8 +9,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# Python loggers of libraries that report internals (tf.function retracing, absl start-up) at WARNING.
-LIBRARY_LOGGERS = ("tensorflow", "absl", "h5py", "tf2onnx", "onnxruntime")
+# Python loggers of libraries that report internals (tf.function retracing, absl start-up) at WARNING;
+# highdicom and pynetdicom log UIDs at INFO (highdicom: each SR's source instances).
+LIBRARY_LOGGERS = ("tensorflow", "absl", "h5py", "tf2onnx", "onnxruntime", "highdicom", "pynetdicom")
 
 
 def configure_logging(level: str = "INFO") -> None:
