@@ -18,6 +18,8 @@ DEFAULT_WORKERS = {"local": 8, "ray": 2}  # studies at once in this process; Ray
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser; each option maps to one ScoringOptions field."""
+    from classifiers.study_policy import AGGREGATIONS
+
     parser = argparse.ArgumentParser(
         prog="score.py",
         description="Score radiograph studies (MURA-layout folder, leaf-folder tree or CSV of image paths; PNG, "
@@ -27,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("input", type=Path, help="folder of studies or CSV of image paths")
     parser.add_argument("--out", type=Path, required=True, help="predictions CSV (appended; rerun resumes)")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="model repository (default: h5/)")
-    parser.add_argument("--aggregation", default="mean", help="study score from view scores: mean or max")
+    parser.add_argument("--aggregation", default="mean", choices=list(AGGREGATIONS),
+                        help="study score from view scores (default: mean)")
     parser.add_argument("--report", type=Path, help="folder for report.md, report.json and plots (needs labels)")
     parser.add_argument("--worklist", type=Path, nargs="?", const=True, default=None,
                         help="write the triage worklist (default path: <out stem>_worklist.csv)")

@@ -70,10 +70,6 @@ def say(message: str) -> None:
 
 def _check_options(options: ScoringOptions) -> str | None:
     """Return what is wrong with the plain options, or None."""
-    from classifiers.study_policy import AGGREGATIONS
-
-    if options.aggregation not in AGGREGATIONS:
-        return f"unknown aggregation {options.aggregation!r}; valid: {', '.join(AGGREGATIONS)}"
     if options.workers < 1 or options.decode_workers < 1:
         return "--workers and --decode-workers must be at least 1"
     if options.bootstrap_replicates < 1:

@@ -226,7 +226,6 @@ def test_resume_after_sigkill_leaves_no_study_missing_or_doubled(mura_root: Path
         (["{tree}", "--out", "{tmp}/a_file/out.csv"], "a_file is a file, not a folder"),
         (["{tree}", "--out", "{tmp}/a_file/deeper/out.csv"], "a_file is a file, not a folder"),
         (["{tree}", "--out", "{tmp}/out.csv", "--models", "{tmp}/empty"], "do not load"),
-        (["{tree}", "--out", "{tmp}/out.csv", "--aggregation", "median"], "unknown aggregation"),
         (["{tree}", "--out", "{tmp}/foreign.csv"], "columns"),
         (["{tree}", "--out", "{tmp}/out.csv", "--gpus-per-worker", "1"], "are for --engine ray"),
         (["{tree}", "--out", "{tmp}/out.csv", "--ray-address", "auto"], "are for --engine ray"),
@@ -245,6 +244,14 @@ def test_unusable_input_output_or_models_exit_non_zero_without_traceback(
     error_output = capsys.readouterr().err
     assert exit_code == 2
     assert message in error_output and "Traceback" not in error_output
+
+
+def test_an_unknown_aggregation_is_refused_by_the_parser_naming_the_choices(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as raised:
+        score.main([str(tmp_path), "--out", str(tmp_path / "out.csv"), "--aggregation", "median"])
+    assert raised.value.code == 2
+    error_output = capsys.readouterr().err
+    assert "--aggregation: invalid choice: 'median'" in error_output and "mean" in error_output
 
 
 def test_odd_file_names_and_a_fifo_do_not_stop_the_run(mura_root: Path, tiny_repository: Path,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.backends.keras_files import load_model
+from classifiers.backends.tensorflow_backend import configure_devices
 from classifiers.errors import ExplanationUnavailable, ModelRepositoryError
 from classifiers.explain.graph import combine_maps, graph_explainer
 from classifiers.preprocessing import preprocess_batch
@@ -241,6 +242,7 @@ class Explainers:
 
 def _load_keras_model(repository: Path, entry: ModelEntry) -> tuple[Any, ModelEntry]:
     """The entry's Keras model for a backend that runs none; ExplanationUnavailable when it does not load."""
+    configure_devices()  # TensorFlow imported quietly: its C++ start-up notices go to the log at DEBUG
     try:
         return load_model(repository, entry)
     except ModelRepositoryError as error:
