@@ -1,4 +1,4 @@
-"""The worker's own SRs in an Orthanc study: how they are recognised and what they say."""
+"""The worker's own SRs in an Orthanc study: fetched from Orthanc, read by classifiers.sr_reader."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 
-from classifiers.structured_report import BODY_PART_CODES, LABEL_CODES, MANUFACTURER, SERIES_DESCRIPTION
+from classifiers.sr_reader import ReportSummary, referenced_instances, summarise_report
+from classifiers.sr_reader import is_service_series as is_worker_series
 from pacs.client import OrthancClient
+
+__all__ = ["ReportSummary", "WorkerReport", "fetch_worker_report", "is_worker_series", "summarise_report"]
 
 
 @dataclass(frozen=True)
@@ -22,40 +24,7 @@ class WorkerReport:
     referenced_instances: frozenset[str]  # SOP instance UIDs of its Source image items
 
 
-@dataclass(frozen=True)
-class ReportSummary:
-    """The body part, probability and label an SR states."""
-
-    body_part: str
-    abnormality: float
-    label: str
-
-
-def is_worker_series(series_tags: dict[str, str]) -> bool:
-    """True for an SR series written by this service (Modality SR, its Manufacturer and SeriesDescription)."""
-    return (series_tags.get("Modality") == "SR" and series_tags.get("Manufacturer") == MANUFACTURER
-            and series_tags.get("SeriesDescription") == SERIES_DESCRIPTION)
-
-
 def fetch_worker_report(client: OrthancClient, instance_id: str) -> WorkerReport:
-    """Download one of the worker's SRs and read the instances it references."""
+    """Download one of the worker's SRs (either format) and read the instances it references."""
     dataset = pydicom.dcmread(io.BytesIO(client.get_bytes(f"/instances/{instance_id}/file")))
-    referenced = frozenset(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-                           for item in dataset.get("ContentSequence", []) if item.get("ValueType") == "IMAGE")
-    return WorkerReport(instance_id, dataset, referenced)
-
-
-def summarise_report(dataset: Dataset) -> ReportSummary:
-    """The body part, probability and label of a worker SR (see classifiers.structured_report)."""
-    parts = {code.value: part for part, code in BODY_PART_CODES.items()}
-    labels = {code.value: label for label, code in LABEL_CODES.items()}
-    body_part, abnormality, label = "", float("nan"), ""
-    for item in dataset.get("ContentSequence", []):
-        concept = item.ConceptNameCodeSequence[0].CodeValue
-        if concept == codes.SCT.FindingSite.value:
-            body_part = parts.get(item.ConceptCodeSequence[0].CodeValue, "")
-        elif concept == codes.DCM.Probability.value:
-            abnormality = float(item.MeasuredValueSequence[0].NumericValue)
-        elif concept == codes.DCM.Finding.value:
-            label = labels.get(item.ConceptCodeSequence[0].CodeValue, "")
-    return ReportSummary(body_part, abnormality, label)
+    return WorkerReport(instance_id, dataset, referenced_instances(dataset))
