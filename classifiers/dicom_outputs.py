@@ -11,7 +11,7 @@ study; the warnings name attributes and exception types only, never a header val
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import highdicom
 from pydicom.dataset import Dataset
@@ -87,8 +87,6 @@ def _check_sources(result: StudyResult, headers: Sequence[Dataset]) -> list[str]
 
 def _with_warnings(result: StudyResult, warnings: Sequence[str]) -> StudyResult:
     """The result with the writers' warnings added to its own (a copy: the caller's result is not changed)."""
-    from dataclasses import replace
-
     added = [warning for warning in warnings if warning not in result.warnings]
     return replace(result, warnings=[*result.warnings, *added], source_headers=result.source_headers)
 
@@ -110,3 +108,11 @@ def _heatmap_objects(result: StudyResult, headers: Sequence[Dataset]) -> tuple[l
         except Exception as error:  # a library's text can quote a header value: only its type is kept
             warnings.append(f"view {number}: heatmap DICOM objects not written ({type(error).__name__})")
     return captures, states, warnings
+
+
+def scoring_backend(pipeline: object, result: StudyResult) -> str | None:
+    """The backend that ran the result's expert (e.g. "onnx" under `auto`), for the algorithm's parameters."""
+    models = getattr(pipeline, "models", {})
+    loaded = models.get(result.body_part) if isinstance(models, dict) else None
+    runner = getattr(loaded, "runner", None)
+    return getattr(runner, "backend", None) or getattr(getattr(pipeline, "backend", None), "name", None)

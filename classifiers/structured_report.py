@@ -190,7 +190,9 @@ def _view_group(number: int, view: ViewResult, source: Dataset,
                 algorithm: sr.AlgorithmIdentification) -> sr.MeasurementsAndQualitativeEvaluations:
     """The group of one view: its body part, its probability, its image (and frame), its out-of-domain flag."""
     frames = [view.dicom.frame] if view.dicom is not None else []
-    group = _group(f"view {number}", view.body_part, _laterality(source), algorithm,
+    # The frame is named here too: a multi-frame instance of a single-frame IOD cannot reference its frames.
+    frame_name = f" frame {frames[0]}" if frames and int(source.get("NumberOfFrames") or 1) > 1 else ""
+    group = _group(f"view {number}{frame_name}", view.body_part, _laterality(source), algorithm,
                    [sr.Measurement(codes.DCM.Probability, round(view.abnormality, 6), NO_UNITS)],
                    [_source_image(source, frames)])
     if view.out_of_distribution is not None:

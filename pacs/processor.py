@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from classifiers.decoding import decode_views
 from classifiers.dicom_header import RADIOGRAPH_MODALITIES, SECONDARY_CAPTURE_MODALITIES
+from classifiers.dicom_outputs import build_dicom_outputs, scoring_backend
 from classifiers.errors import ClassifierError, ImageError
 from classifiers.pipeline import Pipeline
 from classifiers.results import DecodedView, StudyResult, ViewInput
-from classifiers.structured_report import build_structured_report, structured_report_bytes
+from classifiers.structured_report import structured_report_bytes
 from pacs.client import OrthancClient
 from pacs.reports import WorkerReport, fetch_worker_report, is_worker_series, summarise_report
 from pacs.state import StudyRecord
@@ -87,7 +88,7 @@ def process_study(client: OrthancClient, pipeline: Pipeline, study_id: str,
     except ClassifierError as error:
         logger.warning("study %s: skipped, cannot be scored (%s)", study_id, error)
         return StudyRecord(instances, study_date=contents.study_date, skipped=type(error).__name__)
-    return _store_report(client, contents, instances, views, result, reports)
+    return _store_report(client, contents, instances, result, reports, scoring_backend(pipeline, result))
 
 
 def fetch_views(client: OrthancClient, pipeline: Pipeline, contents: StudyContents) -> list[DecodedView]:
@@ -103,11 +104,10 @@ def fetch_views(client: OrthancClient, pipeline: Pipeline, contents: StudyConten
 
 
 def _store_report(client: OrthancClient, contents: StudyContents, instances: tuple[str, ...],
-                  views: list[DecodedView], result: StudyResult, reports: list[WorkerReport]) -> StudyRecord:
+                  result: StudyResult, reports: list[WorkerReport], backend: str | None) -> StudyRecord:
     """Build the SR (superseding the worker's earlier ones), store it in Orthanc, and return its record."""
-    report = build_structured_report([view.header for view in views], result,
-                                     previous_versions=[earlier.dataset for earlier in reports],
-                                     instance_number=len(reports) + 1)
+    report = build_dicom_outputs(result, explained=False, backend=backend, instance_number=len(reports) + 1,
+                                 previous_versions=[earlier.dataset for earlier in reports]).report
     stored = client.post_dicom(structured_report_bytes(report))
     logger.info("study %s: SR stored (instance %s): %s %.3f %s%s", contents.study_id, stored["ID"],
                 result.body_part, result.abnormality, result.label,

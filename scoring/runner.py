@@ -18,10 +18,9 @@ from classifiers.errors import ImageError, Overloaded
 from classifiers.imaging import ImageLimits
 from classifiers.overlay import Explanation
 from classifiers.pipeline import Pipeline
-from classifiers.results import DecodedView, StudyResult
-from classifiers.secondary_capture import build_heatmap_captures, capture_bytes
-from classifiers.structured_report import build_structured_report, structured_report_bytes
+from classifiers.results import DecodedView
 from mura.studies import Study
+from scoring.dicom_files import write_dicom_outputs
 
 UNSCORED_LABEL = "unscored"
 OVERLOADED_RETRY_S = 0.05
@@ -105,9 +104,8 @@ def score_decoded(pipeline: Pipeline, study: Study, decoded: tuple, aggregation:
                  for source, view, view_result in zip(sources, views, result.images, strict=True)
                  if view_result.explanation]
     if sr_folder is not None and all(view.header is not None for view in views):
-        write_structured_report(sr_folder, views, result)
-        if explained:
-            write_heatmap_captures(sr_folder, result)
+        written = write_dicom_outputs(sr_folder, result, bool(explained), pipeline)
+        row["warnings"] = "; ".join(filter(None, [row["warnings"], *written]))
     return StudyOutcome(study, row, failures, explained)
 
 
@@ -116,25 +114,6 @@ def _overlay_source(source: Path, view: DecodedView) -> Path:
     if view.dicom is None or source.name == view.name:
         return source
     return source.with_name(f"{source.stem}_frame{view.dicom.frame}{source.suffix}")
-
-
-def write_structured_report(sr_folder: Path, views: list[DecodedView], result: StudyResult) -> Path:
-    """Write a DICOM study's SR as <sr_folder>/<StudyInstanceUID>.dcm (replacing an earlier one)."""
-    report = build_structured_report([view.header for view in views], result)
-    path = sr_folder / f"{report.StudyInstanceUID}.dcm"
-    path.write_bytes(structured_report_bytes(report))
-    return path
-
-
-def write_heatmap_captures(sr_folder: Path, result: StudyResult) -> list[Path]:
-    """Write each view's heatmap as a DICOM Secondary Capture, <sr_folder>/<StudyInstanceUID>_heatmap<N>.dcm."""
-    overlays = [view.explanation.heatmap_png for view in result.images if view.explanation is not None]
-    paths = []
-    for number, capture in enumerate(build_heatmap_captures(result.source_headers, overlays), start=1):
-        path = sr_folder / f"{capture.StudyInstanceUID}_heatmap{number}.dcm"
-        path.write_bytes(capture_bytes(capture))
-        paths.append(path)
-    return paths
 
 
 def score_studies(

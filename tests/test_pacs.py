@@ -197,7 +197,7 @@ def test_study_failing_unexpectedly_is_logged_and_recorded_and_the_feed_goes_on(
     def failing_report(*arguments, **options):
         raise ValueError("Leakmore^Penelope^Q is not a valid value")  # a library message quoting a header
 
-    monkeypatch.setattr("pacs.processor.build_structured_report", failing_report)
+    monkeypatch.setattr("pacs.processor.build_dicom_outputs", failing_report)
     state = tmp_path / "state.json"
     assert run_worker(orthanc, tiny_repository, state) == EXIT_DONE
     assert f"study {study_id}: skipped, it could not be processed (ValueError)" in caplog.text
