@@ -3,7 +3,7 @@
 Mapped as HL7's "DICOM SR to FHIR Resource Mapping" guide maps a TID 1500 Measurement Report: the report is
 the DiagnosticReport (code DCM 126000 "Imaging Measurement Report"), the study's measurement group an
 Observation (DCM 125007) whose members are the measurements: body part (SCT 363698007 Finding Site), abnormality
-probability (DCM 122157, UCUM "1"), threshold (DCM 122411), label (DCM 121071 Finding = SCT Abnormal/Normal).
+probability (DCM 122157, UCUM "1"), threshold (DCM 122411), label (DCM 121402 Normality = SCT Abnormal/Normal).
 The algorithm is a contained Device (its name, the model versions, the Device UID of the SR's observer). The
 study is named by its identifiers only: ImagingStudy by Study Instance UID (urn:dicom:uid), the order by
 Accession Number (ACSN), the subject by Patient ID, each only when the input had it; no name, birth date or sex.
@@ -58,7 +58,7 @@ def build_fhir_report(result: StudyResult, backend: str | None = None) -> Diagno
                      valueQuantity=_unitless(round(result.abnormality, 6))),
         _observation("threshold", codes.DCM.ThresholdValue, common, bodySite=site,
                      valueQuantity=_unitless(result.threshold)),
-        _observation("label", codes.DCM.Finding, common, bodySite=site,
+        _observation("label", codes.DCM.Normality, common, bodySite=site,
                      valueCodeableConcept=_concept(LABEL_CODES[result.label])),
     ]
     notes = [*result.warnings, *(f"view {number}: out of distribution" for number, view

@@ -19,6 +19,8 @@ from classifiers.structured_report import BODY_PART_CODES, LABEL_CODES, MANUFACT
 MEASUREMENT_REPORT = codes.DCM.ImagingMeasurementReport.value  # root of the TID 1500 format
 IMAGING_MEASUREMENTS = codes.DCM.ImagingMeasurements.value
 MEASUREMENT_GROUP = codes.DCM.MeasurementGroup.value
+# The label's concept: DCM 121402 Normality (TID 1500 format), DCM 121071 Finding (the earlier format).
+LABEL_CONCEPTS = (codes.DCM.Normality.value, codes.DCM.Finding.value)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def summarise_report(report: Dataset) -> ReportSummary:
             body_part = parts.get(item.ConceptCodeSequence[0].CodeValue, "")
         elif concept == codes.DCM.Probability.value and "MeasuredValueSequence" in item:
             abnormality = float(item.MeasuredValueSequence[0].NumericValue)
-        elif concept == codes.DCM.Finding.value and "ConceptCodeSequence" in item:
+        elif concept in LABEL_CONCEPTS and "ConceptCodeSequence" in item:
             label = labels.get(item.ConceptCodeSequence[0].CodeValue, "")
     return ReportSummary(body_part, abnormality, label)
 

@@ -9,7 +9,8 @@ Content tree (root DCM 126000 "Imaging Measurement Report"):
       aggregation, backend, router and expert versions
     Probability DCM 122157 (NUM, UCUM "1"): the study's (or the view's) abnormality probability
     Threshold Value DCM 122411 (NUM, UCUM "1"): the expert's operating threshold (study group)
-    Finding DCM 121071 = SCT 263654008 Abnormal / SCT 17621005 Normal (qualitative evaluation, study group)
+    Normality DCM 121402 = SCT 263654008 Abnormal / SCT 17621005 Normal (CID 222; qualitative evaluation, study
+      group)
     Source image (IMAGE): the instances (and frames) scored
     Comment DCM 121106 (TEXT): each study warning; 99RADTRIAGE "ood" (TEXT): a view's out-of-distribution flag
 The one private code (no standard concept for an out-of-distribution gate exists) is declared in the Coding
@@ -19,7 +20,9 @@ equipment, with a Device UID that changes with the model versions.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import uuid
 from collections.abc import Sequence
 
 import highdicom
@@ -27,7 +30,6 @@ from highdicom import sr
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import generate_uid
 
 from classifiers.dicom_attributes import WritableSource, left_out_warning, referable_frames, writable_source
 from classifiers.results import StudyResult, ViewResult
@@ -115,8 +117,9 @@ def software_versions(result: StudyResult) -> list[str]:
 
 def algorithm_device_uid(result: StudyResult, backend: str | None) -> str:
     """A UID of the algorithm as configured: the same for the same model versions and backend, new when they change."""
-    return generate_uid(prefix=None, entropy_srcs=[ALGORITHM_NAME, result.models["router"], result.models["expert"],
-                                                   backend or ""])
+    identity = "\n".join([ALGORITHM_NAME, result.models["router"], result.models["expert"], backend or ""])
+    digest = hashlib.sha256(identity.encode()).digest()[:16]
+    return f"2.25.{uuid.UUID(bytes=digest, version=4).int}"  # a UUID-derived UID (PS3.5 B.2), from the identity
 
 
 def processing_equipment(result: StudyResult, device_uid: str) -> highdicom.ContributingEquipment:
@@ -151,8 +154,8 @@ def _content(sources: Sequence[Dataset], view_sources: Sequence[Dataset], result
     study_group = _group("study", result.body_part, _study_laterality(view_sources), algorithm,
                          [sr.Measurement(codes.DCM.Probability, round(result.abnormality, 6), NO_UNITS),
                           sr.Measurement(codes.DCM.ThresholdValue, result.threshold, NO_UNITS)],
-                         [_source_image(source, _frames_of(source, result.images)) for source in sources])
-    study_group[0].ContentSequence.append(sr.QualitativeEvaluation(codes.DCM.Finding, LABEL_CODES[result.label])[0])
+                         [_source_image(source, _frames_of(source, result.images)) for source in sources],
+                         [sr.QualitativeEvaluation(codes.DCM.Normality, LABEL_CODES[result.label])])
     study_group[0].ContentSequence.extend(
         sr.TextContentItem(codes.DCM.Comment, warning, sr.RelationshipTypeValues.CONTAINS) for warning in warnings)
     groups = [study_group, *(_view_group(number, view, source, algorithm) for number, (view, source)
@@ -178,12 +181,13 @@ def _algorithm(result: StudyResult, backend: str | None) -> sr.AlgorithmIdentifi
 
 def _group(identifier: str, body_part: str, laterality: str | None, algorithm: sr.AlgorithmIdentification,
            measurements: list[sr.Measurement], source_images: list[sr.SourceImageForMeasurementGroup],
-           ) -> sr.MeasurementsAndQualitativeEvaluations:
+           evaluations: list[sr.QualitativeEvaluation] | None = None) -> sr.MeasurementsAndQualitativeEvaluations:
     """One TID 1501 measurement group."""
     site = sr.FindingSite(BODY_PART_CODES[body_part], laterality=LATERALITY_CODES.get(laterality or ""))
     return sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=sr.TrackingIdentifier(uid=highdicom.UID(), identifier=identifier),
-        algorithm_id=algorithm, finding_sites=[site], measurements=measurements, source_images=source_images)
+        algorithm_id=algorithm, finding_sites=[site], measurements=measurements, source_images=source_images,
+        qualitative_evaluations=evaluations)
 
 
 def _view_group(number: int, view: ViewResult, source: Dataset,
