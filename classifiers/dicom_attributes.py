@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pydicom.config
+from pydicom.datadict import dictionary_VM, dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName, validate_value
@@ -117,11 +118,11 @@ def _is_empty(header: Dataset, keyword: str) -> bool:
 
 def _conformant(keyword: str, value: object) -> object:
     """The value in a form valid for the keyword's VR, or None when it has none."""
-    from pydicom.datadict import dictionary_VR
-
     vr = dictionary_VR(keyword)
     if value is None or value == "":
         return None
+    if dictionary_VM(keyword) == "1" and isinstance(value, MultiValue | list):
+        return None  # several values where one belongs (a backslash in the text)
     try:
         if vr == "DA":
             return _date(value)

@@ -43,8 +43,9 @@ def build_presentation_state(header: Dataset, view: ViewResult, result: StudyRes
                                     anchor_point=_pixel_centre(view.explanation.peak), anchor_point_visible=False)])
     inverse = source.get("PhotometricInterpretation") == "MONOCHROME1"
     shape = highdicom.PresentationLUTShapeValues.INVERSE if inverse else highdicom.PresentationLUTShapeValues.IDENTITY
+    reference = _with_functional_groups(source) if frames else source
     state = pr.GrayscaleSoftcopyPresentationState(
-        referenced_images=[source], series_instance_uid=series_instance_uid, series_number=SERIES_NUMBER,
+        referenced_images=[reference], series_instance_uid=series_instance_uid, series_number=SERIES_NUMBER,
         sop_instance_uid=highdicom.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
         manufacturer_model_name=ALGORITHM_NAME, software_versions=tuple(software_versions(result)),
         device_serial_number=None, content_label=CONTENT_LABEL,
@@ -56,6 +57,31 @@ def build_presentation_state(header: Dataset, view: ViewResult, result: StudyRes
     return state
 
 
+def _with_functional_groups(source: Dataset) -> Dataset:
+    """A multi-frame source whose top-level Rescale and window are also written as shared functional groups.
+
+    highdicom reads a multi-frame image's Modality and VOI LUT from its functional groups only; a multi-frame
+    Secondary Capture holds them (if at all) at the top level.
+    """
+    if "SharedFunctionalGroupsSequence" in source:
+        return source
+    shared = Dataset()
+    if "RescaleSlope" in source and "RescaleIntercept" in source:
+        transformation = Dataset()
+        transformation.RescaleSlope, transformation.RescaleIntercept = source.RescaleSlope, source.RescaleIntercept
+        transformation.RescaleType = source.get("RescaleType") or "US"
+        shared.PixelValueTransformationSequence = [transformation]
+    if "WindowCenter" in source and "WindowWidth" in source:
+        window = Dataset()
+        window.WindowCenter, window.WindowWidth = source.WindowCenter, source.WindowWidth
+        shared.FrameVOILUTSequence = [window]
+    completed = Dataset(source)
+    completed.file_meta = source.file_meta
+    completed.SharedFunctionalGroupsSequence = [shared]
+    completed.PerFrameFunctionalGroupsSequence = [Dataset() for _ in range(int(source.NumberOfFrames))]
+    return completed
+
+
 def _laterality(source: Dataset) -> str:
     """R or L from the view's Image Laterality or series Laterality; empty when neither says."""
     value = source.get("ImageLaterality") or source.get("Laterality")
@@ -65,8 +91,11 @@ def _laterality(source: Dataset) -> str:
 def _ring(source: Dataset, peak: tuple[int, int]) -> pr.GraphicObject:
     """A CIRCLE (centre, then a point on the circle) around the peak, in PIXEL units."""
     centre = _pixel_centre(peak)
-    radius = max(4.0, RING_RADIUS_FRACTION * max(int(source.Rows), int(source.Columns)))
-    data = np.array([centre, (centre[0] + radius, centre[1])], dtype=np.float64)
+    columns = int(source.Columns)
+    radius = min(max(4.0, RING_RADIUS_FRACTION * max(int(source.Rows), columns)), columns / 2)
+    # The point on the circle lies inside the image (PIXEL coordinates must): right of the centre, or left of it.
+    edge = centre[0] + radius if centre[0] + radius <= columns else centre[0] - radius
+    data = np.array([centre, (max(0.0, edge), centre[1])], dtype=np.float64)
     return pr.GraphicObject(graphic_type=pr.GraphicTypeValues.CIRCLE, graphic_data=data,
                             units=pr.AnnotationUnitsValues.PIXEL)
 
