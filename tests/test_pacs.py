@@ -16,9 +16,13 @@ import pytest
 from pydicom.uid import CTImageStorage, generate_uid
 
 from bench.launch import ROOT, free_port
+from classifiers.decoding import decode_views
+from classifiers.results import ViewInput
+from classifiers.structured_report import structured_report_bytes
 from pacs.cli import EXIT_DONE, EXIT_STATE, EXIT_UNAUTHORIZED, EXIT_UNREACHABLE, main
 from pacs.state import StudyRecord, WorkerState, load_state, save_state
 from tests.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
+from tests.legacy_report import build_legacy_report
 from tests.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
 
 
@@ -63,9 +67,17 @@ def _is_report(orthanc: Orthanc, instance: dict) -> bool:
     return orthanc.get(f"/series/{instance['ParentSeries']}")["MainDicomTags"].get("Modality") == "SR"
 
 
+def study_items(report: pydicom.Dataset) -> list[pydicom.Dataset]:
+    """The items stating the study's result: the first measurement group's (TID 1500) or the root's (earlier)."""
+    if report.ConceptNameCodeSequence[0].CodeValue != "126000":
+        return list(report.ContentSequence)
+    [measurements] = [item for item in report.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    return list(measurements.ContentSequence[0].ContentSequence)
+
+
 def content_value(report: pydicom.Dataset, meaning: str):
     """A NUM item's number or a CODE item's meaning, by concept name (independent of pacs.reports)."""
-    for item in report.ContentSequence:
+    for item in study_items(report):
         if item.ConceptNameCodeSequence[0].CodeMeaning == meaning:
             if item.ValueType == "NUM":
                 return float(item.MeasuredValueSequence[0].NumericValue)
@@ -75,7 +87,7 @@ def content_value(report: pydicom.Dataset, meaning: str):
 
 def referenced_instances(report: pydicom.Dataset) -> set[str]:
     return {str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-            for item in report.ContentSequence if item.ValueType == "IMAGE"}
+            for item in study_items(report) if item.ValueType == "IMAGE"}
 
 
 def test_sr_in_orthanc_has_the_services_score_and_a_second_run_adds_none(
@@ -156,6 +168,42 @@ def test_more_images_after_scoring_give_a_new_sr_superseding_the_first(orthanc, 
     assert predecessors == [str(first.SOPInstanceUID)]
     assert referenced_instances(newer) == referenced_instances(first) | {
         str(pydicom.dcmread(io.BytesIO(added)).SOPInstanceUID)}
+    assert load_state(state).studies[study_id].sr_sop_instance_uid == str(newer.SOPInstanceUID)
+
+
+def legacy_report_bytes(pipeline, files: list[bytes]) -> bytes:
+    """The SR the earlier release wrote for these files (tests/legacy_report.py), scored by the same models."""
+    views = decode_views([ViewInput(f"{index}.dcm", data) for index, data in enumerate(files)],
+                         pipeline.settings.image_limits)
+    result = pipeline.predict_decoded(views)
+    return structured_report_bytes(build_legacy_report([view.header for view in views], result))
+
+
+def test_an_sr_of_the_earlier_release_is_recognised_and_superseded_never_doubled(
+        orthanc, tiny_repository, tiny_pipeline, tmp_path):
+    study_uid = generate_uid()
+    first = radiograph_bytes(study_uid, 11)
+    study_id = upload_study(orthanc, [first])
+    upload_study(orthanc, [legacy_report_bytes(tiny_pipeline, [first])])
+    [legacy] = study_reports(orthanc, study_id)
+    assert legacy.ConceptNameCodeSequence[0].CodeValue == "18748-4"  # the earlier, flat format
+    state = tmp_path / "state.json"
+    assert run_worker(orthanc, tiny_repository, state) == EXIT_DONE  # an upgraded worker, a fresh state
+    assert len(study_reports(orthanc, study_id)) == 1  # adopted, not written again
+    record = load_state(state).studies[study_id]
+    assert record.sr_sop_instance_uid == str(legacy.SOPInstanceUID)
+    assert record.abnormality == pytest.approx(content_value(legacy, "Probability"))
+    # A new image: the new SR (TID 1500) supersedes the earlier one; one of each is now in the study.
+    upload_study(orthanc, [radiograph_bytes(study_uid, 12)])
+    assert run_worker(orthanc, tiny_repository, state) == EXIT_DONE
+    earlier, newer = study_reports(orthanc, study_id)
+    assert str(earlier.SOPInstanceUID) == str(legacy.SOPInstanceUID)
+    assert newer.ConceptNameCodeSequence[0].CodeValue == "126000"
+    predecessor = newer.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert predecessor.ReferencedSOPInstanceUID == legacy.SOPInstanceUID
+    state.unlink()  # as if the state were lost: both SRs are read, the one of the current images is adopted
+    assert run_worker(orthanc, tiny_repository, state) == EXIT_DONE
+    assert len(study_reports(orthanc, study_id)) == 2
     assert load_state(state).studies[study_id].sr_sop_instance_uid == str(newer.SOPInstanceUID)
 
 
