@@ -98,3 +98,26 @@ def test_score_py_scores_dicom_and_writes_one_sr_per_study(dicom_tree: Path, tin
     overlays = sorted(path.name for path in (heatmaps / SPREAD).iterdir())
     assert overlays == ["1.2.840.99_heatmap.png", "IM000001_heatmap.png", "a_heatmap.png", "c_frame1_heatmap.png",
                         "c_frame2_heatmap.png"]
+
+
+def test_score_py_sr_takes_hostile_headers_without_stopping_the_run(tiny_repository: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    from tests.hostile_headers import BAD_VALUE_MARKERS, HOSTILE_FILES, invalid_study_uid
+
+    tree, sr_folder, out = tmp_path / "tree", tmp_path / "sr", tmp_path / "predictions.csv"
+    for name, make in [*HOSTILE_FILES.items(), ("invalid-uid", invalid_study_uid)]:
+        (tree / name).mkdir(parents=True)
+        (tree / name / "view.dcm").write_bytes(make())
+    assert score.main([str(tree), "--out", str(out), "--models", str(tiny_repository), "--sr", str(sr_folder),
+                       "--no-progress", "--workers", "2"]) == 0
+    with open(out, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and all(row["label"] in ("normal", "abnormal") for row in rows)
+    reports = [pydicom.dcmread(path) for path in sr_folder.iterdir()]
+    assert len(reports) == 3  # the study whose UID is not a UID gets none, and says so
+    assert sum("no SR written" in row["warnings"] for row in rows) == 1
+    assert sum("PatientSex" in row["warnings"] for row in rows) == 1
+    assert "19270815" in {str(report.PatientBirthDate) for report in reports}
+    captured = capsys.readouterr()
+    for marker in (*BAD_VALUE_MARKERS, "UIDMARKER"):
+        assert marker not in captured.out + captured.err + "".join(row["warnings"] for row in rows)
