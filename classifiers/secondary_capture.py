@@ -64,8 +64,9 @@ def _laterality(source: Dataset) -> str | None:
 
 
 def _orientation(header: Dataset) -> tuple[str, str]:
-    """The view's Patient Orientation (row, column directions), or anterior/foot when it has none."""
+    """The view's Patient Orientation (row, column directions), or anterior/foot when it has none we can write."""
     orientation = header.get("PatientOrientation")
-    if orientation and len(orientation) == 2 and all(orientation):
+    if orientation and len(orientation) == 2 and all(orientation) and all(
+            str(direction) in ("A", "P", "R", "L", "H", "F") for direction in orientation):  # what highdicom takes
         return str(orientation[0]), str(orientation[1])
     return ("A", "F")
