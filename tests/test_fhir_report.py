@@ -78,9 +78,10 @@ def test_report_holds_no_patient_data_but_the_identifiers(result) -> None:
     assert "19310203" not in text and "Leakmore" not in text and '"gender"' not in text
 
 
-def test_accept_fhir_json_answers_the_report(client) -> None:
+@pytest.mark.parametrize("accept", [FHIR_JSON, f"{FHIR_JSON}; fhirVersion=4.0"])
+def test_accept_fhir_json_answers_the_report(client, accept) -> None:
     views = {"image": [(io.BytesIO(data), f"{index}.dcm") for index, data in enumerate(FILES)]}
-    response = client.post("/predict", data=views, headers={"Accept": FHIR_JSON},
+    response = client.post("/predict", data=views, headers={"Accept": accept},
                            query_string={"explain": "true"})
     assert response.status_code == 200 and response.mimetype == FHIR_JSON
     report = DiagnosticReport.model_validate_json(response.data)

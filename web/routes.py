@@ -21,8 +21,10 @@ blueprint = Blueprint("triage", __name__)
 DICOM_TYPE = "application/dicom"
 # DICOMweb's form of several instances in one answer: the SR, then one heatmap Secondary Capture per view.
 DICOM_INSTANCES_TYPE = 'multipart/related; type="application/dicom"'
+# FHIR clients may name the version (R4 is FHIR 4.0); both forms get the same answer.
+FHIR_R4_JSON = f"{FHIR_JSON}; fhirVersion=4.0"
 # The first wins when Accept allows several.
-ANSWER_TYPES = ["application/json", DICOM_TYPE, DICOM_INSTANCES_TYPE, FHIR_JSON]
+ANSWER_TYPES = ["application/json", DICOM_TYPE, DICOM_INSTANCES_TYPE, FHIR_JSON, FHIR_R4_JSON]
 # Answers that can carry heatmaps; for the others explain=true is not computed (docs/API.md).
 EXPLAINABLE_TYPES = ("application/json", DICOM_INSTANCES_TYPE)
 SR_FILE_NAME = "triage-result-sr.dcm"
@@ -43,6 +45,7 @@ def predict() -> Response:
     pipeline = get_pipeline()
     deadline = request_deadline(request, current_app.config, started)
     answer_type = request.accept_mimetypes.best_match(ANSWER_TYPES) or ANSWER_TYPES[0]  # JSON when none fits
+    answer_type = FHIR_JSON if answer_type == FHIR_R4_JSON else answer_type
     wants_dicom = answer_type in (DICOM_TYPE, DICOM_INSTANCES_TYPE, FHIR_JSON)
     with current_app.extensions["in_flight"].admit():
         pipeline.refuse_if_late(deadline)  # before the body is parsed: a quick 503 when the queue is too long
