@@ -9,8 +9,9 @@ import logging
 from dataclasses import dataclass
 
 from classifiers.decoding.dicom_header import RADIOGRAPH_MODALITIES, SECONDARY_CAPTURE_MODALITIES
-from classifiers.dicom_output.structured_report import build_structured_report, structured_report_bytes
 from classifiers.errors import ClassifierError
+from classifiers.outputs.dicom_outputs import build_dicom_outputs, scoring_backend
+from classifiers.outputs.structured_report import structured_report_bytes
 from classifiers.pipeline import Pipeline
 from classifiers.results import StudyResult, ViewInput
 from classifiers.study_request import StudyRequest
@@ -92,7 +93,7 @@ def process_study(client: StudyArchive, pipeline: Pipeline, study_id: str,
     same = _report_for(reports, scored)
     if same is not None:
         return _adopt(contents, instances, same)
-    return _store_report(client, contents, instances, result, reports)
+    return _store_report(client, contents, instances, result, reports, scoring_backend(pipeline, result))
 
 
 def _report_for(reports: list[WorkerReport], scored: frozenset[str]) -> WorkerReport | None:
@@ -108,11 +109,10 @@ def _adopt(contents: StudyContents, instances: tuple[str, ...], report: WorkerRe
 
 
 def _store_report(client: StudyArchive, contents: StudyContents, instances: tuple[str, ...],
-                  result: StudyResult, reports: list[WorkerReport]) -> StudyRecord:
+                  result: StudyResult, reports: list[WorkerReport], backend: str | None) -> StudyRecord:
     """Build the SR (superseding the worker's earlier ones), store it in the archive, and return its record."""
-    report = build_structured_report(result.source_headers, result,
-                                     previous_versions=[earlier.dataset for earlier in reports],
-                                     instance_number=len(reports) + 1)
+    report = build_dicom_outputs(result, explained=False, backend=backend, instance_number=len(reports) + 1,
+                                 previous_versions=[earlier.dataset for earlier in reports]).report
     stored_id = client.store(structured_report_bytes(report))
     logger.info("study %s: SR stored (instance %s): %s %.3f %s%s", contents.study_id, stored_id,
                 result.body_part, result.abnormality, result.label,

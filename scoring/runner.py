@@ -15,14 +15,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifiers.dicom_output.secondary_capture import build_heatmap_captures, capture_bytes
-from classifiers.dicom_output.structured_report import build_structured_report, structured_report_bytes
 from classifiers.errors import ClassifierError, NoReadableView, Overloaded
 from classifiers.names import printable_name
 from classifiers.pipeline import Pipeline
 from classifiers.results import Explanation, StudyResult, ViewInput
 from classifiers.study_request import StudyRequest
 from mura.studies import Study
+from scoring.dicom_files import write_dicom_outputs
 
 UNSCORED_LABEL = "unscored"
 OVERLOADED_RETRY_S = 0.05
@@ -133,20 +132,9 @@ def score_read_study(pipeline: Pipeline, study: Study, files: StudyFiles, aggreg
     explained = [(_overlay_source(files.paths, view.name), view.explanation.view_size, view.explanation)
                  for view in result.images if view.explanation]
     if sr_folder is not None and result.source_headers and len(result.source_headers) == result.n_images:
-        failures += _write_dicom_outputs(sr_folder, study, result, bool(explained))
+        written = write_dicom_outputs(sr_folder, result, bool(explained), pipeline)
+        row["warnings"] = "; ".join(filter(None, [row["warnings"], *written]))
     return StudyOutcome(study, row, failures, explained)
-
-
-def _write_dicom_outputs(sr_folder: Path, study: Study, result: StudyResult, explained: bool) -> list[ImageFailure]:
-    """Write the study's SR (and heatmap captures); a writer that fails costs this study's SR, not the run."""
-    try:
-        write_structured_report(sr_folder, result)
-        if explained:
-            write_heatmap_captures(sr_folder, result)
-    except Exception as error:  # noqa: BLE001 - the writers' texts may quote header values: only the type is kept
-        return [ImageFailure(study.image_paths[0].parent, type(error).__name__,
-                             f"{study.study_id}: the DICOM SR could not be written from these headers")]
-    return []
 
 
 def _run_retrying(pipeline: Pipeline, request: StudyRequest) -> StudyResult:
@@ -177,25 +165,6 @@ def _overlay_source(paths: dict[str, Path], view_name: str) -> Path:
     name, _, frame = view_name.rpartition(FRAME_SUFFIX)
     source = paths[name]
     return source.with_name(f"{source.stem}_frame{frame.rstrip(']')}{source.suffix}")
-
-
-def write_structured_report(sr_folder: Path, result: StudyResult) -> Path:
-    """Write a DICOM study's SR as <sr_folder>/<StudyInstanceUID>.dcm (replacing an earlier one)."""
-    report = build_structured_report(result.source_headers, result)
-    path = sr_folder / f"{report.StudyInstanceUID}.dcm"
-    path.write_bytes(structured_report_bytes(report))
-    return path
-
-
-def write_heatmap_captures(sr_folder: Path, result: StudyResult) -> list[Path]:
-    """Write each view's heatmap as a DICOM Secondary Capture, <sr_folder>/<StudyInstanceUID>_heatmap<N>.dcm."""
-    overlays = [view.explanation.heatmap_png for view in result.images if view.explanation is not None]
-    paths = []
-    for number, capture in enumerate(build_heatmap_captures(result.source_headers, overlays), start=1):
-        path = sr_folder / f"{capture.StudyInstanceUID}_heatmap{number}.dcm"
-        path.write_bytes(capture_bytes(capture))
-        paths.append(path)
-    return paths
 
 
 def score_studies(

@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.uid import ComprehensiveSRStorage, generate_uid
+from pydicom.uid import Comprehensive3DSRStorage, GrayscaleSoftcopyPresentationStateStorage, generate_uid
 
 from tests.dicom_factory import LEAK_MARKERS, jpeg_baseline, make_dataset, png_bytes, synthetic_radiograph, to_bytes
 from tests.helpers import validate_against_spec
@@ -73,6 +73,14 @@ def test_header_body_part_disagreeing_with_the_result_is_a_study_warning(client)
     assert not any("DICOM header" in warning for warning in agreeing["study"]["warnings"])
 
 
+def study_group_references(report: pydicom.Dataset) -> list[str]:
+    """The SOP Instance UIDs of the IMAGE items of the TID 1500 report's first (study) measurement group."""
+    [measurements] = [item for item in report.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    study_group = measurements.ContentSequence[0]
+    return [item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+            for item in study_group.ContentSequence if item.ValueType == "IMAGE"]
+
+
 def test_accept_dicom_answers_a_structured_report(client):
     response = client.post("/predict", data=multipart(("a.dcm", BYTES_A, "application/dicom"),
                                                        ("b.dcm", BYTES_B, "application/dicom")),
@@ -80,11 +88,9 @@ def test_accept_dicom_answers_a_structured_report(client):
     assert response.status_code == 200 and response.mimetype == "application/dicom"
     assert "attachment" in response.headers["Content-Disposition"]
     report = pydicom.dcmread(io.BytesIO(response.data))
-    assert report.SOPClassUID == ComprehensiveSRStorage and report.StudyInstanceUID == STUDY_UID
+    assert report.SOPClassUID == Comprehensive3DSRStorage and report.StudyInstanceUID == STUDY_UID
     assert report.PatientID == DICOM_A.PatientID
-    references = [item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-                  for item in report.ContentSequence if item.ValueType == "IMAGE"]
-    assert references == [DICOM_A.SOPInstanceUID, DICOM_B.SOPInstanceUID]
+    assert study_group_references(report) == [DICOM_A.SOPInstanceUID, DICOM_B.SOPInstanceUID]
     json_body = client.post("/predict", data=BYTES_A, content_type="application/dicom",
                             headers={"Accept": "application/json, application/dicom"}).get_json()
     assert json_body["study"]["dicom"]["study_instance_uid"] == STUDY_UID
@@ -216,21 +222,26 @@ def _multipart_instances(response) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(io.BytesIO(part.split(b"\r\n\r\n", 1)[1][:-2])) for part in parts]
 
 
-def test_multipart_dicom_answer_holds_the_sr_and_a_heatmap_capture_per_view(client):
+def test_multipart_dicom_answer_holds_the_sr_a_heatmap_capture_and_a_presentation_state_per_view(client):
     views = multipart(("a.dcm", to_bytes(DICOM_A), "application/octet-stream"),
                       ("b.dcm", to_bytes(DICOM_B), "application/octet-stream"))
     response = client.post("/predict", data=views, query_string={"explain": "true"},
                            headers={"Accept": 'multipart/related; type="application/dicom"'})
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith('multipart/related; type="application/dicom"; boundary=')
-    report, *captures = _multipart_instances(response)
-    assert report.SOPClassUID == ComprehensiveSRStorage and len(captures) == 2
+    report, *captures, state_a, state_b = _multipart_instances(response)
+    assert report.SOPClassUID == Comprehensive3DSRStorage and len(captures) == 2
     for capture, source in zip(captures, (DICOM_A, DICOM_B), strict=True):
         assert capture.StudyInstanceUID == STUDY_UID and capture.SeriesInstanceUID != source.SeriesInstanceUID
         assert capture.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and capture.PhotometricInterpretation == "RGB"
         assert (capture.Rows, capture.Columns) == PIXELS.shape  # the overlay at the view's size
         assert capture.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert captures[0].SeriesInstanceUID == captures[1].SeriesInstanceUID  # one new series
+    for state, source in ((state_a, DICOM_A), (state_b, DICOM_B)):
+        assert state.SOPClassUID == GrayscaleSoftcopyPresentationStateStorage and state.StudyInstanceUID == STUDY_UID
+        reference = state.ReferencedSeriesSequence[0].ReferencedImageSequence[0]
+        assert reference.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert state_b.PresentationLUTShape == "INVERSE" and state_a.PresentationLUTShape == "IDENTITY"  # B: MONOCHROME1
     without_explain = client.post("/predict", data=to_bytes(DICOM_A), content_type="application/dicom",
                                   headers={"Accept": 'multipart/related; type="application/dicom"'})
     assert len(_multipart_instances(without_explain)) == 1  # the SR only: no heatmap was asked for

@@ -219,7 +219,7 @@ def test_page_without_the_heatmap_box_shows_no_heatmaps(page):
 def test_page_takes_dicom_shows_no_patient_data_and_downloads_the_sr(page, tmp_path):
     import numpy as np
     import pydicom
-    from pydicom.uid import ComprehensiveSRStorage, generate_uid
+    from pydicom.uid import Comprehensive3DSRStorage, generate_uid
 
     from tests.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
 
@@ -242,7 +242,7 @@ def test_page_takes_dicom_shows_no_patient_data_and_downloads_the_sr(page, tmp_p
     saved = tmp_path / "sr.dcm"
     download.save_as(saved)
     report = pydicom.dcmread(saved)
-    assert report.SOPClassUID == ComprehensiveSRStorage and report.StudyInstanceUID == study_uid
+    assert report.SOPClassUID == Comprehensive3DSRStorage and report.StudyInstanceUID == study_uid
     shown = page.locator("body").inner_text()
     assert not [marker for marker in LEAK_MARKERS if marker in shown]
     assert page.console_errors == [] and page.outside_requests == []

@@ -50,6 +50,7 @@ from tests.node_peers import (
     wait_until,
 )
 from tests.orthanc_server import running_orthanc
+from tests.sr_items import content_value, referenced_instances
 
 NODE_AE = "TRIAGE"
 LIMIT_S = 120.0  # bound of every poll on a real process
@@ -159,17 +160,8 @@ def predicted_abnormality(client, paths: list[Path]) -> float:
     return response.get_json()["study"]["abnormality"]
 
 
-def content_value(report: pydicom.Dataset, meaning: str):
-    """A NUM item's number by concept name (independent of the node's code)."""
-    for item in report.ContentSequence:
-        if item.ConceptNameCodeSequence[0].CodeMeaning == meaning:
-            return float(item.MeasuredValueSequence[0].NumericValue)
-    raise KeyError(meaning)
 
 
-def referenced_instances(report: pydicom.Dataset) -> set[str]:
-    return {str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-            for item in report.ContentSequence if item.ValueType == "IMAGE"}
 
 
 def sop_uids(paths: list[Path]) -> set[str]:

@@ -28,7 +28,8 @@ def test_predict_documents_every_request_form_and_error_status(openapi_spec):
     assert set(operation["requestBody"]["content"]) == {"multipart/form-data", "application/json", "image/png",
                                                         "image/jpeg", "application/dicom"}
     assert set(operation["responses"]["200"]["content"]) == {"application/json", "application/dicom",
-                                                            'multipart/related; type="application/dicom"'}
+                                                            'multipart/related; type="application/dicom"',
+                                                            "application/fhir+json"}
     for status in ("400", "406", "413", "415", "422", "503"):
         assert response_schema_name(openapi_spec, "/predict", "post", int(status)) == "Error"
     assert "Retry-After" in operation["responses"]["503"]["headers"]

@@ -16,10 +16,15 @@ import pytest
 from pydicom.uid import CTImageStorage, generate_uid
 
 from bench.launch import ROOT, free_port
+from classifiers.decoding import decode_views
+from classifiers.outputs.structured_report import structured_report_bytes
+from classifiers.results import ViewInput
 from pacs.cli import EXIT_DONE, EXIT_STATE, EXIT_UNAUTHORIZED, EXIT_UNREACHABLE, main
 from pacs.state import StudyRecord, WorkerState, load_state, save_state
 from tests.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
+from tests.legacy_report import build_legacy_report
 from tests.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
+from tests.sr_items import content_value, referenced_instances
 
 
 @pytest.fixture
@@ -63,19 +68,10 @@ def _is_report(orthanc: Orthanc, instance: dict) -> bool:
     return orthanc.get(f"/series/{instance['ParentSeries']}")["MainDicomTags"].get("Modality") == "SR"
 
 
-def content_value(report: pydicom.Dataset, meaning: str):
-    """A NUM item's number or a CODE item's meaning, by concept name (independent of pacs.reports)."""
-    for item in report.ContentSequence:
-        if item.ConceptNameCodeSequence[0].CodeMeaning == meaning:
-            if item.ValueType == "NUM":
-                return float(item.MeasuredValueSequence[0].NumericValue)
-            return item.ConceptCodeSequence[0].CodeMeaning
-    raise KeyError(meaning)
 
 
-def referenced_instances(report: pydicom.Dataset) -> set[str]:
-    return {str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-            for item in report.ContentSequence if item.ValueType == "IMAGE"}
+
+
 
 
 def test_sr_in_orthanc_has_the_services_score_and_a_second_run_adds_none(
@@ -159,6 +155,42 @@ def test_more_images_after_scoring_give_a_new_sr_superseding_the_first(orthanc, 
     assert load_state(state).studies[study_id].sr_sop_instance_uid == str(newer.SOPInstanceUID)
 
 
+def legacy_report_bytes(pipeline, files: list[bytes]) -> bytes:
+    """The SR the earlier release wrote for these files (tests/legacy_report.py), scored by the same models."""
+    inputs = [ViewInput(f"{index}.dcm", data) for index, data in enumerate(files)]
+    views = decode_views(inputs, pipeline.settings.image_limits)  # the headers the earlier release copied
+    result = pipeline.predict_study(inputs)
+    return structured_report_bytes(build_legacy_report([view.header for view in views], result))
+
+
+def test_an_sr_of_the_earlier_release_is_recognised_and_superseded_never_doubled(
+        orthanc, tiny_repository, tiny_pipeline, tmp_path):
+    study_uid = generate_uid()
+    first = radiograph_bytes(study_uid, 11)
+    study_id = upload_study(orthanc, [first])
+    upload_study(orthanc, [legacy_report_bytes(tiny_pipeline, [first])])
+    [legacy] = study_reports(orthanc, study_id)
+    assert legacy.ConceptNameCodeSequence[0].CodeValue == "18748-4"  # the earlier, flat format
+    state = tmp_path / "state.json"
+    assert run_worker(orthanc, tiny_repository, state) == EXIT_DONE  # an upgraded worker, a fresh state
+    assert len(study_reports(orthanc, study_id)) == 1  # adopted, not written again
+    record = load_state(state).studies[study_id]
+    assert record.sr_sop_instance_uid == str(legacy.SOPInstanceUID)
+    assert record.abnormality == pytest.approx(content_value(legacy, "Probability"))
+    # A new image: the new SR (TID 1500) supersedes the earlier one; one of each is now in the study.
+    upload_study(orthanc, [radiograph_bytes(study_uid, 12)])
+    assert run_worker(orthanc, tiny_repository, state) == EXIT_DONE
+    earlier, newer = study_reports(orthanc, study_id)
+    assert str(earlier.SOPInstanceUID) == str(legacy.SOPInstanceUID)
+    assert newer.ConceptNameCodeSequence[0].CodeValue == "126000"
+    predecessor = newer.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert predecessor.ReferencedSOPInstanceUID == legacy.SOPInstanceUID
+    state.unlink()  # as if the state were lost: both SRs are read, the one of the current images is adopted
+    assert run_worker(orthanc, tiny_repository, state) == EXIT_DONE
+    assert len(study_reports(orthanc, study_id)) == 2
+    assert load_state(state).studies[study_id].sr_sop_instance_uid == str(newer.SOPInstanceUID)
+
+
 def test_ct_study_is_skipped_with_a_log_line(orthanc, tiny_repository, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     ct = radiograph_bytes(generate_uid(), 6, modality="CT", body_part=None,
@@ -197,7 +229,7 @@ def test_study_failing_unexpectedly_is_logged_and_recorded_and_the_feed_goes_on(
     def failing_report(*arguments, **options):
         raise ValueError("Leakmore^Penelope^Q is not a valid value")  # a library message quoting a header
 
-    monkeypatch.setattr("pacs.processor.build_structured_report", failing_report)
+    monkeypatch.setattr("pacs.processor.build_dicom_outputs", failing_report)
     state = tmp_path / "state.json"
     assert run_worker(orthanc, tiny_repository, state) == EXIT_DONE
     assert f"study {study_id}: skipped, it could not be processed (ValueError)" in caplog.text

@@ -26,6 +26,7 @@ from pacs.dicomweb_follower import poll
 from pacs.state import load_state
 from tests.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
 from tests.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
+from tests.sr_items import content_value, referenced_instances
 
 FIRST_DAY = datetime.datetime(2024, 1, 3, 8, 0, tzinfo=datetime.UTC)  # the day after the factory's StudyDate
 
@@ -82,17 +83,8 @@ def study_reports(dicomweb: DICOMwebClient, study_uid: str) -> list[pydicom.Data
     return sorted(reports, key=lambda report: int(report.InstanceNumber))
 
 
-def content_value(report: pydicom.Dataset, meaning: str) -> float:
-    """A NUM item's number by concept name (independent of pacs.reports)."""
-    for item in report.ContentSequence:
-        if item.ConceptNameCodeSequence[0].CodeMeaning == meaning and item.ValueType == "NUM":
-            return float(item.MeasuredValueSequence[0].NumericValue)
-    raise KeyError(meaning)
 
 
-def referenced_instances(report: pydicom.Dataset) -> set[str]:
-    return {str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-            for item in report.ContentSequence if item.ValueType == "IMAGE"}
 
 
 def sop_uids(files: list[bytes]) -> set[str]:

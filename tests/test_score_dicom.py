@@ -74,23 +74,50 @@ def test_score_py_scores_dicom_and_writes_one_sr_per_study(dicom_tree: Path, tin
     with open(tmp_path / "predictions_errors.csv", newline="", encoding="utf-8") as handle:
         errors = sorted((Path(row["image"]).name, row["error"]) for row in csv.DictReader(handle))
     assert errors == [("image3.dcm", "UnsupportedModality"), ("image4.dcm", "MalformedDicom")]
-    written = sorted(path.name for path in sr_folder.iterdir() if "_heatmap" not in path.name)
+    written = sorted(path.name for path in sr_folder.iterdir() if "_" not in path.name.split(".")[-2])
     assert written == sorted(f"{uid}.dcm" for uid in (SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA))
-    # With --heatmaps, each view's overlay also goes beside the SR as a DICOM Secondary Capture.
+    # With --heatmaps, each view's overlay also goes beside the SR as a DICOM Secondary Capture, and its peak as a
+    # presentation state.
     for uid in (SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA):
-        captures = sorted(sr_folder.glob(f"{uid}_heatmap*.dcm"))
-        assert len(captures) == int(rows[uid]["n_images"]), uid
+        assert len(list(sr_folder.glob(f"{uid}_heatmap*.dcm"))) == int(rows[uid]["n_images"]), uid
+        assert len(list(sr_folder.glob(f"{uid}_gsps*.dcm"))) == int(rows[uid]["n_images"]), uid
+    state = pydicom.dcmread(sr_folder / f"{SPREAD}_gsps1.dcm")
+    assert (state.StudyInstanceUID, state.Modality) == (SPREAD, "PR")
     capture = pydicom.dcmread(sr_folder / f"{SPREAD}_heatmap1.dcm")
     assert (capture.StudyInstanceUID, capture.SOPClassUID, capture.PhotometricInterpretation) == (
         SPREAD, "1.2.840.10008.5.1.4.1.1.7", "RGB")
     report = pydicom.dcmread(io.BytesIO((sr_folder / f"{SPREAD}.dcm").read_bytes()))
-    references = [item.ReferencedSOPSequence[0] for item in report.ContentSequence if item.ValueType == "IMAGE"]
+    [measurements] = [item for item in report.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    study_group = measurements.ContentSequence[0].ContentSequence
+    references = [item.ReferencedSOPSequence[0] for item in study_group if item.ValueType == "IMAGE"]
     assert report.StudyInstanceUID == SPREAD and len(references) == 4
-    assert [list(reference.get("ReferencedFrameNumber") or []) for reference in references].count([1, 2]) == 1
-    probability = next(item for item in report.ContentSequence if item.ValueType == "NUM")
+    probability = next(item for item in study_group if item.ValueType == "NUM")
     assert float(probability.MeasuredValueSequence[0].NumericValue) == pytest.approx(
         float(rows[SPREAD]["abnormality"]), abs=1e-6)
     # One overlay per view: the two frames of c.DCM get one each, named by frame.
     overlays = sorted(path.name for path in (heatmaps / SPREAD).iterdir())
     assert overlays == ["1.2.840.99_heatmap.png", "IM000001_heatmap.png", "a_heatmap.png", "c_frame1_heatmap.png",
                         "c_frame2_heatmap.png"]
+
+
+def test_score_py_sr_takes_hostile_headers_without_stopping_the_run(tiny_repository: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    from tests.hostile_headers import BAD_VALUE_MARKERS, HOSTILE_FILES, invalid_study_uid
+
+    tree, sr_folder, out = tmp_path / "tree", tmp_path / "sr", tmp_path / "predictions.csv"
+    for name, make in [*HOSTILE_FILES.items(), ("invalid-uid", invalid_study_uid)]:
+        (tree / name).mkdir(parents=True)
+        (tree / name / "view.dcm").write_bytes(make())
+    assert score.main([str(tree), "--out", str(out), "--models", str(tiny_repository), "--sr", str(sr_folder),
+                       "--no-progress", "--workers", "2"]) == 0
+    with open(out, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and all(row["label"] in ("normal", "abnormal") for row in rows)
+    reports = [pydicom.dcmread(path) for path in sr_folder.iterdir()]
+    assert len(reports) == 3  # the study whose UID is not a UID gets none, and says so
+    assert sum("no SR written" in row["warnings"] for row in rows) == 1
+    assert sum("PatientSex" in row["warnings"] for row in rows) == 1
+    assert "19270815" in {str(report.PatientBirthDate) for report in reports}
+    captured = capsys.readouterr()
+    for marker in (*BAD_VALUE_MARKERS, "UIDMARKER"):
+        assert marker not in captured.out + captured.err + "".join(row["warnings"] for row in rows)

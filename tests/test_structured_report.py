@@ -1,7 +1,8 @@
-"""The DICOM SR of a result: built with highdicom, read back with pydicom and highdicom field by field."""
+"""The TID 1500 SR of a result: built with highdicom, read back with pydicom and with highdicom field by field."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import highdicom
@@ -9,79 +10,142 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.sr.codedict import codes
-from pydicom.uid import ComprehensiveSRStorage, generate_uid
+from pydicom.uid import Comprehensive3DSRStorage, MultiFrameGrayscaleByteSecondaryCaptureImageStorage, generate_uid
 
 from classifiers.decoding import decode_views
-from classifiers.dicom_output.structured_report import BODY_PART_CODES, build_structured_report, structured_report_bytes
+from classifiers.outputs.structured_report import (
+    BODY_PART_CODES,
+    MANUFACTURER,
+    SCHEME,
+    algorithm_device_uid,
+    build_structured_report,
+    structured_report_bytes,
+)
 from classifiers.results import ViewInput
 from tests.dicom_factory import PATIENT_ATTRIBUTES, make_dataset, synthetic_radiograph, to_bytes
+
+PIXELS = np.round(synthetic_radiograph("XR_HAND", seed=5) * 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
 def study(tiny_pipeline):
-    """A two-instance DICOM study (one of them 2-frame), decoded and scored by the tiny pipeline."""
-    pixels = np.round(synthetic_radiograph("XR_HAND", seed=5) * 255).astype(np.uint8)
+    """A two-instance DICOM study (the second a 2-frame secondary capture), decoded and scored."""
     study_uid = generate_uid()
-    datasets = [make_dataset(pixels, study_uid=study_uid),
-                make_dataset(np.stack([pixels, pixels]), study_uid=study_uid)]
+    datasets = [make_dataset(PIXELS, study_uid=study_uid),
+                make_dataset(np.stack([PIXELS, PIXELS]), study_uid=study_uid, modality="OT",
+                             extra={"SOPClassUID": MultiFrameGrayscaleByteSecondaryCaptureImageStorage})]
     views = [ViewInput(f"view{index}.dcm", to_bytes(dataset)) for index, dataset in enumerate(datasets)]
     decoded = decode_views(views, tiny_pipeline.settings.image_limits)
     result = tiny_pipeline.predict_study(views)
     return datasets, decoded, result
 
 
-def items_by_meaning(report: pydicom.Dataset) -> dict[str, list[pydicom.Dataset]]:
-    """Content items of the root container grouped by concept name meaning."""
-    grouped: dict[str, list[pydicom.Dataset]] = {}
-    for item in report.ContentSequence:
-        grouped.setdefault(item.ConceptNameCodeSequence[0].CodeMeaning, []).append(item)
-    return grouped
+def read_back(decoded, result, **options) -> pydicom.Dataset:
+    """The SR of `result` as a file, read again by pydicom."""
+    report = build_structured_report([view.header for view in decoded], result, **options)
+    return pydicom.dcmread(io.BytesIO(structured_report_bytes(report)))
+
+
+def concept(item: pydicom.Dataset) -> tuple[str, str]:
+    """(code value, scheme) of an item's concept name."""
+    name = item.ConceptNameCodeSequence[0]
+    return name.CodeValue, name.CodingSchemeDesignator
+
+
+def items_of(container: pydicom.Dataset, code) -> list[pydicom.Dataset]:
+    """The children of `container` whose concept name is `code`."""
+    return [item for item in container.ContentSequence if concept(item) == (code.value, code.scheme_designator)]
 
 
 def test_sr_read_back_field_by_field(study) -> None:
     datasets, decoded, result = study
-    data = structured_report_bytes(build_structured_report([view.header for view in decoded], result))
-    report = pydicom.dcmread(io.BytesIO(data))
-    assert report.SOPClassUID == ComprehensiveSRStorage and report.Modality == "SR"
+    report = read_back(decoded, result, backend="tensorflow")
+    assert report.SOPClassUID == Comprehensive3DSRStorage and report.Modality == "SR"
     assert report.StudyInstanceUID == datasets[0].StudyInstanceUID
     assert report.SeriesInstanceUID not in {dataset.SeriesInstanceUID for dataset in datasets}
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID"):
         assert str(report[keyword].value) == PATIENT_ATTRIBUTES[keyword]
+    assert "PatientAddress" not in report and "InstitutionName" not in report  # only what the policy copies
     assert report.CompletionFlag == "COMPLETE" and report.VerificationFlag == "UNVERIFIED"
-    assert report.ConceptNameCodeSequence[0].CodeValue == "18748-4"
+    assert concept(report) == ("126000", "DCM")
+    assert items_of(report, codes.DCM.ProcedureReported)[0].ConceptCodeSequence[0].CodeValue == "168537006"
+    [scheme] = report.CodingSchemeIdentificationSequence
+    assert scheme.CodingSchemeDesignator == SCHEME
+    [equipment] = [item for item in report.ContributingEquipmentSequence if item.Manufacturer == MANUFACTURER]
+    assert equipment.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"  # Processing Equipment
+    assert equipment.ManufacturerModelName == "radiograph triage"
+    assert list(equipment.SoftwareVersions) == [result.models["router"], result.models["expert"]]
+    assert equipment.DeviceUID == algorithm_device_uid(result, "tensorflow")
 
-    items = items_by_meaning(report)
-    site = items["Finding Site"][0].ConceptCodeSequence[0]
-    assert (site.CodeValue, site.CodingSchemeDesignator) == (BODY_PART_CODES[result.body_part].value, "SCT")
-    probability = items["Probability"][0].MeasuredValueSequence[0]
+    [measurements] = items_of(report, codes.DCM.ImagingMeasurements)
+    study_group, *view_groups = measurements.ContentSequence
+    assert [items_of(group, codes.DCM.TrackingIdentifier)[0].TextValue for group in measurements.ContentSequence] \
+        == ["study", "view 1", "view 2 frame 1", "view 3 frame 2"]
+    site = items_of(study_group, codes.SCT.FindingSite)[0]
+    assert (site.ConceptCodeSequence[0].CodeValue, site.ConceptCodeSequence[0].CodingSchemeDesignator) == (
+        BODY_PART_CODES[result.body_part].value, "SCT")
+    assert site.ContentSequence[0].ConceptCodeSequence[0].CodeValue == codes.SCT.Left.value  # ImageLaterality L
+    probability = items_of(study_group, codes.DCM.Probability)[0].MeasuredValueSequence[0]
     assert float(probability.NumericValue) == pytest.approx(result.abnormality, abs=1e-6)
     assert probability.MeasurementUnitsCodeSequence[0].CodeValue == "1"
-    finding = items["Finding"][0].ConceptCodeSequence[0]
+    threshold = items_of(study_group, codes.DCM.ThresholdValue)[0]
+    assert float(threshold.MeasuredValueSequence[0].NumericValue) == result.threshold
+    finding = items_of(study_group, codes.DCM.Normality)[0].ConceptCodeSequence[0]
     assert finding.CodeValue == {"abnormal": "263654008", "normal": "17621005"}[result.label]
-    assert float(items["Threshold Value"][0].MeasuredValueSequence[0].NumericValue) == result.threshold
-    assert items["Router model version"][0].TextValue == result.models["router"]
-    assert items["Expert model version"][0].TextValue == result.models["expert"]
-    assert items["View aggregation"][0].TextValue == "mean"
-    references = [item.ReferencedSOPSequence[0] for item in items["Source image"]]
+    assert items_of(study_group, codes.DCM.AlgorithmName)[0].TextValue == "radiograph triage"
+    assert items_of(study_group, codes.DCM.AlgorithmVersion)[0].TextValue == result.models["expert"]
+    parameters = [item.TextValue for item in items_of(study_group, codes.DCM.AlgorithmParameters)]
+    assert "aggregation=mean" in parameters and "backend=tensorflow" in parameters
+    comments = [item.TextValue for item in items_of(study_group, codes.DCM.Comment)]
+    assert comments == result.warnings
+    references = [item.ReferencedSOPSequence[0] for item in study_group.ContentSequence if item.ValueType == "IMAGE"]
     assert [reference.ReferencedSOPInstanceUID for reference in references] == [d.SOPInstanceUID for d in datasets]
-    assert all(reference.ReferencedSOPClassUID == datasets[0].SOPClassUID for reference in references)
     assert "ReferencedFrameNumber" not in references[0] and list(references[1].ReferencedFrameNumber) == [1, 2]
+    for group, view in zip(view_groups, result.images, strict=True):
+        value = items_of(group, codes.DCM.Probability)[0].MeasuredValueSequence[0].NumericValue
+        assert float(value) == pytest.approx(view.abnormality, abs=1e-6)
     evidence = report.CurrentRequestedProcedureEvidenceSequence[0]
     assert evidence.StudyInstanceUID == datasets[0].StudyInstanceUID
-    assert {series.SeriesInstanceUID for series in evidence.ReferencedSeriesSequence} == {
-        dataset.SeriesInstanceUID for dataset in datasets}
 
 
-def test_sr_parses_as_highdicom_comprehensive_sr(study) -> None:
+def test_sr_parses_as_highdicom_measurement_report(study) -> None:
     _, decoded, result = study
-    data = structured_report_bytes(build_structured_report([view.header for view in decoded], result))
-    parsed = highdicom.sr.ComprehensiveSR.from_dataset(pydicom.dcmread(io.BytesIO(data)))
-    sources = highdicom.sr.utils.find_content_items(parsed, name=codes.DCM.SourceImage)
-    assert [item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for item in sources] == [
-        view.header.SOPInstanceUID for view in decoded[:2]]
-    probability = highdicom.sr.NumContentItem.from_dataset(
-        highdicom.sr.utils.find_content_items(parsed, name=codes.DCM.Probability)[0])
+    parsed = highdicom.sr.Comprehensive3DSR.from_dataset(read_back(decoded, result))
+    groups = parsed.content.get_image_measurement_groups()
+    assert [group.tracking_identifier for group in groups] == ["study", "view 1", "view 2 frame 1", "view 3 frame 2"]
+    study_group = groups[0]
+    [probability] = study_group.get_measurements(name=codes.DCM.Probability)
     assert probability.value == pytest.approx(result.abnormality, abs=1e-6)
+    assert probability.unit == codes.UCUM.NoUnits
+    [evaluation] = study_group.get_qualitative_evaluations(name=codes.DCM.Normality)
+    assert evaluation.value.value == {"abnormal": "263654008", "normal": "17621005"}[result.label]
+    assert study_group.finding_sites[0].value == BODY_PART_CODES[result.body_part]
+    find = highdicom.sr.utils.find_content_items
+    assert [item.value for item in find(study_group[0], name=codes.DCM.AlgorithmName)] == ["radiograph triage"]
+    assert [item.value for item in find(study_group[0], name=codes.DCM.AlgorithmVersion)] == [result.models["expert"]]
+    assert [image.referenced_sop_instance_uid for image in study_group.source_images] == [
+        view.header.SOPInstanceUID for view in decoded[:2]]
+    [observer] = parsed.content.get_observer_contexts(observer_type=codes.DCM.Device)
+    assert observer.observer_identifying_attributes.name == "radiograph triage"
+
+
+def test_out_of_distribution_flag_is_a_text_item_of_the_view_group(study) -> None:
+    _, decoded, result = study
+    flagged = dataclasses.replace(result, images=[dataclasses.replace(view, out_of_distribution=index == 0)
+                                                  for index, view in enumerate(result.images)])
+    report = read_back(decoded, flagged)
+    [measurements] = items_of(report, pydicom.sr.codedict.codes.DCM.ImagingMeasurements)
+    flags = [[item.TextValue for item in group.ContentSequence if concept(item) == ("ood", SCHEME)]
+             for group in measurements.ContentSequence]
+    assert flags == [[], ["out of distribution"], ["in distribution"], ["in distribution"]]
+
+
+def test_device_uid_changes_with_the_model_versions(study) -> None:
+    result = study[2]
+    changed = dataclasses.replace(result, models={**result.models, "expert": "XR_HAND.h5@0000000000"})
+    assert algorithm_device_uid(result, "onnx") == algorithm_device_uid(result, "onnx")
+    assert algorithm_device_uid(changed, "onnx") != algorithm_device_uid(result, "onnx")
+    assert algorithm_device_uid(result, "int8") != algorithm_device_uid(result, "onnx")
 
 
 def test_previous_versions_become_predecessor_documents(study) -> None:
@@ -102,7 +166,7 @@ def test_sources_without_patient_attributes(study) -> None:
     bare = pydicom.Dataset({tag: header[tag] for tag in header.keys()
                             if header[tag].keyword not in ("PatientID", "PatientName", "AccessionNumber")})
     bare.file_meta = header.file_meta
-    report = build_structured_report([bare], result)
+    report = build_structured_report([bare], dataclasses.replace(result, images=result.images[:1]))
     assert report.PatientID in ("", None) and report.StudyInstanceUID == header.StudyInstanceUID
 
 

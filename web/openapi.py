@@ -48,15 +48,19 @@ PREDICT_OPERATION: dict[str, Any] = {
     }},
     "responses": {
         "200": {"description": "The study's body part and abnormality, and each view's (JSON); or, with Accept:"
-                               " application/dicom and DICOM views, a DICOM Comprehensive SR in the same study;"
-                               " or, with Accept: multipart/related; type=\"application/dicom\", the SR followed"
-                               " by one heatmap Secondary Capture per view when explain=true.",
+                               " application/dicom and DICOM views, a DICOM SR (TID 1500 Measurement Report, in a"
+                               " Comprehensive 3D SR) in the same study; or, with Accept: multipart/related;"
+                               " type=\"application/dicom\", the SR followed, when explain=true, by one heatmap"
+                               " Secondary Capture and one Grayscale Softcopy Presentation State per view; or, with"
+                               " Accept: application/fhir+json, a FHIR R4 DiagnosticReport with its Observations."
+                               " Heatmaps are computed only for the JSON and multipart answers.",
                 "content": {"application/json": {"schema": "PredictResponse"},
                             "application/dicom": {"schema": {"type": "string", "format": "binary"}},
                             'multipart/related; type="application/dicom"': {
-                                "schema": {"type": "string", "format": "binary"}}}},
+                                "schema": {"type": "string", "format": "binary"}},
+                            "application/fhir+json": {"schema": {"type": "object"}}}},
         "400": error_response("Malformed: truncated image or DICOM file, bad JSON or base64, no image."),
-        "406": error_response("Accept: application/dicom asked for a study that is not DICOM."),
+        "406": error_response("A DICOM or FHIR answer (Accept) asked for a study that is not DICOM."),
         "413": error_response("Too large: request bytes, pixels of a view (DICOM: rows x columns x frames), or views."),
         "415": error_response("Not an image this service reads, a DICOM transfer syntax without a codec, or a"
                               " content type it does not accept."),

@@ -9,9 +9,8 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from classifiers.decoding.dicom import is_dicom
-from classifiers.dicom_output.secondary_capture import build_heatmap_captures, capture_bytes
-from classifiers.dicom_output.structured_report import build_structured_report, structured_report_bytes
-from classifiers.results import StudyResult
+from classifiers.outputs.dicom_outputs import DicomOutputs, build_dicom_outputs, scoring_backend
+from classifiers.outputs.fhir_report import FHIR_JSON, build_fhir_report
 from classifiers.study_request import StudyRequest
 from web.audit import audit_secret, hash_study_uid, write_audit_line
 from web.errors import ApiError, error_response
@@ -23,7 +22,12 @@ blueprint = Blueprint("triage", __name__)
 DICOM_TYPE = "application/dicom"
 # DICOMweb's form of several instances in one answer: the SR, then one heatmap Secondary Capture per view.
 DICOM_INSTANCES_TYPE = 'multipart/related; type="application/dicom"'
-ANSWER_TYPES = ["application/json", DICOM_TYPE, DICOM_INSTANCES_TYPE]  # the first wins when Accept allows several
+# FHIR clients may name the version (R4 is FHIR 4.0); both forms get the same answer.
+FHIR_R4_JSON = f"{FHIR_JSON}; fhirVersion=4.0"
+# The first wins when Accept allows several.
+ANSWER_TYPES = ["application/json", DICOM_TYPE, DICOM_INSTANCES_TYPE, FHIR_JSON, FHIR_R4_JSON]
+# Answers that can carry heatmaps; for the others explain=true is not computed (docs/API.md).
+EXPLAINABLE_TYPES = ("application/json", DICOM_INSTANCES_TYPE)
 SR_FILE_NAME = "triage-result-sr.dcm"
 
 
@@ -41,36 +45,38 @@ def predict() -> Response:
     started = time.monotonic()
     pipeline = get_pipeline()
     deadline = request_deadline(request, current_app.config, started)
-    answer_type = request.accept_mimetypes.best_match(ANSWER_TYPES)
-    wants_dicom = answer_type in (DICOM_TYPE, DICOM_INSTANCES_TYPE)
+    answer_type = request.accept_mimetypes.best_match(ANSWER_TYPES) or ANSWER_TYPES[0]  # JSON when none fits
+    answer_type = FHIR_JSON if answer_type == FHIR_R4_JSON else answer_type
+    wants_dicom = answer_type in (DICOM_TYPE, DICOM_INSTANCES_TYPE, FHIR_JSON)
     with current_app.extensions["in_flight"].admit():
         pipeline.refuse_if_late(deadline)  # before the body is parsed: a quick 503 when the queue is too long
         parsed = parse_predict_request(request, current_app.config["MAX_VIEWS"])
         if wants_dicom and not all(is_dicom(view.data) for view in parsed.views):
-            raise ApiError(406, "not_acceptable", "a DICOM SR answer (Accept: application/dicom) needs DICOM input;"
-                                                  " send DICOM views or accept application/json")
-        # An SR alone cannot carry heatmaps: they are computed only for answers that return them.
-        explain = parsed.explain and answer_type != DICOM_TYPE
+            raise ApiError(406, "not_acceptable", f"a {answer_type} answer needs DICOM input (it is written in the"
+                                                  " DICOM study); send DICOM views or accept application/json")
+        # Heatmaps are computed only for the answers that carry them (JSON, the multipart DICOM answer).
+        explain = parsed.explain and answer_type in EXPLAINABLE_TYPES
         result = pipeline.run(StudyRequest(tuple(parsed.views), parsed.body_part, parsed.aggregation, explain,
                                            deadline))
     study_uid_hash = hash_study_uid(result.dicom.study_instance_uid, audit_secret(current_app)) \
         if result.dicom is not None else None
     write_audit_line(current_app, g.key_id, result, (time.monotonic() - started) * 1000, study_uid_hash)
-    if answer_type == DICOM_INSTANCES_TYPE:
-        return dicom_instances_response(result)
+    backend = scoring_backend(pipeline, result)
+    if answer_type == FHIR_JSON:
+        return Response(build_fhir_report(result, backend=backend).model_dump_json(exclude_none=True),
+                        mimetype=FHIR_JSON)
     if wants_dicom:
-        report = build_structured_report(result.source_headers, result)
-        return Response(structured_report_bytes(report), mimetype=DICOM_TYPE,
+        outputs = build_dicom_outputs(result, explained=answer_type == DICOM_INSTANCES_TYPE, backend=backend)
+        if answer_type == DICOM_INSTANCES_TYPE:
+            return dicom_instances_response(outputs)
+        return Response(outputs.instances_bytes()[0], mimetype=DICOM_TYPE,
                         headers={"Content-Disposition": f'attachment; filename="{SR_FILE_NAME}"'})
     return jsonify(result.to_dict())
 
 
-def dicom_instances_response(result: StudyResult) -> Response:
-    """multipart/related: the SR, then (with explain=true) each view's heatmap as a Secondary Capture."""
-    instances = [structured_report_bytes(build_structured_report(result.source_headers, result))]
-    overlays = [view.explanation.heatmap_png for view in result.images if view.explanation is not None]
-    if overlays:
-        instances += [capture_bytes(capture) for capture in build_heatmap_captures(result.source_headers, overlays)]
+def dicom_instances_response(outputs: DicomOutputs) -> Response:
+    """multipart/related: the SR, then (with explain=true) each view's heatmap Secondary Capture, then its GSPS."""
+    instances = outputs.instances_bytes()
     boundary = uuid.uuid4().hex
     body = b"".join(f"--{boundary}\r\nContent-Type: {DICOM_TYPE}\r\n\r\n".encode() + instance + b"\r\n"
                     for instance in instances) + f"--{boundary}--\r\n".encode()

@@ -1,7 +1,8 @@
 """One spooled study scored: its instance files in, its SR out, through the pipeline's one study path.
 
 Views from the instance bytes, one `Pipeline.run` (admission included; an unreadable instance is left
-out and the rest scored), the SR built by classifiers.dicom_output, superseding the node's earlier SRs.
+out and the rest scored), the objects made by the one builder (classifiers.outputs.dicom_outputs): the
+SR superseding the node's earlier SRs, and with heatmaps a capture and a presentation state per view.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from classifiers.dicom_output.secondary_capture import build_heatmap_captures, capture_bytes
-from classifiers.dicom_output.structured_report import build_structured_report, structured_report_bytes
 from classifiers.errors import NoReadableView
+from classifiers.outputs.dicom_outputs import DicomOutputs, build_dicom_outputs, scoring_backend
 from classifiers.pipeline import Pipeline
 from classifiers.results import StudyResult, ViewInput
 from classifiers.study_request import StudyRequest
@@ -28,13 +28,17 @@ class ScoredStudy:
     """The pipeline's result for a study and what to send: the SR (evidence: the instances read), any captures."""
 
     result: StudyResult
-    report: Dataset
-    captures: tuple[Dataset, ...]  # heatmap Secondary Captures, one per view, when asked
+    outputs: DicomOutputs  # the SR, and with heatmaps a Secondary Capture and a presentation state per view
     left_out: tuple[str, ...]  # spool ids of instances that could not be read
+
+    @property
+    def report(self) -> Dataset:
+        """The study's SR."""
+        return self.outputs.report
 
     def files(self) -> list[bytes]:
         """The DICOM files to send, the SR first."""
-        return [structured_report_bytes(self.report), *(capture_bytes(capture) for capture in self.captures)]
+        return self.outputs.instances_bytes()
 
 
 def score_study(pipeline: Pipeline, instance_files: Sequence[Path], previous_reports: Sequence[Dataset] = (),
@@ -56,8 +60,6 @@ def score_study(pipeline: Pipeline, instance_files: Sequence[Path], previous_rep
         return None
     for view in result.unreadable:
         logger.warning("instance left out: %s", view.message)
-    report = build_structured_report(result.source_headers, result, previous_versions=list(previous_reports),
-                                     instance_number=len(previous_reports) + 1)
-    overlays = [view.explanation.heatmap_png for view in result.images if view.explanation is not None]
-    captures = build_heatmap_captures(result.source_headers, overlays) if overlays else []
-    return ScoredStudy(result, report, tuple(captures), tuple(view.name for view in result.unreadable))
+    outputs = build_dicom_outputs(result, explained=heatmaps, backend=scoring_backend(pipeline, result),
+                                  previous_versions=list(previous_reports), instance_number=len(previous_reports) + 1)
+    return ScoredStudy(result, outputs, tuple(view.name for view in result.unreadable))

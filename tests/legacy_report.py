@@ -1,4 +1,7 @@
-"""A study's result as a DICOM Comprehensive SR, made with highdicom, in the same study as its images.
+"""The SR format of the earlier release (a flat Comprehensive SR with 99RADTRIAGE codes), rebuilt for tests.
+
+A copy of `classifiers/outputs/structured_report.py` as it was before the TID 1500 report (commit facf60a), so the
+tests can put an SR "written by the earlier release" in a study and check it is still recognised.
 
 Content tree (root: LN 18748-4 "Diagnostic imaging report", every child CONTAINS):
   SCT 363698007 Finding Site = the body part (SNOMED CT code of the part)
@@ -48,11 +51,11 @@ REQUIRED_EMPTY = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", 
                   "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 
-def build_structured_report(source_datasets: Sequence[Dataset], result: StudyResult, *,
+def build_legacy_report(source_datasets: Sequence[Dataset], result: StudyResult, *,
                             previous_versions: Sequence[Dataset] = (), series_instance_uid: str | None = None,
                             series_number: int = SERIES_NUMBER, instance_number: int = 1,
                             manufacturer: str = MANUFACTURER) -> Dataset:
-    """Build the Comprehensive SR of one study's result.
+    """Build the earlier release's Comprehensive SR of one study's result.
 
     Args:
         source_datasets: the headers of the study's input instances (pixel data not needed), in order.
