@@ -19,7 +19,9 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from classifiers.dicom_frames import check_encoded_frames
 from classifiers.dicom_header import check_radiograph, read_view_info
+from classifiers.dicom_luts import check_lut_values
 from classifiers.errors import (
     ImageTooLarge,
     ImageTooSmall,
@@ -82,16 +84,20 @@ def decode_dicom(data: bytes, limits: ImageLimits, name: str) -> list[DecodedVie
     """Decode every frame of a DICOM radiograph into 8-bit gray (L) display images (one per frame).
 
     Raises:
-        MalformedDicom: truncated file, missing pixel module attributes, pixel data too short or corrupt.
+        MalformedDicom: truncated file, missing or contradictory pixel module attributes, degenerate LUT values,
+            pixel data too short or corrupt, a compressed frame whose own header disagrees with the dataset.
         NoPixelData: the object holds no image (an SR, a presentation state).
         UnsupportedModality: not a grayscale CR, DX, RG or OT image.
         UnsupportedTransferSyntax: no installed codec decodes its transfer syntax.
-        ImageTooLarge, ImageTooSmall: Rows x Columns x Frames over the limit, or a side too short.
+        ImageTooLarge, ImageTooSmall: Rows x Columns x Frames (or a compressed frame's own header) over the
+            limit, or a side too short.
     """
     dataset, num_frames = _checked_dataset(data, limits, name)
     try:
         decoder = _pixel_decoder(dataset, name)
         header = _header_without_pixels(dataset)
+        if UID(dataset.file_meta.TransferSyntaxUID).is_encapsulated:
+            check_encoded_frames(dataset, num_frames, limits, name)  # before any codec runs
     except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
         raise MalformedDicom(name, HEADER_INCONSISTENT) from None
     frames = []
@@ -178,6 +184,12 @@ def _check_pixel_module(dataset: Dataset, limits: ImageLimits, name: str) -> int
                                    " Bits Stored); send the original file")
     if bits_stored > MAX_BITS_STORED:
         raise UnreadableImage(name, f"Bits Stored {bits_stored} is not supported; radiographs store 8 to 16 bits")
+    samples = int(dataset.SamplesPerPixel)
+    if samples != 1:
+        photometric = str(dataset.PhotometricInterpretation).strip().upper()  # MONOCHROME1/2: checked before
+        raise MalformedDicom(name, f"Photometric Interpretation {photometric} needs Samples per Pixel 1 but it is"
+                                   f" {samples}; the header contradicts itself, send the original file")
+    check_lut_values(dataset, name)
     total = rows * columns * num_frames
     if total > limits.max_pixels:
         raise ImageTooLarge(name, f"{columns}x{rows} x {num_frames} frames is {total:,} pixels, over the limit"
@@ -196,9 +208,10 @@ def _pixel_decoder(dataset: Dataset, name: str):
     except NotImplementedError:
         decoder = None
     if decoder is None or not decoder.is_available:
+        # The UID is the sender's text: the message names the attribute, never its value.
         raise UnsupportedTransferSyntax(
-            name, f"transfer syntax {syntax.name} ({syntax}) cannot be decoded here; send it uncompressed or as"
-                  " RLE, JPEG baseline, JPEG lossless, JPEG-LS or JPEG 2000")
+            name, "the transfer syntax (file meta Transfer Syntax UID) cannot be decoded here; send it uncompressed"
+                  " or as RLE, JPEG baseline, JPEG lossless, JPEG-LS or JPEG 2000")
     if not syntax.is_encapsulated:
         expected, actual = get_expected_length(dataset), len(dataset.PixelData)
         if actual < expected:
