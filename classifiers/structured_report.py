@@ -21,6 +21,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from classifiers.results import StudyResult
+from classifiers.writer_errors import typed_writer_errors
 
 MANUFACTURER = "radiograph triage service"
 ALGORITHM_NAME = "radiograph triage"
@@ -48,6 +49,7 @@ REQUIRED_EMPTY = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", 
                   "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 
+@typed_writer_errors("DICOM SR")
 def build_structured_report(source_datasets: Sequence[Dataset], result: StudyResult, *,
                             previous_versions: Sequence[Dataset] = (), series_instance_uid: str | None = None,
                             series_number: int = SERIES_NUMBER, instance_number: int = 1,
@@ -66,6 +68,7 @@ def build_structured_report(source_datasets: Sequence[Dataset], result: StudyRes
 
     Raises:
         ValueError: no source dataset.
+        ReportNotWritable: highdicom or pydicom refuse the sources' values (the attributes are named).
     """
     if not source_datasets:
         raise ValueError("an SR needs at least one source DICOM instance; PNG and JPEG studies have none")
@@ -86,6 +89,7 @@ def build_structured_report(source_datasets: Sequence[Dataset], result: StudyRes
     return report
 
 
+@typed_writer_errors("DICOM output")
 def structured_report_bytes(report: Dataset) -> bytes:
     """Serialise an SR as a DICOM Part 10 file (preamble, file meta, dataset)."""
     buffer = io.BytesIO()
