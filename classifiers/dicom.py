@@ -8,7 +8,6 @@ put patient data anywhere.
 from __future__ import annotations
 
 import io
-import logging
 import struct
 
 import numpy as np
@@ -31,6 +30,7 @@ from classifiers.errors import (
     UnsupportedTransferSyntax,
 )
 from classifiers.imaging import ImageLimits
+from classifiers.logs import quiet_dicom_libraries
 from classifiers.results import DecodedView
 
 PREAMBLE_LENGTH = 128
@@ -38,7 +38,7 @@ PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 MAX_BITS_STORED = 16
 HEADER_INCONSISTENT = "the DICOM header is inconsistent (Image Pixel module or file meta); send the original file"
 # pydicom warns and logs (logger "pydicom") with element values in the text; a value may be patient data.
-logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
+quiet_dicom_libraries()
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
@@ -58,6 +58,7 @@ def read_dicom(data: bytes, name: str) -> Dataset:
     Raises:
         MalformedDicom: the file is truncated or its element lengths are inconsistent.
     """
+    quiet_dicom_libraries()
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=True)
         # Parse every element now, so a bad length fails here and not half-way through decoding.
