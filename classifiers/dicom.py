@@ -107,12 +107,19 @@ def decode_dicom(data: bytes, limits: ImageLimits, name: str) -> list[DecodedVie
         try:
             stored, _ = decoder.as_array(dataset, index=index)
             display = display_pixels(stored, dataset)
-        except Exception:  # noqa: BLE001 - codec and LUT errors on bad input all mean "corrupt pixel data"
+        except BaseException as error:  # noqa: BLE001 - codec and LUT errors on bad input mean "corrupt pixel data"
+            if not _is_codec_failure(error):
+                raise
             raise MalformedDicom(view_name, "the pixel data cannot be decoded (corrupt or inconsistent with the"
                                             " header); send the original file") from None
         image = Image.fromarray(display, mode="L")
         frames.append(DecodedView(view_name, image, read_view_info(header, frame=index + 1), header))
     return frames
+
+
+def _is_codec_failure(error: BaseException) -> bool:
+    """Any Exception, and the PanicException (a BaseException) of Rust codecs such as pylibjpeg-rle."""
+    return isinstance(error, Exception) or type(error).__name__ == "PanicException"
 
 
 def _checked_dataset(data: bytes, limits: ImageLimits, name: str) -> tuple[Dataset, int]:

@@ -92,9 +92,9 @@ def jpeg_lossless_dataset(pixels: np.ndarray) -> Dataset:
     return _replace_frames(small_dataset(pixels), [frame], JPEGLosslessSV1)
 
 
-def pydicom_compressed_dataset(pixels: np.ndarray, syntax: UID) -> Dataset:
+def pydicom_compressed_dataset(pixels: np.ndarray, syntax: UID, bits_stored: int = 8) -> Dataset:
     """Pixels compressed by pydicom's own encoders (JPEG-LS: pyjpegls, JPEG 2000: openjpeg, RLE)."""
-    dataset = small_dataset(pixels)
+    dataset = small_dataset(pixels, bits_stored)
     dataset.compress(syntax)
     return dataset
 

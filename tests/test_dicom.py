@@ -472,3 +472,21 @@ def test_degenerate_lut_values_are_refused_naming_the_attribute(extra, message, 
 def test_valid_fractional_window_width_of_linear_exact_is_decoded(pixels8: np.ndarray) -> None:
     extra = {"WindowCenter": 128, "WindowWidth": 0.5, "VOILUTFunction": "LINEAR_EXACT"}
     assert gray(decode_one(to_bytes(make_dataset(pixels8, extra=extra)))).shape == pixels8.shape
+
+
+def test_an_rle_codec_panic_is_a_malformed_frame() -> None:
+    """pylibjpeg-rle panics (a BaseException) on segments longer than the frame; found by fuzz.codestreams."""
+    import struct
+
+    from pydicom.encaps import encapsulate
+
+    from fuzz.crafted import small_dataset
+
+    dataset = small_dataset(np.zeros((40, 36), np.uint16), bits_stored=16)
+    segment = (b"\x7f" + bytes(128)) * 12  # 1,548 literal bytes for a 1,440-byte segment
+    frame = struct.pack("<16I", 2, 64, 64 + len(segment), *([0] * 13)) + segment + segment
+    dataset.PixelData = encapsulate([frame])
+    dataset["PixelData"].VR = "OB"
+    dataset.file_meta.TransferSyntaxUID = RLELossless
+    with pytest.raises(MalformedDicom, match="the pixel data cannot be decoded"):
+        decode_one(to_bytes(dataset))
