@@ -26,6 +26,7 @@ J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
 SIZ_FIXED_LENGTH = 38  # Lsiz counts itself, Rsiz, the eight 32-bit sizes and offsets, and Csiz
 MAX_J2K_TILES = 65535  # Isot, the tile index of a tile-part, is 16 bits
 MAX_J2K_COMPONENTS = 16384
+MAX_JPEG_SCANS = 500  # more is refused: libjpeg-turbo's advice against scan bombs (its djpeg -maxscans)
 RLE_HEADER_LENGTH = 64
 MAX_RLE_SEGMENTS = 15
 
@@ -103,9 +104,14 @@ class _JpegWalker:
                 position = self._skip_entropy_coded(position)
 
     def _next_marker(self, position: int) -> tuple[int | None, int]:
-        """The marker at `position` (fill bytes skipped) and the offset just after it."""
-        if self.data[position] != 0xFF:
-            raise CodestreamError("the JPEG marker sequence is broken (a segment length is wrong)")
+        """The next marker from `position` and the offset just after it; (None, end) when there is none.
+
+        Extraneous bytes before a marker are skipped, as libjpeg-turbo does, so no frame header it would
+        find hides behind them.
+        """
+        position = self.data.find(b"\xff", position)
+        if position < 0:
+            return None, len(self.data)
         while position < len(self.data) and self.data[position] == 0xFF:
             position += 1
         if position >= len(self.data):

@@ -12,12 +12,16 @@ from collections.abc import Iterator
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 
-from classifiers.codestream import HEADER_READERS, CodestreamError, CodestreamHeader, read_codestream_header
+from classifiers.codestream import (
+    HEADER_READERS,
+    MAX_JPEG_SCANS,
+    CodestreamError,
+    CodestreamHeader,
+    read_codestream_header,
+)
 from classifiers.errors import ImageTooLarge, MalformedDicom, UnsupportedTransferSyntax
 from classifiers.imaging import ImageLimits
 
-# A JPEG with more scans than this is refused: libjpeg-turbo's advice against scan bombs (its djpeg -maxscans).
-MAX_JPEG_SCANS = 500
 CODESTREAM_NAMES = {"jpeg": "JPEG", "jpeg-ls": "JPEG-LS", "jpeg2000": "JPEG 2000", "rle": "RLE"}
 SEND_ORIGINAL = "send the original file"
 
