@@ -18,7 +18,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from classifiers.dicom_frames import check_encoded_frames
+from classifiers.dicom_frames import check_deflated_size, check_encoded_frames
 from classifiers.dicom_header import check_radiograph, read_view_info
 from classifiers.dicom_luts import check_lut_values
 from classifiers.errors import (
@@ -124,6 +124,7 @@ def _is_codec_failure(error: BaseException) -> bool:
 
 def _checked_dataset(data: bytes, limits: ImageLimits, name: str) -> tuple[Dataset, int]:
     """Parse and check a DICOM view up to its pixel module; returns the dataset and its number of frames."""
+    check_deflated_size(data, limits, name)
     dataset = read_dicom(data, name)
     if not any(keyword in dataset for keyword in PIXEL_DATA_KEYWORDS):
         if "SOPClassUID" not in dataset or "Rows" in dataset:

@@ -1,27 +1,34 @@
-"""Every encoded frame's own header checked against its dataset and the limits, before any codec runs.
+"""What decoding a DICOM view will allocate, bounded before it runs: each frame's codestream, a deflated dataset.
 
 pydicom preallocates from the dataset's Rows x Columns, but the codec allocates what the frame's
 codestream declares; the two must agree, and the codestream must be within the limits, or nothing
-is decoded (`classifiers.codestream` reads the headers).
+is decoded (`classifiers.codestream` reads the headers). A Deflated Explicit VR Little Endian dataset
+is inflated whole by pydicom: its inflated size is counted first.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from classifiers.codestream import (
     HEADER_READERS,
     MAX_JPEG_SCANS,
     CodestreamError,
     CodestreamHeader,
+    inflated_size,
     read_codestream_header,
 )
 from classifiers.errors import ImageTooLarge, MalformedDicom, UnsupportedTransferSyntax
 from classifiers.imaging import ImageLimits
 
+# A deflated dataset may inflate to its pixels (2 bytes a sample at most) plus this much header and other elements.
+DEFLATE_HEADROOM_BYTES = 64 * 1024 * 1024
 CODESTREAM_NAMES = {"jpeg": "JPEG", "jpeg-ls": "JPEG-LS", "jpeg2000": "JPEG 2000", "rle": "RLE"}
 SEND_ORIGINAL = "send the original file"
 
@@ -98,3 +105,26 @@ def _encoded_frames(dataset: Dataset, num_frames: int, name: str) -> Iterator[by
         except Exception:  # noqa: BLE001 - pydicom raises several types for damaged encapsulation
             raise MalformedDicom(name, f"the encapsulated pixel data holds fewer frames than Number of Frames;"
                                        f" {SEND_ORIGINAL}") from None
+
+
+def check_deflated_size(data: bytes, limits: ImageLimits, name: str) -> None:
+    """Refuse (413) a Deflated Explicit VR Little Endian file that inflates past what its pixel limit allows.
+
+    pydicom inflates the whole dataset at once; a few kilobytes of deflate can ask for gigabytes.
+    """
+    stream = io.BytesIO(data)
+    try:
+        read_preamble(stream, True)
+        syntax = _read_file_meta_info(stream).get("TransferSyntaxUID")
+    except Exception:  # noqa: BLE001 - no readable file meta: not deflated as far as pydicom can tell either
+        return
+    if syntax != DeflatedExplicitVRLittleEndian:
+        return
+    bound = 2 * limits.max_pixels + DEFLATE_HEADROOM_BYTES
+    try:
+        size = inflated_size(data[stream.tell():], bound)
+    except CodestreamError:
+        raise MalformedDicom(name, f"the deflated dataset is not valid deflate data; {SEND_ORIGINAL}") from None
+    if size > bound:
+        raise ImageTooLarge(name, f"the deflated dataset inflates to more than {bound:,} bytes, more than"
+                                  f" {limits.max_pixels:,} pixels can need")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pydicom
 import pytest
@@ -490,3 +492,37 @@ def test_an_rle_codec_panic_is_a_malformed_frame() -> None:
     dataset.file_meta.TransferSyntaxUID = RLELossless
     with pytest.raises(MalformedDicom, match="the pixel data cannot be decoded"):
         decode_one(to_bytes(dataset))
+
+
+def test_a_deflate_bomb_is_refused_before_it_is_inflated(pixels8: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deflated Explicit VR Little Endian: pydicom inflates it whole, so its size is counted first."""
+    import zlib
+
+    import pydicom.filereader
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    inflated: list[int] = []
+    original = zlib.decompress
+    monkeypatch.setattr(pydicom.filereader.zlib, "decompress",
+                        lambda data, *args: inflated.append(len(data)) or original(data, *args))
+    dataset = make_dataset(pixels8)
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    honest = to_bytes(dataset)
+    np.testing.assert_array_equal(gray(decode_one(honest)), pixels8)
+    assert inflated  # the spy sees pydicom inflate an honest file
+    inflated.clear()
+    # The same file meta, then a dataset that inflates to 200 MB: a private OB element of zeros.
+    stream = io.BytesIO(honest)
+    pydicom.filereader.read_preamble(stream, False)
+    pydicom.filereader._read_file_meta_info(stream)
+    meta_end = stream.tell()
+    bomb_dataset = pydicom.Dataset()
+    bomb_dataset.add_new(0x00091010, "OB", bytes(200_000_000))
+    body = io.BytesIO()
+    bomb_dataset.save_as(body, implicit_vr=False, little_endian=True)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bomb = honest[:meta_end] + compressor.compress(body.getvalue()) + compressor.flush()
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ImageTooLarge, match="the deflated dataset inflates to more than"):
+        decode_view(ViewInput("bomb.dcm", bomb), ImageLimits(max_pixels=1_000_000))
+    assert inflated == []
