@@ -72,7 +72,9 @@ def check_single_study(views: Sequence[DecodedView]) -> None:
         if view.dicom is not None:
             views_by_study.setdefault(view.dicom.study_instance_uid, []).append(view.name)
     if len(views_by_study) > 1:
-        listing = "; ".join(f"{uid}: {', '.join(names)}" for uid, names in views_by_study.items())
+        # Numbered, not quoted: a Study Instance UID is the sender's text and may embed an identifier.
+        listing = "; ".join(f"study {number}: {', '.join(names)}"
+                            for number, names in enumerate(views_by_study.values(), start=1))
         raise MixedStudies(f"the views belong to {len(views_by_study)} DICOM studies ({listing});"
                            " send one study per request")
 
