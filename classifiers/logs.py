@@ -36,6 +36,13 @@ def quiet_dicom_libraries() -> None:
         warnings.filterwarnings("ignore", module=PATIENT_DATA_WARNING_MODULES)
 
 
+def safe_error_text(error: BaseException) -> str:
+    """"Type: message" for this package's typed errors (their texts never quote header values), else the type."""
+    from classifiers.errors import ClassifierError
+
+    return f"{type(error).__name__}: {error}" if isinstance(error, ClassifierError) else type(error).__name__
+
+
 def describe_exception(error: BaseException) -> str:
     """The exception's type and where it was raised (file, line, function), its causes too; never its message.
 
