@@ -12,7 +12,7 @@ import io
 from collections.abc import Iterator
 
 from pydicom.dataset import Dataset
-from pydicom.encaps import get_frame
+from pydicom.encaps import generate_fragments, get_frame, parse_basic_offsets, parse_fragments
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -99,12 +99,31 @@ def _encoded_frames(dataset: Dataset, num_frames: int, name: str) -> Iterator[by
         extended = (dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths)
         if len(extended[0]) != len(extended[1]):
             extended = None  # pydicom's decoder drops a table whose two halves disagree, and so do we
-    for index in range(num_frames):
-        try:
+    try:
+        fragments = None if extended else _one_fragment_per_frame(dataset.PixelData, num_frames)
+        if fragments is not None:
+            yield from fragments
+            return
+        for index in range(num_frames):
             yield get_frame(dataset.PixelData, index, number_of_frames=num_frames, extended_offsets=extended)
-        except Exception:  # noqa: BLE001 - pydicom raises several types for damaged encapsulation
-            raise MalformedDicom(name, f"the encapsulated pixel data holds fewer frames than Number of Frames;"
-                                       f" {SEND_ORIGINAL}") from None
+    except Exception:  # noqa: BLE001 - pydicom raises several types for damaged encapsulation
+        raise MalformedDicom(name, f"the encapsulated pixel data holds fewer frames than Number of Frames;"
+                                   f" {SEND_ORIGINAL}") from None
+
+
+def _one_fragment_per_frame(buffer: bytes, num_frames: int) -> list[bytes] | None:
+    """The fragments, when there is no offset table and one fragment per frame; else None.
+
+    `get_frame` takes fragment `index` in that case too, but finds it by walking every fragment before it:
+    frame by frame that is quadratic (2.3 s for 2,000 frames), here it is one pass.
+    """
+    stream = io.BytesIO(buffer)
+    if num_frames < 2 or parse_basic_offsets(stream):
+        return None
+    count, _ = parse_fragments(stream)  # leaves the stream where it found it, after the empty table
+    if count != num_frames:
+        return None
+    return list(generate_fragments(stream))
 
 
 def check_deflated_size(data: bytes, limits: ImageLimits, name: str) -> None:

@@ -397,7 +397,8 @@ def test_the_spy_sees_honest_frames_decoded(syntax: UID, pixels8: np.ndarray, de
     assert decode_calls == [0, 1]
 
 
-def test_a_lying_second_frame_refuses_the_file_before_the_first_is_decoded(pixels8: np.ndarray,
+@pytest.mark.parametrize("has_bot", [True, False], ids=["offset-table", "no-offset-table"])
+def test_a_lying_second_frame_refuses_the_file_before_the_first_is_decoded(has_bot: bool, pixels8: np.ndarray,
                                                                           decode_calls) -> None:
     from pydicom.encaps import encapsulate, generate_frames
 
@@ -406,7 +407,7 @@ def test_a_lying_second_frame_refuses_the_file_before_the_first_is_decoded(pixel
     dataset = make_dataset(np.stack([pixels8, pixels8]))
     dataset.compress(JPEGLSLossless)
     first, second = generate_frames(dataset.PixelData, number_of_frames=2)
-    dataset.PixelData = encapsulate([first, set_jpeg_size(second, 60000, 60000)])
+    dataset.PixelData = encapsulate([first, set_jpeg_size(second, 60000, 60000)], has_bot=has_bot)
     with pytest.raises(ImageTooLarge, match=r"^cine\.dcm \[frame 2\]: the JPEG-LS codestream"):
         decode_view(ViewInput("cine.dcm", to_bytes(dataset)), LIMITS)
     assert decode_calls == []
@@ -526,3 +527,18 @@ def test_a_deflate_bomb_is_refused_before_it_is_inflated(pixels8: np.ndarray, mo
     with pytest.raises(ImageTooLarge, match="the deflated dataset inflates to more than"):
         decode_view(ViewInput("bomb.dcm", bomb), ImageLimits(max_pixels=1_000_000))
     assert inflated == []
+
+
+@pytest.mark.parametrize("layout", ["offset-table", "one-fragment-per-frame", "two-fragments-per-frame"])
+def test_frames_checked_are_the_frames_pydicom_decodes(layout: str, pixels8: np.ndarray) -> None:
+    from pydicom.encaps import encapsulate, generate_frames, get_frame
+
+    from classifiers.dicom_frames import _encoded_frames
+
+    dataset = make_dataset(np.stack([pixels8, 255 - pixels8, pixels8 // 2]))
+    dataset.compress(JPEGLSLossless)
+    frames = list(generate_frames(dataset.PixelData, number_of_frames=3))
+    dataset.PixelData = encapsulate(frames, has_bot=layout == "offset-table",
+                                    fragments_per_frame=2 if layout == "two-fragments-per-frame" else 1)
+    expected = [get_frame(dataset.PixelData, index, number_of_frames=3) for index in range(3)]
+    assert list(_encoded_frames(dataset, 3, "cine.dcm")) == expected == frames
