@@ -154,7 +154,8 @@ def lying_files() -> dict[str, bytes]:
     return {case: to_bytes(dataset) for case, dataset in lying_datasets(PIXELS).items()}
 
 
-@pytest.mark.parametrize("accept", ["application/json", "application/dicom"])
+@pytest.mark.parametrize("accept", ["application/json", "application/dicom",
+                                    'multipart/related; type="application/dicom"'])
 @pytest.mark.parametrize(("case", "status", "code"), LYING_CASES, ids=[row[0] for row in LYING_CASES])
 def test_a_codestream_disagreeing_with_its_dataset_is_refused_before_decoding(client, openapi_spec, lying_files,
                                                                               decode_calls, case, status, code,

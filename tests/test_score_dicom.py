@@ -94,3 +94,29 @@ def test_score_py_scores_dicom_and_writes_one_sr_per_study(dicom_tree: Path, tin
     overlays = sorted(path.name for path in (heatmaps / SPREAD).iterdir())
     assert overlays == ["1.2.840.99_heatmap.png", "IM000001_heatmap.png", "a_heatmap.png", "c_frame1_heatmap.png",
                         "c_frame2_heatmap.png"]
+
+
+def test_score_py_reports_lying_codestreams_per_file_before_decoding(tmp_path: Path, tiny_repository: Path,
+                                                                     decode_calls: list[int]) -> None:
+    """A frame whose own header disagrees with its dataset is that file's error; the study's other view is scored."""
+    from fuzz.crafted import lying_datasets
+
+    study_uid = generate_uid()
+    lying = lying_datasets(PIXELS)
+    for case in ("jpeg-ls-huge", "jpeg2000-larger", "rle-segments"):
+        dataset = lying[case]
+        dataset.StudyInstanceUID = study_uid
+        (tmp_path / "tree").mkdir(exist_ok=True)
+        (tmp_path / "tree" / f"{case}.dcm").write_bytes(to_bytes(dataset))
+    write_dicom(tmp_path / "tree" / "good.dcm", study_uid)
+    out = tmp_path / "predictions.csv"
+    assert score.main([str(tmp_path / "tree"), "--out", str(out), "--models", str(tiny_repository),
+                       "--no-progress", "--workers", "1"]) == 0
+    with open(out, newline="", encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert (row["study"], row["n_images"], row["n_unreadable"]) == (study_uid, "1", "3")
+    with open(tmp_path / "predictions_errors.csv", newline="", encoding="utf-8") as handle:
+        errors = sorted((Path(line["image"]).name, line["error"]) for line in csv.DictReader(handle))
+    assert errors == [("jpeg-ls-huge.dcm", "ImageTooLarge"), ("jpeg2000-larger.dcm", "MalformedDicom"),
+                      ("rle-segments.dcm", "MalformedDicom")]
+    assert decode_calls == []  # the good view is native: no codec ran at all
