@@ -56,10 +56,12 @@ demo-models: install
 bench: install-dev
 	$(PY) -m bench
 
-# Fuzz the decoders (PNG, JPEG, TIFF, BMP, DICOM bytes) for FUZZ_SECONDS; a crash leaves crash-* here.
+# Fuzz the decoders (PNG, JPEG, TIFF, BMP, DICOM bytes), then compressed frames' own headers against their
+# dataset, for FUZZ_SECONDS each; a crash leaves crash-* here.
 FUZZ_SECONDS ?= 600
 fuzz: install-dev
 	$(PY) -m fuzz.decoding -max_total_time=$(FUZZ_SECONDS) fuzz/corpus
+	$(PY) -m fuzz.codestreams -max_total_time=$(FUZZ_SECONDS) fuzz/corpus-codestreams
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

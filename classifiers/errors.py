@@ -70,6 +70,10 @@ class NotARadiograph(ImageError):
     """The out-of-domain gate flags the view and the service is set to refuse such views."""
 
 
+class ReportNotWritable(ClassifierError):
+    """A DICOM output (SR, Secondary Capture) cannot be written from the study's headers; names the attributes."""
+
+
 class InvalidOption(ClassifierError, ValueError):
     """A caller option (body part, aggregation) is not one of the allowed values."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from classifiers.logs import safe_error_text
 from classifiers.names import printable_name
 from mura.studies import StudySourceError, find_studies
 from scoring.bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED
@@ -186,7 +187,7 @@ def _score(options: ScoringOptions, todo: list, predictions, errors) -> int:
     except Exception as error:
         # Any failure: the rows so far are kept; say what happened and how to resume, without a traceback.
         progress.close()
-        detail = f"{type(error).__name__}: {error}"
+        detail = safe_error_text(error)  # a library's message may quote a header value (patient data)
         say(f"error: scoring failed ({detail}); the {counts['studies']} studies "
             f"scored this run are saved in {options.out}; rerun the same command to resume")
         return EXIT_FAILED

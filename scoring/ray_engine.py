@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from classifiers.logs import native_output_logged
+from classifiers.logs import native_output_logged, safe_error_text
 from mura.studies import Study
 from scoring.runner import ImageFailure, StudyOutcome
 
@@ -91,7 +91,7 @@ class ScoringActor:
             score_studies(self.pipeline, [record_study(record) for record in records], outcomes.append,
                           self.aggregation, workers=self.threads, decode_workers=min(2, self.threads))
         except Exception as error:
-            return _error_rows(f"{type(error).__name__}: {error}")
+            return _error_rows(safe_error_text(error))  # a library's message may quote a header value
         return {"study_id": [outcome.study.study_id for outcome in outcomes],
                 "row": [json.dumps(outcome.row) for outcome in outcomes],
                 "failures": [json.dumps([[str(failure.image_path), failure.error, failure.message]

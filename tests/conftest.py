@@ -62,3 +62,19 @@ def client(app):
 def openapi_spec(app) -> dict:
     """The service's own /openapi.json."""
     return app.test_client().get("/openapi.json").get_json()
+
+
+@pytest.fixture
+def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A spy on pydicom's frame decoder (every codec plugin runs under DecodeRunner.decode): the frames it got."""
+    from pydicom.pixels.decoders.base import DecodeRunner
+
+    calls: list[int] = []
+    original = DecodeRunner.decode
+
+    def counting_decode(self, index: int):
+        calls.append(index)
+        return original(self, index)
+
+    monkeypatch.setattr(DecodeRunner, "decode", counting_decode)
+    return calls

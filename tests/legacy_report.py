@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from classifiers.outputs.writer_errors import typed_writer_errors
 from classifiers.results import StudyResult
 
 MANUFACTURER = "radiograph triage service"
@@ -69,6 +70,7 @@ def build_legacy_report(source_datasets: Sequence[Dataset], result: StudyResult,
 
     Raises:
         ValueError: no source dataset.
+        ReportNotWritable: highdicom or pydicom refuse the sources' values (the attributes are named).
     """
     if not source_datasets:
         raise ValueError("an SR needs at least one source DICOM instance; PNG and JPEG studies have none")
@@ -89,6 +91,7 @@ def build_legacy_report(source_datasets: Sequence[Dataset], result: StudyResult,
     return report
 
 
+@typed_writer_errors("DICOM output")
 def structured_report_bytes(report: Dataset) -> bytes:
     """Serialise an SR as a DICOM Part 10 file (preamble, file meta, dataset)."""
     buffer = io.BytesIO()

@@ -130,9 +130,9 @@ def too_many_pixels() -> bytes:
 
 REFUSALS = [
     ("truncated", truncated, 400, "malformed_dicom", "bad.dcm: the pixel data holds"),
-    ("ct", ct, 422, "unsupported_modality", "bad.dcm: modality CT is not a projection radiograph"),
+    ("ct", ct, 422, "unsupported_modality", "bad.dcm: the Modality is not a projection radiograph"),
     ("sr", report_without_pixels, 422, "no_pixel_data", "bad.dcm: this DICOM object holds no image"),
-    ("mpeg2", mpeg2, 415, "unsupported_transfer_syntax", "bad.dcm: transfer syntax MPEG2"),
+    ("mpeg2", mpeg2, 415, "unsupported_transfer_syntax", "bad.dcm: the transfer syntax (file meta Transfer Syntax"),
     ("pixels", too_many_pixels, 413, "image_too_large", "bad.dcm: 1000x1000 x 1 frames is 1,000,000 pixels"),
 ]
 
@@ -145,6 +145,77 @@ def test_bad_dicom_views_are_clear_errors(client, openapi_spec, case, make, stat
     body = response.get_json()
     validate_against_spec(openapi_spec, "Error", body)
     assert body["error"]["code"] == code and body["error"]["message"].startswith(message)
+
+
+LYING_CASES = [("jpeg-baseline-huge", 413, "image_too_large"), ("jpeg-lossless-huge", 413, "image_too_large"),
+               ("jpeg-ls-huge", 413, "image_too_large"), ("jpeg2000-huge", 413, "image_too_large"),
+               ("jpeg-baseline-larger", 400, "malformed_dicom"), ("jpeg-ls-larger", 400, "malformed_dicom"),
+               ("jpeg2000-larger", 400, "malformed_dicom"), ("rle-segments", 400, "malformed_dicom")]
+
+
+@pytest.fixture(scope="module")
+def lying_files() -> dict[str, bytes]:
+    from fuzz.crafted import lying_datasets
+
+    return {case: to_bytes(dataset) for case, dataset in lying_datasets(PIXELS).items()}
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/dicom",
+                                    'multipart/related; type="application/dicom"'])
+@pytest.mark.parametrize(("case", "status", "code"), LYING_CASES, ids=[row[0] for row in LYING_CASES])
+def test_a_codestream_disagreeing_with_its_dataset_is_refused_before_decoding(client, openapi_spec, lying_files,
+                                                                              decode_calls, case, status, code,
+                                                                              accept):
+    response = client.post("/predict", data=multipart(("lie.dcm", lying_files[case], "application/dicom")),
+                           headers={"Accept": accept})
+    assert response.status_code == status
+    body = response.get_json()
+    validate_against_spec(openapi_spec, "Error", body)
+    assert body["error"]["code"] == code and body["error"]["message"].startswith("lie.dcm: the ")
+    assert decode_calls == []
+    assert client.post("/predict", data=BYTES_A, content_type="application/dicom").status_code == 200
+
+
+def monochrome_with_three_samples(planar: int) -> bytes:
+    dataset = make_dataset(np.repeat(PIXELS[..., None], 3, axis=2), photometric="RGB")
+    dataset.PhotometricInterpretation, dataset.PlanarConfiguration = "MONOCHROME2", planar
+    return to_bytes(dataset)
+
+
+HEADER_CONTRADICTIONS = [
+    ("interleaved", lambda: monochrome_with_three_samples(0), "Photometric Interpretation MONOCHROME2 needs Samples"),
+    ("planar", lambda: monochrome_with_three_samples(1), "Photometric Interpretation MONOCHROME2 needs Samples"),
+    ("slope-nan", lambda: to_bytes(make_dataset(PIXELS, extra={"RescaleSlope": "NaN", "RescaleIntercept": 0})),
+     "Rescale Slope must be a finite number"),
+    ("slope-1e308", lambda: to_bytes(make_dataset(PIXELS, extra={"RescaleSlope": "1e308", "RescaleIntercept": 0})),
+     "Rescale Slope must be a finite number"),
+    ("window-inf", lambda: to_bytes(make_dataset(PIXELS, extra={"WindowCenter": "inf", "WindowWidth": 10})),
+     "Window Center must be a finite number"),
+    ("width-nan", lambda: to_bytes(make_dataset(PIXELS, extra={"WindowCenter": 100, "WindowWidth": "NaN"})),
+     "Window Width must be a finite number"),
+]
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/dicom"])
+@pytest.mark.parametrize(("case", "make", "message"), HEADER_CONTRADICTIONS, ids=[r[0] for r in HEADER_CONTRADICTIONS])
+def test_contradictory_or_degenerate_headers_are_400_naming_the_attribute(client, case, make, message, accept):
+    response = client.post("/predict", data=make(), content_type="application/dicom", headers={"Accept": accept})
+    assert response.status_code == 400, response.data[:300]
+    error = response.get_json()["error"]
+    assert error["code"] == "malformed_dicom" and error["message"].startswith(f"image1: {message}")
+
+
+def test_refusals_never_quote_the_header_values(client):
+    marker = "ECHO-7731"
+    unknown_modality = to_bytes(make_dataset(PIXELS, modality=marker))
+    colour = make_dataset(np.repeat(PIXELS[..., None], 3, axis=2), photometric="RGB", modality="OT")
+    colour.PhotometricInterpretation = marker
+    # pydicom writes known transfer syntaxes only: swap the UID for one of the same length after writing.
+    unknown_syntax = mpeg2().replace(b"1.2.840.10008.1.2.4.100\x00", b"1.2.840.99.7731.4.100.11")
+    for data, status in ((unknown_modality, 422), (to_bytes(colour), 422), (unknown_syntax, 415)):
+        response = client.post("/predict", data=data, content_type="application/dicom")
+        assert response.status_code == status
+        assert "7731" not in response.get_data(as_text=True)
 
 
 def test_views_of_two_studies_are_refused(client):

@@ -107,16 +107,20 @@ def test_method_not_allowed_names_the_allowed_methods(client):
     assert "POST" in response.headers["Allow"] and "GET" not in response.headers["Allow"]
 
 
-def test_unexpected_exception_is_a_500_without_trace_or_path(tmp_path):
+def test_unexpected_exception_is_a_500_without_trace_or_path(tmp_path, caplog):
     from app import create_app
 
     flask_app = create_app({"MODELS_DIR": str(tmp_path / "none"), "LOAD_IN_BACKGROUND": True})
 
     @flask_app.get("/explode")
     def explode():
-        raise RuntimeError(f"secret detail in {tmp_path}")
+        raise RuntimeError(f"secret detail in {tmp_path}: Unable to convert '1927-08-15' to 'DA' object")
 
+    caplog.set_level("DEBUG")
     response = flask_app.test_client().get("/explode")
+    # The log keeps the type and the frames, never the message (it may quote a header value).
+    assert "builtins.RuntimeError at " in caplog.text and "in explode" in caplog.text
+    assert "1927-08-15" not in caplog.text and "secret detail" not in caplog.text
     assert response.status_code == 500
     assert response.get_json()["error"] == {"status": 500, "code": "internal_error",
                                             "message": "internal server error; the details are in the service log"}

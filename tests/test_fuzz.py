@@ -1,4 +1,5 @@
-"""The decoders under atheris for a bounded 60 s: any bytes give a decoded view or a typed error, nothing else."""
+"""The decoders under atheris for bounded runs: any bytes give a decoded view or a typed error, and no codec gets
+a frame whose own header disagrees with its dataset."""
 
 from __future__ import annotations
 
@@ -20,3 +21,16 @@ def test_decoding_survives_60_seconds_of_fuzzing(tmp_path: Path) -> None:
     assert runs and int(runs.group(1)) > 1000, result.stderr[-1000:]
     assert not list(tmp_path.glob("crash-*"))
     assert {path.suffix for path in (tmp_path / "corpus").iterdir()} >= {".png", ".jpg", ".tif", ".bmp", ".dcm"}
+
+
+def test_codestream_headers_survive_a_few_seconds_of_fuzzing(tmp_path: Path) -> None:
+    """fuzz.codestreams: no codec ever gets a frame whose own header disagrees with its dataset."""
+    result = subprocess.run([sys.executable, "-m", "fuzz.codestreams", "-max_total_time=8", "-rss_limit_mb=4096",
+                             str(tmp_path / "corpus")], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = re.search(r"Done (\d+) runs", result.stderr)
+    assert runs and int(runs.group(1)) > 100, result.stderr[-1000:]
+    assert not list(tmp_path.glob("crash-*"))
+    seeds = {path.stem for path in (tmp_path / "corpus").iterdir()}
+    assert {"jpeg-baseline-huge", "jpeg-lossless-huge", "jpeg-ls-huge", "jpeg2000-huge", "rle-segments"} <= seeds

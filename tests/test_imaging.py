@@ -94,10 +94,47 @@ def test_decode_rejects_non_images(data: bytes, error: type) -> None:
         decode_image(data, name="scan.png")
 
 
-def test_decode_rejects_formats_outside_the_supported_list() -> None:
+def test_decode_rejects_formats_outside_the_supported_list_unparsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import GifImagePlugin
+
+    parsed: list[bytes] = []
+    original = GifImagePlugin.GifImageFile._open
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_open", lambda self: parsed.append(b"") or original(self))
     gif = _save(Image.fromarray(GRADIENT), "GIF")
-    with pytest.raises(UnreadableImage, match="GIF is not supported"):
+    assert Image.open(io.BytesIO(gif)).format == "GIF" and parsed  # the spy sees Pillow's own open
+    parsed.clear()
+    with pytest.raises(UnreadableImage, match="not an image we can read; send a PNG, JPEG, BMP, TIFF or DICOM"):
         decode_image(gif)
+    assert parsed == []  # only the plugins of the supported formats read the header
+
+
+def jpeg_with_scans(count: int) -> bytes:
+    """A progressive JPEG with `count` scans: its last scan repeated (each a valid refinement to libjpeg)."""
+    from classifiers.decoding.codestream import read_jpeg_header
+
+    data = _save(Image.fromarray(GRADIENT), "JPEG", progressive=True)
+    last_scan = data.rindex(b"\xff\xda")
+    repeats = count - read_jpeg_header(data).scans + 1
+    return data[:last_scan] + data[last_scan:-2] * repeats + data[-2:]
+
+
+def test_a_jpeg_scan_bomb_is_refused_before_decoding() -> None:
+    from classifiers.decoding.codestream import MAX_JPEG_SCANS, read_jpeg_header
+
+    bomb = jpeg_with_scans(MAX_JPEG_SCANS + 1)
+    assert read_jpeg_header(bomb).scans == MAX_JPEG_SCANS + 1
+    with pytest.raises(TruncatedImage, match=f"more than {MAX_JPEG_SCANS} scans"):
+        decode_image(bomb, ImageLimits(min_side=8))
+    assert decode_image(_save(Image.fromarray(GRADIENT), "JPEG", progressive=True), ImageLimits(min_side=8))
+
+
+def test_a_jpeg_whose_frame_headers_disagree_is_refused() -> None:
+    from fuzz.crafted import set_jpeg_size
+
+    data = _save(Image.fromarray(GRADIENT), "JPEG")
+    second = set_jpeg_size(data, 60000, 60000)[2:]  # a second image whose SOF says 60000x60000
+    with pytest.raises(TruncatedImage, match="more than one frame header"):
+        decode_image(data[:-2] + second, ImageLimits(min_side=8))
 
 
 @pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
@@ -144,3 +181,18 @@ def test_gray_views_resize_to_the_numbers_of_their_rgb_copy() -> None:
     assert gray.mode == "L"  # kept one channel: a third of the resizing work
     for size in ((224, 224), (64, 64), (400, 512)):
         np.testing.assert_array_equal(resize_image(gray, size), resize_image(gray.convert("RGB"), size))
+
+
+def test_png_text_chunks_cannot_inflate_megabytes() -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for index in range(5):
+        info.add_text(f"note{index}", "x" * 1_000_000, zip=True)  # 5 MB of text in ~5 KB of zTXt
+    data = _save(Image.fromarray(GRADIENT), "PNG", pnginfo=info)
+    assert len(data) < 50_000
+    with pytest.raises(UnreadableImage):
+        decode_image(data, ImageLimits(min_side=8))
+    small = PngImagePlugin.PngInfo()
+    small.add_text("note", "x" * 100_000, zip=True)
+    assert decode_image(_save(Image.fromarray(GRADIENT), "PNG", pnginfo=small), ImageLimits(min_side=8))

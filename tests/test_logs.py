@@ -44,3 +44,29 @@ def test_library_output_comes_back_at_debug(tiny_repository: Path, level: str) -
     result = _load_with_log_level(tiny_repository, level)
     assert result.returncode == 0, result.stderr
     assert "oneDNN custom operations" in result.stderr
+
+
+def test_describe_exception_names_types_and_frames_never_messages() -> None:
+    import logging
+    import warnings
+
+    from classifiers.logs import describe_exception, quiet_dicom_libraries
+
+    def convert() -> None:
+        raise ValueError("Unable to convert '1927-08-15' to 'DA' object")
+
+    try:
+        try:
+            convert()
+        except ValueError as error:
+            raise TypeError("PatientName Leakmore^Penelope") from error
+    except TypeError as error:
+        described = describe_exception(error)
+    assert described.startswith("builtins.TypeError at tests/test_logs.py:")
+    assert "<- caused by builtins.ValueError at " in described and "in convert" in described
+    assert "1927" not in described and "Leakmore" not in described
+    quiet_dicom_libraries()
+    quiet_dicom_libraries()  # idempotent: one filter, however often it is called
+    assert sum(1 for entry in warnings.filters if "pydicom" in str(getattr(entry[3], "pattern", entry[3]))) == 1
+    for name in ("pydicom", "highdicom", "highdicom.sr.sop"):
+        assert not logging.getLogger(name).isEnabledFor(logging.CRITICAL)

@@ -121,3 +121,29 @@ def test_score_py_sr_takes_hostile_headers_without_stopping_the_run(tiny_reposit
     captured = capsys.readouterr()
     for marker in (*BAD_VALUE_MARKERS, "UIDMARKER"):
         assert marker not in captured.out + captured.err + "".join(row["warnings"] for row in rows)
+
+
+def test_score_py_reports_lying_codestreams_per_file_before_decoding(tmp_path: Path, tiny_repository: Path,
+                                                                     decode_calls: list[int]) -> None:
+    """A frame whose own header disagrees with its dataset is that file's error; the study's other view is scored."""
+    from fuzz.crafted import lying_datasets
+
+    study_uid = generate_uid()
+    lying = lying_datasets(PIXELS)
+    for case in ("jpeg-ls-huge", "jpeg2000-larger", "rle-segments"):
+        dataset = lying[case]
+        dataset.StudyInstanceUID = study_uid
+        (tmp_path / "tree").mkdir(exist_ok=True)
+        (tmp_path / "tree" / f"{case}.dcm").write_bytes(to_bytes(dataset))
+    write_dicom(tmp_path / "tree" / "good.dcm", study_uid)
+    out = tmp_path / "predictions.csv"
+    assert score.main([str(tmp_path / "tree"), "--out", str(out), "--models", str(tiny_repository),
+                       "--no-progress", "--workers", "1"]) == 0
+    with open(out, newline="", encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert (row["study"], row["n_images"], row["n_unreadable"]) == (study_uid, "1", "3")
+    with open(tmp_path / "predictions_errors.csv", newline="", encoding="utf-8") as handle:
+        errors = sorted((Path(line["image"]).name, line["error"]) for line in csv.DictReader(handle))
+    assert errors == [("jpeg-ls-huge.dcm", "ImageTooLarge"), ("jpeg2000-larger.dcm", "MalformedDicom"),
+                      ("rle-segments.dcm", "MalformedDicom")]
+    assert decode_calls == []  # the good view is native: no codec ran at all

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.uid import generate_uid
+from pydicom.uid import JPEGLSLossless, generate_uid
 
 import score
 from classifiers.admission import Admission, AdmissionLimits, PixelBudget
@@ -40,16 +40,16 @@ def _multi_frame_study(study_uid: str) -> bytes:
     return to_bytes(make_dataset(np.stack([frame] * FRAMES_OVER_THE_VIEW_LIMIT), study_uid=study_uid))
 
 
-def _huge_header_study(study_uid: str) -> list[bytes]:
-    """Four 6000 x 6000 16-bit headers (each under the per-view limit, 144 M pixels together) with a stub of pixels.
+def _huge_study(study_uid: str) -> list[bytes]:
+    """Four 6000 x 6000 16-bit views (each under the per-view limit, 144 M pixels together), JPEG-LS: 2 KB each.
 
-    Admission reads sizes from the headers only: the study is refused before any pixel would be decoded.
+    Admission reads sizes from the headers only: the study is refused before any pixel is decoded.
     """
     files = []
-    for seed in range(4):
-        dataset = make_dataset(np.zeros((64, 64), dtype=np.uint16), bits_stored=12, study_uid=study_uid,
-                               extra={"InstanceNumber": seed + 1})
-        dataset.Rows = dataset.Columns = 6000
+    for number in range(4):
+        dataset = make_dataset(np.zeros((6000, 6000), dtype=np.uint16), bits_stored=12, study_uid=study_uid,
+                               extra={"InstanceNumber": number + 1})
+        dataset.compress(JPEGLSLossless)
         files.append(to_bytes(dataset))
     return files
 
@@ -62,7 +62,7 @@ def _score_folder(folder: Path, tiny_repository: Path, out: Path) -> tuple[int, 
 
 @pytest.mark.parametrize(("make_files", "code", "refusal"), [
     (lambda uid: [_multi_frame_study(uid)], "too_many_views", "13 views"),
-    (lambda uid: _huge_header_study(uid), "study_too_large", "144,000,000 pixels"),
+    (lambda uid: _huge_study(uid), "study_too_large", "144,000,000 pixels"),
 ])
 def test_http_score_and_pacs_refuse_the_same_study_and_go_on(make_files, code, refusal, default_limits_app,
                                                               tiny_repository, tmp_path):

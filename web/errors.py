@@ -8,6 +8,7 @@ from flask import Flask, Response, current_app, has_request_context, jsonify, re
 from werkzeug.exceptions import ClientDisconnected, HTTPException, MethodNotAllowed
 
 from classifiers import errors as classifier_errors
+from classifiers.logs import describe_exception
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ CLASSIFIER_ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     classifier_errors.ImageTooSmall: (422, "image_too_small"),
     classifier_errors.InvalidOption: (422, "invalid_option"),
     classifier_errors.NotARadiograph: (422, "not_a_radiograph"),
+    classifier_errors.ReportNotWritable: (422, "report_not_writable"),
     classifier_errors.Overloaded: (503, "overloaded"),
     classifier_errors.ExplanationUnavailable: (500, "explanation_unavailable"),
     classifier_errors.ModelRepositoryError: (503, "not_ready"),
@@ -127,8 +129,8 @@ def register_error_handler(app: Flask) -> None:
         if status == CLIENT_DISCONNECTED:
             logger.info("client disconnected before sending the whole request")
         if status >= 500 and code == "internal_error":
-            # The trace goes to the log only; it never holds request bodies.
-            logger.error("unhandled error while serving a request", exc_info=error)
+            # Type and frames only: a library's message may quote a header value (patient data).
+            logger.error("unhandled error while serving a request: %s", describe_exception(error))
         elif status == 500:
             logger.error("%s: %s", code, message)  # a fault of the repository the operator must fix
         response = error_response(status, code, message, retry_after_s)

@@ -59,14 +59,18 @@ PREDICT_OPERATION: dict[str, Any] = {
                             'multipart/related; type="application/dicom"': {
                                 "schema": {"type": "string", "format": "binary"}},
                             "application/fhir+json": {"schema": {"type": "object"}}}},
-        "400": error_response("Malformed: truncated image or DICOM file, bad JSON or base64, no image."),
+        "400": error_response("Malformed: truncated image or DICOM file, a DICOM header that contradicts itself"
+                              " or its compressed frames' own headers, degenerate LUT values, bad JSON or base64,"
+                              " no image."),
         "406": error_response("A DICOM or FHIR answer (Accept) asked for a study that is not DICOM."),
-        "413": error_response("Too large: request bytes, pixels of a view (DICOM: rows x columns x frames), or views."),
+        "413": error_response("Too large: request bytes, pixels of a view (DICOM: rows x columns x frames, or what a"
+                              " compressed frame's own header declares), or views."),
         "415": error_response("Not an image this service reads, a DICOM transfer syntax without a codec, or a"
                               " content type it does not accept."),
         "422": error_response("Valid request refused: image too small, unknown body_part or aggregation, DICOM of"
                               " another modality (unsupported_modality), without pixel data (no_pixel_data), or of"
-                              " several studies (mixed_studies)."),
+                              " several studies (mixed_studies), or an SR or Secondary Capture that cannot be"
+                              " written from the headers (report_not_writable)."),
         "503": error_response("Models not loaded yet, or the batch queue is full.", retry_after=True),
     },
 }

@@ -8,7 +8,6 @@ put patient data anywhere.
 from __future__ import annotations
 
 import io
-import logging
 import struct
 
 import numpy as np
@@ -19,7 +18,9 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from classifiers.decoding.dicom_frames import check_deflated_size, check_encoded_frames
 from classifiers.decoding.dicom_header import check_radiograph, read_view_info
+from classifiers.decoding.dicom_luts import check_lut_values
 from classifiers.decoding.imaging import ImageLimits
 from classifiers.errors import (
     ImageTooLarge,
@@ -29,6 +30,7 @@ from classifiers.errors import (
     UnreadableImage,
     UnsupportedTransferSyntax,
 )
+from classifiers.logs import quiet_dicom_libraries
 from classifiers.results import DecodedView, ProbedView
 
 PREAMBLE_LENGTH = 128
@@ -36,7 +38,7 @@ PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 MAX_BITS_STORED = 16
 HEADER_INCONSISTENT = "the DICOM header is inconsistent (Image Pixel module or file meta); send the original file"
 # pydicom warns and logs (logger "pydicom") with element values in the text; a value may be patient data.
-logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
+quiet_dicom_libraries()
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
@@ -56,6 +58,7 @@ def read_dicom(data: bytes, name: str) -> Dataset:
     Raises:
         MalformedDicom: the file is truncated or its element lengths are inconsistent.
     """
+    quiet_dicom_libraries()
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=True)
         # Parse every element now, so a bad length fails here and not half-way through decoding.
@@ -76,25 +79,35 @@ def decode_dicom(data: bytes, limits: ImageLimits, name: str) -> list[DecodedVie
     """Decode every frame of a DICOM radiograph into 8-bit gray (L) display images (one per frame).
 
     Raises:
-        MalformedDicom: truncated file, missing pixel module attributes, pixel data too short or corrupt.
+        MalformedDicom: truncated file, missing or contradictory pixel module attributes, degenerate LUT values,
+            pixel data too short or corrupt, a compressed frame whose own header disagrees with the dataset.
         NoPixelData: the object holds no image (an SR, a presentation state).
         UnsupportedModality: not a grayscale CR, DX, RG or OT image.
         UnsupportedTransferSyntax: no installed codec decodes its transfer syntax.
-        ImageTooLarge, ImageTooSmall: Rows x Columns x Frames over the limit, or a side too short.
+        ImageTooLarge, ImageTooSmall: Rows x Columns x Frames (or a compressed frame's own header) over the
+            limit, or a side too short.
     """
-    dataset, num_frames = _checked_dataset(data, limits, name)
-    return decode_dicom_dataset(dataset, num_frames, name)
+    return probe_dicom(data, limits, name).decode()
 
 
 def probe_dicom(data: bytes, limits: ImageLimits, name: str) -> ProbedView:
-    """Parse and check a DICOM view once (header checks of `decode_dicom`); decoding reuses the parsed dataset."""
+    """Parse and check a DICOM view once, its compressed frames' own headers included; nothing is decoded.
+
+    Decoding (`ProbedView.decode`) reuses the parsed dataset.
+    """
     dataset, num_frames = _checked_dataset(data, limits, name)
+    try:
+        _pixel_decoder(dataset, name)  # 415 for a syntax no codec reads, before its frames are looked at
+        if UID(dataset.file_meta.TransferSyntaxUID).is_encapsulated:
+            check_encoded_frames(dataset, num_frames, limits, name)  # before any codec runs
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
+        raise MalformedDicom(name, HEADER_INCONSISTENT) from None
     num_pixels = int(dataset.Rows) * int(dataset.Columns) * num_frames
     return ProbedView(name, num_frames, num_pixels, lambda: decode_dicom_dataset(dataset, num_frames, name))
 
 
 def decode_dicom_dataset(dataset: Dataset, num_frames: int, name: str) -> list[DecodedView]:
-    """Decode the frames of a dataset `_checked_dataset` passed (see `decode_dicom`)."""
+    """Decode the frames of a dataset `probe_dicom` passed (see `decode_dicom`)."""
     try:
         decoder = _pixel_decoder(dataset, name)
         header = _header_without_pixels(dataset)
@@ -106,7 +119,9 @@ def decode_dicom_dataset(dataset: Dataset, num_frames: int, name: str) -> list[D
         try:
             stored, _ = decoder.as_array(dataset, index=index)
             display = display_pixels(stored, dataset)
-        except Exception:  # noqa: BLE001 - codec and LUT errors on bad input all mean "corrupt pixel data"
+        except BaseException as error:  # noqa: BLE001 - codec and LUT errors on bad input mean "corrupt pixel data"
+            if not _is_codec_failure(error):
+                raise
             raise MalformedDicom(view_name, "the pixel data cannot be decoded (corrupt or inconsistent with the"
                                             " header); send the original file") from None
         image = Image.fromarray(display, mode="L")
@@ -114,8 +129,14 @@ def decode_dicom_dataset(dataset: Dataset, num_frames: int, name: str) -> list[D
     return frames
 
 
+def _is_codec_failure(error: BaseException) -> bool:
+    """Any Exception, and the PanicException (a BaseException) of Rust codecs such as pylibjpeg-rle."""
+    return isinstance(error, Exception) or type(error).__name__ == "PanicException"
+
+
 def _checked_dataset(data: bytes, limits: ImageLimits, name: str) -> tuple[Dataset, int]:
     """Parse and check a DICOM view up to its pixel module; returns the dataset and its number of frames."""
+    check_deflated_size(data, limits, name)
     dataset = read_dicom(data, name)
     if not any(keyword in dataset for keyword in PIXEL_DATA_KEYWORDS):
         if "SOPClassUID" not in dataset or "Rows" in dataset:
@@ -184,6 +205,12 @@ def _check_pixel_module(dataset: Dataset, limits: ImageLimits, name: str) -> int
                                    " Bits Stored); send the original file")
     if bits_stored > MAX_BITS_STORED:
         raise UnreadableImage(name, f"Bits Stored {bits_stored} is not supported; radiographs store 8 to 16 bits")
+    samples = int(dataset.SamplesPerPixel)
+    if samples != 1:
+        photometric = str(dataset.PhotometricInterpretation).strip().upper()  # MONOCHROME1/2: checked before
+        raise MalformedDicom(name, f"Photometric Interpretation {photometric} needs Samples per Pixel 1 but it is"
+                                   f" {samples}; the header contradicts itself, send the original file")
+    check_lut_values(dataset, name)
     total = rows * columns * num_frames
     if total > limits.max_pixels:
         raise ImageTooLarge(name, f"{columns}x{rows} x {num_frames} frames is {total:,} pixels, over the limit"
@@ -202,9 +229,10 @@ def _pixel_decoder(dataset: Dataset, name: str):
     except NotImplementedError:
         decoder = None
     if decoder is None or not decoder.is_available:
+        # The UID is the sender's text: the message names the attribute, never its value.
         raise UnsupportedTransferSyntax(
-            name, f"transfer syntax {syntax.name} ({syntax}) cannot be decoded here; send it uncompressed or as"
-                  " RLE, JPEG baseline, JPEG lossless, JPEG-LS or JPEG 2000")
+            name, "the transfer syntax (file meta Transfer Syntax UID) cannot be decoded here; send it uncompressed"
+                  " or as RLE, JPEG baseline, JPEG lossless, JPEG-LS or JPEG 2000")
     if not syntax.is_encapsulated:
         expected, actual = get_expected_length(dataset), len(dataset.PixelData)
         if actual < expected:

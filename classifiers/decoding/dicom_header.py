@@ -121,17 +121,18 @@ def check_radiograph(dataset: Dataset, view_name: str) -> None:
     Raises:
         UnsupportedModality: the modality is not CR, DX, RG or OT, or the image is not MONOCHROME1/2.
     """
+    # Modality and Photometric Interpretation are the sender's text: messages name them, never quote them.
     modality = (_text(dataset, "Modality") or "").upper()
     accepted = ", ".join(RADIOGRAPH_MODALITIES + SECONDARY_CAPTURE_MODALITIES)
     if modality not in RADIOGRAPH_MODALITIES + SECONDARY_CAPTURE_MODALITIES:
-        shown = modality or "no Modality"
         raise UnsupportedModality(
-            view_name, f"modality {shown} is not a projection radiograph; send {accepted} images of the upper limb")
+            view_name, f"the Modality is not a projection radiograph ({accepted}); send {accepted} images of the"
+                       " upper limb")
     photometric = (_text(dataset, "PhotometricInterpretation") or "").upper()
     if photometric not in MONOCHROME:
-        shown = photometric or "no PhotometricInterpretation"
         raise UnsupportedModality(
-            view_name, f"{shown} images are not radiographs; send MONOCHROME1 or MONOCHROME2 {accepted} images")
+            view_name, f"the Photometric Interpretation is not MONOCHROME1 or MONOCHROME2 (colour images are not"
+                       f" radiographs); send MONOCHROME1 or MONOCHROME2 {accepted} images")
 
 
 def _text(dataset: Dataset, keyword: str) -> str | None:

@@ -8,13 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from classifiers.decoding.codestream import MAX_JPEG_SCANS, CodestreamError, read_jpeg_header
 from classifiers.errors import ImageTooLarge, ImageTooSmall, TruncatedImage, UnreadableImage
 from classifiers.names import printable_name
 from classifiers.results import DecodedView, ProbedView
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")
+OPENING_PLUGINS = ("PNG", "JPEG", "BMP", "TIFF")  # Pillow opens MPO files through its JPEG plugin
+# PNG text and ICC chunks are inflated at open, up to Pillow's MAX_TEXT_MEMORY (64 MB) per image; radiographs
+# need none of it, so a few kilobytes of zTXt cannot cost megabytes (Pillow's own limit, made smaller).
+PngImagePlugin.MAX_TEXT_MEMORY = min(PngImagePlugin.MAX_TEXT_MEMORY, 4 * 1024 * 1024)
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 TWELVE_BIT_MAX = 4095
 SIXTEEN_BIT_MAX = 65535
@@ -90,7 +95,8 @@ def _open_checked(data: bytes, limits: ImageLimits, name: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            # Only the plugins of the formats we read parse the header: no other parser sees hostile bytes.
+            image = Image.open(io.BytesIO(data), formats=OPENING_PLUGINS)
     except Image.DecompressionBombError:
         raise ImageTooLarge(name, f"the image has more than {limits.max_pixels:,} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
@@ -107,7 +113,22 @@ def _open_checked(data: bytes, limits: ImageLimits, name: str) -> Image.Image:
         raise ImageTooSmall(
             name, f"{width}x{height} is too small for a radiograph; the shorter side must be >= {limits.min_side} px"
         )
+    if image.format in ("JPEG", "MPO"):
+        _check_jpeg_stream(data, (width, height), name)
     return image
+
+
+def _check_jpeg_stream(data: bytes, size: tuple[int, int], name: str) -> None:
+    """Every frame header of the JPEG the size Pillow read, and no scan bomb; nothing decoded."""
+    try:
+        header = read_jpeg_header(data)
+    except CodestreamError as error:
+        raise TruncatedImage(name, f"the JPEG stream is corrupt ({error}); send the whole file") from None
+    if (header.columns, header.rows) != size:
+        raise TruncatedImage(name, "the JPEG stream's frame headers disagree on the image size; send the original"
+                                   " file")
+    if header.scans > MAX_JPEG_SCANS:
+        raise TruncatedImage(name, f"the JPEG stream has more than {MAX_JPEG_SCANS} scans; send the original file")
 
 
 def _to_eight_bit(image: Image.Image) -> Image.Image:
@@ -127,7 +148,7 @@ def _high_bit_depth_to_gray8(image: Image.Image) -> Image.Image:
     12-bit data stored in 16-bit files (maximum <= 4095) is scaled from 0..4095, other 16-bit data from
     0..65535, and wider data from 0..its maximum.
     """
-    pixels = np.asarray(image).astype(np.float64)
+    pixels = np.asarray(image).astype(np.float64)  # 8 bytes a pixel: the operations below work in place
     peak = float(pixels.max()) if pixels.size else 0.0
     if peak <= TWELVE_BIT_MAX:
         ceiling = TWELVE_BIT_MAX
@@ -135,5 +156,8 @@ def _high_bit_depth_to_gray8(image: Image.Image) -> Image.Image:
         ceiling = SIXTEEN_BIT_MAX
     else:
         ceiling = peak
-    gray = np.clip(pixels / ceiling * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return Image.fromarray(gray, mode="L")
+    np.divide(pixels, ceiling, out=pixels)  # same operations, same order as pixels / ceiling * 255 + 0.5
+    np.multiply(pixels, 255.0, out=pixels)
+    np.add(pixels, 0.5, out=pixels)
+    np.clip(pixels, 0, 255, out=pixels)
+    return Image.fromarray(pixels.astype(np.uint8), mode="L")

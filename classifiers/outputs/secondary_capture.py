@@ -17,11 +17,13 @@ from pydicom.dataset import Dataset
 
 from classifiers.outputs.dicom_attributes import writable_source
 from classifiers.outputs.structured_report import MANUFACTURER, structured_report_bytes
+from classifiers.outputs.writer_errors import typed_writer_errors
 
 SERIES_NUMBER = 9002
 SERIES_DESCRIPTION = "Triage heatmap (where the model looked)"
 
 
+@typed_writer_errors("DICOM Secondary Capture")
 def build_heatmap_captures(source_headers: Sequence[Dataset], overlays_png: Sequence[bytes],
                            series_instance_uid: str | None = None) -> list[Dataset]:
     """One RGB Secondary Capture per view's overlay PNG, all in one new series of the views' study."""

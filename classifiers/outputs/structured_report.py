@@ -32,6 +32,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from classifiers.outputs.dicom_attributes import WritableSource, left_out_warning, referable_frames, writable_source
+from classifiers.outputs.writer_errors import typed_writer_errors
 from classifiers.results import StudyResult, ViewResult
 
 MANUFACTURER = "radiograph triage service"
@@ -57,6 +58,7 @@ ENGLISH = Code("en", "RFC5646", "English")
 LO_MAX = 64
 
 
+@typed_writer_errors("DICOM SR")
 def build_structured_report(source_datasets: Sequence[Dataset], result: StudyResult, *,
                             previous_versions: Sequence[Dataset] = (), series_instance_uid: str | None = None,
                             series_number: int = SERIES_NUMBER, instance_number: int = 1,
