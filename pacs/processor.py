@@ -23,6 +23,12 @@ from pacs.state import StudyRecord
 logger = logging.getLogger(__name__)
 
 IMAGE_MODALITIES = (*RADIOGRAPH_MODALITIES, *SECONDARY_CAPTURE_MODALITIES)
+# Modalities a log line may name (PS3.3 C.7.3.1.1.1 defined terms); any other value is logged as "other".
+KNOWN_MODALITIES = frozenset({"AR", "AU", "BDUS", "BI", "BMD", "CR", "CT", "DG", "DOC", "DX", "ECG", "EPS", "ES",
+                              "GM", "HC", "HD", "IO", "IVOCT", "IVUS", "KER", "KO", "LEN", "LS", "MG", "MR", "NM",
+                              "OAM", "OCT", "OP", "OPM", "OPT", "OT", "PR", "PT", "PX", "REG", "RF", "RG", "RTDOSE",
+                              "RTIMAGE", "RTPLAN", "RTRECORD", "RTSTRUCT", "SEG", "SM", "SMR", "SR", "SRF", "TG",
+                              "US", "VA", "XA", "XC"})
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ def process_study(client: StudyArchive, pipeline: Pipeline, study_id: str,
         logger.debug("study %s: already done for its %d radiograph instances", study_id, len(instances))
         return None
     if not instances:
-        modalities = ", ".join(contents.other_modalities) or "none"
+        modalities = ", ".join(_loggable(modality) for modality in contents.other_modalities) or "none"
         logger.info("study %s: skipped, no projection radiograph (modalities: %s)", study_id, modalities)
         return StudyRecord(instances, study_date=contents.study_date, skipped="no projection radiograph")
     reports = [fetch_worker_report(client, report_id) for report_id in contents.worker_report_ids]
@@ -94,6 +100,11 @@ def process_study(client: StudyArchive, pipeline: Pipeline, study_id: str,
     if same is not None:
         return _adopt(contents, instances, same)
     return _store_report(client, contents, instances, result, reports, scoring_backend(pipeline, result))
+
+
+def _loggable(modality: str) -> str:
+    """A modality as the log may name it: a defined term of DICOM, else "other" (the sender wrote the value)."""
+    return modality if modality in KNOWN_MODALITIES else "other"
 
 
 def _report_for(reports: list[WorkerReport], scored: frozenset[str]) -> WorkerReport | None:
