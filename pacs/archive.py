@@ -7,12 +7,45 @@ whichever archive holds it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
+from classifiers.decoding.dicom_header import RADIOGRAPH_MODALITIES, SECONDARY_CAPTURE_MODALITIES
+from classifiers.outputs.sr_reader import is_service_series
 from pacs.client import OrthancClient
 
-if TYPE_CHECKING:
-    from pacs.processor import StudyContents
+IMAGE_MODALITIES = (*RADIOGRAPH_MODALITIES, *SECONDARY_CAPTURE_MODALITIES)
+
+
+@dataclass(frozen=True)
+class StudyContents:
+    """What Orthanc holds of one study: its radiograph instances, other modalities, the worker's SRs."""
+
+    study_id: str
+    study_date: str
+    radiographs: dict[str, str]  # SOP instance UID -> Orthanc instance id
+    other_modalities: tuple[str, ...]
+    worker_report_ids: tuple[str, ...]  # Orthanc instance ids of the worker's SRs
+
+
+def read_study(client: OrthancClient, study_id: str) -> StudyContents:
+    """List a study's series and instances (three GETs, no file downloaded)."""
+    study = client.get_json(f"/studies/{study_id}")
+    series_list = client.get_json(f"/studies/{study_id}/series")
+    instances = client.get_json(f"/studies/{study_id}/instances")
+    image_series = {series["ID"] for series in series_list
+                    if series["MainDicomTags"].get("Modality", "").upper() in IMAGE_MODALITIES}
+    worker_series = [series for series in series_list if is_service_series(series["MainDicomTags"])]
+    others = {series["MainDicomTags"].get("Modality", "") for series in series_list
+              if series["ID"] not in image_series and series not in worker_series}
+    return StudyContents(
+        study_id=study_id,
+        study_date=study["MainDicomTags"].get("StudyDate", ""),
+        radiographs={instance["MainDicomTags"]["SOPInstanceUID"]: instance["ID"] for instance in instances
+                     if instance["ParentSeries"] in image_series},
+        other_modalities=tuple(sorted(others)),
+        worker_report_ids=tuple(instance for series in worker_series for instance in series["Instances"]),
+    )
 
 
 class StudyArchive(Protocol):
@@ -38,9 +71,7 @@ class OrthancArchive:
         self.client = client
 
     def read_study(self, study_id: str) -> StudyContents:
-        """List the study's series and instances (three GETs, see pacs.processor.read_study)."""
-        from pacs.processor import read_study  # the processor imports this module's protocol
-
+        """List the study's series and instances (three GETs, see read_study)."""
         return read_study(self.client, study_id)
 
     def fetch_instance(self, instance_id: str) -> bytes:

@@ -19,8 +19,8 @@ import pydicom
 import requests
 from dicomweb_client import DICOMwebClient
 
+from pacs.archive import IMAGE_MODALITIES, StudyContents
 from pacs.client import RETRY_DELAYS_S, OrthancError, OrthancNotFound, OrthancUnauthorized, OrthancUnreachable
-from pacs.processor import IMAGE_MODALITIES, StudyContents
 from pacs.reports import is_worker_series
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class DicomwebArchive:
         return sorted(found.values(), key=lambda study: (study.study_date, study.study_uid))
 
     def read_study(self, study_id: str) -> StudyContents:
-        """The study's instances by one QIDO-RS search, grouped as pacs.processor.read_study groups Orthanc's."""
+        """The study's instances by one QIDO-RS search, grouped as pacs.archive.read_study groups Orthanc's."""
         instances = self._call("QIDO-RS instances", lambda: self._client.search_for_instances(
             study_id, fields=list(INSTANCE_FIELDS), get_remaining=True))
         if not instances:

@@ -6,60 +6,25 @@ Logs name studies and instances by their Orthanc ids only (hashes of UIDs), neve
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
-from classifiers.decoding.dicom_header import RADIOGRAPH_MODALITIES, SECONDARY_CAPTURE_MODALITIES
 from classifiers.errors import ClassifierError
 from classifiers.outputs.dicom_outputs import build_dicom_outputs, scoring_backend
 from classifiers.outputs.structured_report import structured_report_bytes
 from classifiers.pipeline import Pipeline
 from classifiers.results import StudyResult, ViewInput
 from classifiers.study_request import StudyRequest
-from pacs.archive import StudyArchive
-from pacs.client import OrthancClient
-from pacs.reports import WorkerReport, fetch_worker_report, is_worker_series, summarise_report
+from pacs.archive import StudyArchive, StudyContents
+from pacs.reports import WorkerReport, fetch_worker_report, summarise_report
 from pacs.state import StudyRecord
 
 logger = logging.getLogger(__name__)
 
-IMAGE_MODALITIES = (*RADIOGRAPH_MODALITIES, *SECONDARY_CAPTURE_MODALITIES)
 # Modalities a log line may name (PS3.3 C.7.3.1.1.1 defined terms); any other value is logged as "other".
 KNOWN_MODALITIES = frozenset({"AR", "AU", "BDUS", "BI", "BMD", "CR", "CT", "DG", "DOC", "DX", "ECG", "EPS", "ES",
                               "GM", "HC", "HD", "IO", "IVOCT", "IVUS", "KER", "KO", "LEN", "LS", "MG", "MR", "NM",
                               "OAM", "OCT", "OP", "OPM", "OPT", "OT", "PR", "PT", "PX", "REG", "RF", "RG", "RTDOSE",
                               "RTIMAGE", "RTPLAN", "RTRECORD", "RTSTRUCT", "SEG", "SM", "SMR", "SR", "SRF", "TG",
                               "US", "VA", "XA", "XC"})
-
-
-@dataclass(frozen=True)
-class StudyContents:
-    """What Orthanc holds of one study: its radiograph instances, other modalities, the worker's SRs."""
-
-    study_id: str
-    study_date: str
-    radiographs: dict[str, str]  # SOP instance UID -> Orthanc instance id
-    other_modalities: tuple[str, ...]
-    worker_report_ids: tuple[str, ...]  # Orthanc instance ids of the worker's SRs
-
-
-def read_study(client: OrthancClient, study_id: str) -> StudyContents:
-    """List a study's series and instances (three GETs, no file downloaded)."""
-    study = client.get_json(f"/studies/{study_id}")
-    series_list = client.get_json(f"/studies/{study_id}/series")
-    instances = client.get_json(f"/studies/{study_id}/instances")
-    image_series = {series["ID"] for series in series_list
-                    if series["MainDicomTags"].get("Modality", "").upper() in IMAGE_MODALITIES}
-    worker_series = [series for series in series_list if is_worker_series(series["MainDicomTags"])]
-    others = {series["MainDicomTags"].get("Modality", "") for series in series_list
-              if series["ID"] not in image_series and series not in worker_series}
-    return StudyContents(
-        study_id=study_id,
-        study_date=study["MainDicomTags"].get("StudyDate", ""),
-        radiographs={instance["MainDicomTags"]["SOPInstanceUID"]: instance["ID"] for instance in instances
-                     if instance["ParentSeries"] in image_series},
-        other_modalities=tuple(sorted(others)),
-        worker_report_ids=tuple(instance for series in worker_series for instance in series["Instances"]),
-    )
 
 
 def process_study(client: StudyArchive, pipeline: Pipeline, study_id: str,

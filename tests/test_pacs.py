@@ -282,7 +282,8 @@ def test_damaged_state_file_is_a_clear_exit_6(tmp_path, capsys):
     assert "is not a worker state; move it away" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("modality", "logged"), [("CT", "CT"), ("MR", "MR"), ("PID-7731-SECRET", "other"), ("", "other")])
+@pytest.mark.parametrize(("modality", "logged"),
+                         [("CT", "CT"), ("MR", "MR"), ("PID-7731-SECRET", "other"), ("", "other")])
 def test_skipped_study_log_names_only_defined_modalities(modality: str, logged: str) -> None:
     from pacs.processor import _loggable
 
