@@ -20,7 +20,6 @@ from classifiers.errors import (
     UnsupportedModality,
     UnsupportedTransferSyntax,
 )
-from classifiers.pipeline import Pipeline, PipelineSettings
 from classifiers.results import DecodedView, StudyResult, ViewInput, ViewResult
 from classifiers.study_policy import AGGREGATIONS
 from classifiers.study_request import StudyRequest
@@ -55,3 +54,12 @@ __all__ = [
     "load_image_file",
     "resize_image",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Pipeline and PipelineSettings on first use: importing a submodule (errors, decoding) loads no runtime."""
+    if name in ("Pipeline", "PipelineSettings"):
+        from classifiers import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'classifiers' has no attribute {name!r}")

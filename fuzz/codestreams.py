@@ -35,7 +35,7 @@ with atheris.instrument_imports():
         RLELossless,
     )
 
-    from classifiers.decoding import decode_view
+    from classifiers.decoding import decode_probed, probe_view
     from classifiers.decoding.codestream import read_codestream_header
     from classifiers.decoding.imaging import ImageLimits
     from classifiers.errors import ClassifierError
@@ -90,7 +90,7 @@ def test_one_input(data: bytes) -> None:
     if instance is None:
         return
     try:
-        for decoded in decode_view(ViewInput("fuzz-input", instance), LIMITS):
+        for decoded in decode_probed(probe_view(ViewInput("fuzz-input", instance), LIMITS)):
             if decoded.image.mode != "L":
                 raise AssertionError(f"decoded view is {decoded.image.mode}")
     except ClassifierError:

@@ -214,6 +214,7 @@ def test_polling_follows_the_test_clock_and_scores_what_arrives_between_polls(or
 
 
 def test_poll_waits_out_an_unreachable_archive_with_a_doubling_wait(tiny_pipeline, tmp_path, caplog):
+    caplog.set_level(logging.INFO)  # whatever level an earlier test left the root logger at
     waits: list[float] = []
     archive = DicomwebArchive(f"http://127.0.0.1:{free_port()}/dicom-web", retry_delays_s=(0.5,), sleep=waits.append)
     poll(archive, tiny_pipeline, tmp_path / "state.json", 10.0, clock=TestClock(), sleep=waits.append, max_polls=3)
