@@ -6,9 +6,9 @@
 
 Credentials: --username/--password, else the ORTHANC_USERNAME / ORTHANC_PASSWORD environment variables.
 Exit codes (see docs/PACS.md): 0 done (--once), 2 bad usage, 3 Orthanc unreachable or answering 5xx,
-4 credentials refused, 5 model repository unusable, 6 state file unreadable or unwritable, 7 other
-Orthanc error. Without --once the worker polls and never exits on an Orthanc error: it logs one line
-and waits (doubling up to MAX_BACKOFF_S).
+4 credentials refused, 5 model repository unusable, 6 state file unreadable, unwritable, not a worker
+state, or locked by another worker, 7 other Orthanc error. Without --once the worker polls and never
+exits on an Orthanc error: it logs one line and waits (doubling up to MAX_BACKOFF_S).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from pacs.client import RETRY_DELAYS_S, OrthancClient, OrthancError, OrthancUnauthorized, OrthancUnreachable
-from pacs.state import StateError, load_state
+from pacs.state import StateError, load_state, locked_state
 from pacs.worklist import format_worklist, worklist_rows
 
 logger = logging.getLogger("pacs")
@@ -42,13 +42,14 @@ def main(argv: list[str] | None = None) -> int:
                            arguments.password or os.environ.get("ORTHANC_PASSWORD"),
                            RETRY_DELAYS_S[:arguments.retries])
     try:
-        load_state(arguments.state)
-        if arguments.once:
-            client.get_json("/system")  # fail fast, before the models load
-        pipeline = _load_pipeline(arguments.models)
-        if arguments.once:
-            return run_once(client, pipeline, arguments.state)
-        poll(client, pipeline, arguments.state, arguments.poll_seconds)
+        with locked_state(arguments.state):  # one worker per state file: a second one exits 6 naming the lock
+            load_state(arguments.state)
+            if arguments.once:
+                client.get_json("/system")  # fail fast, before the models load
+            pipeline = _load_pipeline(arguments.models)
+            if arguments.once:
+                return run_once(client, pipeline, arguments.state)
+            poll(client, pipeline, arguments.state, arguments.poll_seconds)
     except StateError as error:
         return _fail(EXIT_STATE, str(error))
     except OrthancError as error:

@@ -9,12 +9,17 @@ from pacs.state import WorkerState
 COLUMNS = ("orthanc_study", "study_date", "body_part", "score", "label")
 
 
+NOT_SCORED = "not scored"
+
+
 def worklist_rows(state: WorkerState) -> list[tuple[str, str, str, str, str]]:
-    """(Orthanc study id, study date, body part, score, label) of every scored study, highest score first."""
+    """(study id, date, body part, score, label): studies moved aside first ("not scored"), then by score."""
+    moved_aside = [(study_id, record.study_date, "", "", NOT_SCORED)
+                   for study_id, record in state.studies.items() if record.moved_aside]
     scored = [(study_id, record) for study_id, record in state.studies.items() if record.abnormality is not None]
     scored.sort(key=lambda item: item[1].abnormality, reverse=True)
-    return [(study_id, record.study_date, record.body_part, f"{record.abnormality:.6f}", record.label)
-            for study_id, record in scored]
+    return moved_aside + [(study_id, record.study_date, record.body_part, f"{record.abnormality:.6f}", record.label)
+                          for study_id, record in scored]
 
 
 def format_worklist(rows: Iterable[tuple[str, ...]]) -> str:

@@ -62,15 +62,15 @@ class Orthanc:
         raise TimeoutError(f"no StableStudy for {study_id} within {limit_s} s; see {self.log_path}")
 
 
-def write_configuration(folder: Path, http_port: int, dicom_port: int) -> Path:
-    """Orthanc's configuration: loopback only, authentication on with the test user, StableAge 1 s."""
+def write_configuration(folder: Path, http_port: int, dicom_port: int, extra: dict | None = None) -> Path:
+    """Orthanc's configuration: loopback only, authentication on with the test user, StableAge 1 s; then `extra`."""
     storage = folder / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     configuration = {
         "Name": "triage-test", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
         "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "TRIAGETEST",
         "RemoteAccessAllowed": False, "AuthenticationEnabled": True, "RegisteredUsers": {USERNAME: PASSWORD},
-        "StableAge": 1, "Plugins": [],
+        "StableAge": 1, "Plugins": [], **(extra or {}),
     }
     path = folder / "orthanc.json"
     path.write_text(json.dumps(configuration, indent=1))
@@ -78,10 +78,10 @@ def write_configuration(folder: Path, http_port: int, dicom_port: int) -> Path:
 
 
 @contextmanager
-def running_orthanc(folder: Path, limit_s: float = 30.0) -> Iterator[Orthanc]:
-    """Start Orthanc, wait until its REST API answers the test user, and always stop it."""
+def running_orthanc(folder: Path, limit_s: float = 30.0, extra: dict | None = None) -> Iterator[Orthanc]:
+    """Start Orthanc (`extra`: more configuration), wait until its REST API answers the test user; always stop it."""
     http_port, dicom_port = free_port(), free_port()
-    configuration = write_configuration(folder, http_port, dicom_port)
+    configuration = write_configuration(folder, http_port, dicom_port, extra)
     log_path = folder / "orthanc.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen([ORTHANC, str(configuration)], stdout=log, stderr=subprocess.STDOUT)
