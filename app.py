@@ -61,7 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["openapi"] = build_openapi()
 
     app.extensions["audit_logger"] = build_audit_logger(app.config["AUDIT_LOG"])
-    app.extensions["in_flight"] = InFlightLimit(app.config["MAX_IN_FLIGHT"])
+    app.extensions["in_flight"] = InFlightLimit(app.config["MAX_IN_FLIGHT"], app.config["FAIR_SHARE_RECENT_S"])
 
     register_error_handler(app)
     register_request_metrics(app, metrics)
