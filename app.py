@@ -34,6 +34,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from web.audit import build_audit_logger
     from web.errors import register_error_handler
     from web.loading import PipelineLoader, build_settings
+    from web.memory import register_memory_release
     from web.metrics import Metrics, register_request_metrics
     from web.openapi import build_openapi
     from web.requests import InMemoryRequest, detect_disconnects
@@ -66,6 +67,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handler(app)
     register_request_metrics(app, metrics)
     register_access_control(app)
+    register_memory_release(app)
     app.after_request(add_security_headers)
     app.register_blueprint(blueprint)
 

@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     # (addresses) whose X-Forwarded-For names the client, when shares go by address (no API keys).
     "FAIR_SHARE_RECENT_S": 5.0,
     "TRUSTED_PROXIES": "",
+    "MEMORY_RELEASE": True,  # malloc_trim once idle after a large request; few malloc arenas (web/memory.py)
     "MAX_STUDY_PIXELS": 120_000_000,  # all views of one study together, from their headers
     "PIXEL_BUDGET": 160_000_000,  # decoded pixels in flight per worker
     "WARMUP": True,
@@ -82,6 +83,7 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TRIAGE_MAX_IN_FLIGHT": ("MAX_IN_FLIGHT", int),
     "TRIAGE_FAIR_SHARE_RECENT_S": ("FAIR_SHARE_RECENT_S", float),
     "TRIAGE_TRUSTED_PROXIES": ("TRUSTED_PROXIES", str),
+    "TRIAGE_MEMORY_RELEASE": ("MEMORY_RELEASE", parse_bool),
     "TRIAGE_MAX_STUDY_PIXELS": ("MAX_STUDY_PIXELS", int),
     "TRIAGE_PIXEL_BUDGET": ("PIXEL_BUDGET", int),
     "TRIAGE_WARMUP": ("WARMUP", parse_bool),
