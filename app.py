@@ -55,7 +55,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not models_dir.is_absolute():
         models_dir = (Path.cwd() / models_dir).resolve()
     metrics = Metrics()
-    loader = PipelineLoader(models_dir, build_settings(app.config, on_batch=metrics.observe_batch))
+    loader = PipelineLoader(models_dir, build_settings(app.config, on_batch=metrics.observe_batch),
+                            app.config["MODEL_NICE"])
     metrics.watch_queues(loader.queue_depths)
     app.extensions["pipeline_loader"] = loader  # the one holder of the pipeline (web.loading.get_pipeline)
     app.extensions["metrics"] = metrics

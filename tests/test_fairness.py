@@ -165,3 +165,26 @@ def test_without_keys_shares_go_by_address_and_by_x_forwarded_for_behind_a_trust
         assert shares.holding == {"address:10.0.0.7": 1}
     finally:
         flask_app.extensions["pipeline_loader"].close()
+
+
+def _nice_of(thread_id: int) -> int:
+    """A thread's nice value, from /proc (field 19 of its stat line)."""
+    stat = open(f"/proc/self/task/{thread_id}/stat").read()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def test_models_loaded_in_the_background_run_nicer_than_the_request_threads(tiny_repository) -> None:
+    import threading
+
+    from app import create_app
+
+    before = set(threading.enumerate())  # other apps of the session have batchers of their own
+    flask_app = create_app({"MODELS_DIR": str(tiny_repository), "WARMUP": False, "LOAD_IN_BACKGROUND": True,
+                            "MODEL_NICE": 5})
+    try:
+        assert flask_app.extensions["pipeline_loader"].loaded.wait(120)
+        batchers = [thread for thread in set(threading.enumerate()) - before if thread.name.startswith("batcher-")]
+        assert batchers and all(_nice_of(thread.native_id) == _nice_of(threading.get_native_id()) + 5
+                                for thread in batchers)
+    finally:
+        flask_app.extensions["pipeline_loader"].close()

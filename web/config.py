@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     # (addresses) whose X-Forwarded-For names the client, when shares go by address (no API keys).
     "FAIR_SHARE_RECENT_S": 5.0,
     "TRUSTED_PROXIES": "",
+    # Loaded in the background (gunicorn), the model threads run this much nicer than the request threads.
+    "MODEL_NICE": 5,
     "MEMORY_RELEASE": True,  # malloc_trim once idle after a large request; few malloc arenas (web/memory.py)
     "MAX_STUDY_PIXELS": 120_000_000,  # all views of one study together, from their headers
     "PIXEL_BUDGET": 160_000_000,  # decoded pixels in flight per worker
@@ -84,6 +86,7 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TRIAGE_FAIR_SHARE_RECENT_S": ("FAIR_SHARE_RECENT_S", float),
     "TRIAGE_TRUSTED_PROXIES": ("TRUSTED_PROXIES", str),
     "TRIAGE_MEMORY_RELEASE": ("MEMORY_RELEASE", parse_bool),
+    "TRIAGE_MODEL_NICE": ("MODEL_NICE", int),
     "TRIAGE_MAX_STUDY_PIXELS": ("MAX_STUDY_PIXELS", int),
     "TRIAGE_PIXEL_BUDGET": ("PIXEL_BUDGET", int),
     "TRIAGE_WARMUP": ("WARMUP", parse_bool),
@@ -125,6 +128,8 @@ def check_limits(config: Mapping[str, Any]) -> None:
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"config {key}={value!r} must be a positive integer")
+    if not isinstance(config["MODEL_NICE"], int) or not 0 <= config["MODEL_NICE"] <= 19:
+        raise ValueError(f"config MODEL_NICE={config['MODEL_NICE']!r} must be an integer from 0 to 19")
     for key in ("INTRA_OP_THREADS", "INTER_OP_THREADS"):
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
