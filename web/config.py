@@ -39,8 +39,9 @@ DEFAULTS: dict[str, Any] = {
     # (addresses) whose X-Forwarded-For names the client, when shares go by address (no API keys).
     "FAIR_SHARE_RECENT_S": 5.0,
     "TRUSTED_PROXIES": "",
-    # Loaded in the background (gunicorn), the model threads run this much nicer than the request threads.
-    "MODEL_NICE": 5,
+    # Loaded in the background (gunicorn), the model threads run this much nicer than the request threads
+    # (0: as nice; docs/PERFORMANCE.md, "Refusals on the TensorFlow backend": 5 did not measure better).
+    "MODEL_NICE": 0,
     "MEMORY_RELEASE": True,  # malloc_trim once idle after a large request; few malloc arenas (web/memory.py)
     "MAX_STUDY_PIXELS": 120_000_000,  # all views of one study together, from their headers
     "PIXEL_BUDGET": 160_000_000,  # decoded pixels in flight per worker

@@ -87,7 +87,8 @@ class PipelineLoader:
         def run() -> None:
             # The batcher threads and the runtimes' pools (TensorFlow's, ONNX Runtime's) start from this
             # thread and inherit its priority: under overload gunicorn's request threads get the CPU first,
-            # so a refusal (503) does not wait behind the models (docs/PERFORMANCE.md, "Refusals").
+            # so a refusal (503) waits less behind the models (docs/PERFORMANCE.md, "Refusals on the TensorFlow
+            # backend"; TRIAGE_MODEL_NICE, 0 by default).
             lower_thread_priority(self.model_nice)
             try:
                 self.load()
