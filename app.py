@@ -34,6 +34,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from web.audit import build_audit_logger
     from web.errors import register_error_handler
     from web.loading import PipelineLoader, build_settings
+    from web.memory import register_memory_release
     from web.metrics import Metrics, register_request_metrics
     from web.openapi import build_openapi
     from web.requests import InMemoryRequest, detect_disconnects
@@ -54,18 +55,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not models_dir.is_absolute():
         models_dir = (Path.cwd() / models_dir).resolve()
     metrics = Metrics()
-    loader = PipelineLoader(models_dir, build_settings(app.config, on_batch=metrics.observe_batch))
+    loader = PipelineLoader(models_dir, build_settings(app.config, on_batch=metrics.observe_batch),
+                            app.config["MODEL_NICE"])
     metrics.watch_queues(loader.queue_depths)
     app.extensions["pipeline_loader"] = loader  # the one holder of the pipeline (web.loading.get_pipeline)
     app.extensions["metrics"] = metrics
     app.extensions["openapi"] = build_openapi()
 
     app.extensions["audit_logger"] = build_audit_logger(app.config["AUDIT_LOG"])
-    app.extensions["in_flight"] = InFlightLimit(app.config["MAX_IN_FLIGHT"])
+    app.extensions["in_flight"] = InFlightLimit(app.config["MAX_IN_FLIGHT"], app.config["FAIR_SHARE_RECENT_S"])
 
     register_error_handler(app)
     register_request_metrics(app, metrics)
     register_access_control(app)
+    register_memory_release(app)
     app.after_request(add_security_headers)
     app.register_blueprint(blueprint)
 

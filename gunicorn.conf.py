@@ -51,7 +51,10 @@ def when_ready(server) -> None:
 
 
 def post_fork(server, worker) -> None:
-    """In each worker: gunicorn's own 400/414/431 answers use the API's JSON error shape."""
+    """In each worker: gunicorn's own 400/414/431 answers use the API's JSON error shape; 2 malloc arenas."""
     from web.gunicorn_hooks import install
+    from web.memory import limit_malloc_arenas, memory_release_enabled
 
     install()
+    if memory_release_enabled():  # before the worker starts its threads (docs/PERFORMANCE.md, "Memory given back")
+        limit_malloc_arenas()

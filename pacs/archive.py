@@ -63,6 +63,10 @@ class StudyArchive(Protocol):
         """Store one DICOM file in its study; returns the stored instance's id."""
         ...
 
+    def answers(self) -> bool:
+        """Whether the archive answers at all now (one try): tells an outage from one bad study."""
+        ...
+
 
 class OrthancArchive:
     """A `StudyArchive` over Orthanc's REST API."""
@@ -81,3 +85,7 @@ class OrthancArchive:
     def store(self, data: bytes) -> str:
         """POST /instances; Orthanc's id of the stored instance."""
         return str(self.client.post_dicom(data)["ID"])
+
+    def answers(self) -> bool:
+        """GET /system answers (one try)."""
+        return self.client.answers()

@@ -2,14 +2,14 @@
 
     python -m pacs --orthanc URL [--models DIR] [--state PATH] [--once] [--poll-seconds S]
                    [--username U --password P] [--retries N]
-    python -m pacs --dicomweb URL [same options] [--token-file PATH] [--lookback-days D]   (pacs.dicomweb_cli)
+    python -m pacs --dicomweb URL [same options] [--token-file PATH] [--lookback-days D]
     python -m pacs worklist [--state PATH]
 
 Credentials: --username/--password, else the ORTHANC_USERNAME / ORTHANC_PASSWORD environment variables.
 Exit codes (see docs/PACS.md): 0 done (--once), 2 bad usage, 3 Orthanc unreachable or answering 5xx,
-4 credentials refused, 5 model repository unusable, 6 state file unreadable or unwritable, 7 other
-Orthanc error. Without --once the worker polls and never exits on an Orthanc error: it logs one line
-and waits (doubling up to MAX_BACKOFF_S).
+4 credentials refused, 5 model repository unusable, 6 state file unreadable, unwritable, not a worker
+state, or locked by another worker, 7 other Orthanc error. Without --once the worker polls and never
+exits on an Orthanc error: it logs one line and waits (doubling up to MAX_BACKOFF_S).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pacs.client import RETRY_DELAYS_S, OrthancClient, OrthancError, OrthancUnauthorized, OrthancUnreachable
-from pacs.state import StateError, load_state
+from pacs.state import StateError, load_state, locked_state
 from pacs.worklist import format_worklist, worklist_rows
 
 logger = logging.getLogger("pacs")
@@ -41,27 +41,52 @@ def main(argv: list[str] | None = None, clock: Callable[[], datetime.datetime] |
     if argv[:1] == ["worklist"]:
         return print_worklist(_worklist_parser().parse_args(argv[1:]).state)
     arguments = _worker_parser().parse_args(argv)
-    if arguments.dicomweb:
-        from pacs.dicomweb_cli import run_dicomweb_worker  # it imports this module's exit codes and helpers
-
-        return run_dicomweb_worker(arguments, clock)
-    client = OrthancClient(arguments.orthanc, arguments.username or os.environ.get("ORTHANC_USERNAME"),
-                           arguments.password or os.environ.get("ORTHANC_PASSWORD"),
-                           RETRY_DELAYS_S[:arguments.retries])
     try:
-        load_state(arguments.state)
-        if arguments.once:
-            client.get_json("/system")  # fail fast, before the models load
-        pipeline = _load_pipeline(arguments.models)
-        if arguments.once:
-            return run_once(client, pipeline, arguments.state)
-        poll(client, pipeline, arguments.state, arguments.poll_seconds)
+        with locked_state(arguments.state):  # one worker per state file: a second one exits 6 naming the lock
+            load_state(arguments.state)
+            if arguments.dicomweb:
+                return _run_dicomweb(arguments, clock)
+            return _run_orthanc(arguments)
     except StateError as error:
         return _fail(EXIT_STATE, str(error))
     except OrthancError as error:
         return _fail(exit_code_of(error), str(error))
     except ModelsUnusable as error:
         return _fail(EXIT_MODELS, str(error))
+
+
+def _run_orthanc(arguments: argparse.Namespace) -> int:
+    """The Orthanc mode: the change feed once (--once) or for ever."""
+    client = OrthancClient(arguments.orthanc, arguments.username or os.environ.get("ORTHANC_USERNAME"),
+                           arguments.password or os.environ.get("ORTHANC_PASSWORD"),
+                           RETRY_DELAYS_S[:arguments.retries])
+    if arguments.once:
+        client.get_json("/system")  # fail fast, before the models load
+    pipeline = _load_pipeline(arguments.models)
+    if arguments.once:
+        return run_once(client, pipeline, arguments.state)
+    poll(client, pipeline, arguments.state, arguments.poll_seconds)
+    return EXIT_DONE
+
+
+def _run_dicomweb(arguments: argparse.Namespace, clock: Callable[[], datetime.datetime] | None) -> int:
+    """The DICOMweb mode (pacs.dicomweb_follower): QIDO-RS polls once (--once) or for ever."""
+    from pacs.dicomweb import DicomwebArchive, make_session
+    from pacs.dicomweb_follower import poll as poll_dicomweb
+    from pacs.dicomweb_follower import run_once as run_dicomweb_once
+    from pacs.dicomweb_follower import utc_now
+
+    clock = clock or utc_now
+    session = make_session(arguments.username or os.environ.get("ORTHANC_USERNAME"),
+                           arguments.password or os.environ.get("ORTHANC_PASSWORD"), arguments.token_file)
+    archive = DicomwebArchive(arguments.dicomweb, session, RETRY_DELAYS_S[:arguments.retries])
+    if arguments.once:
+        archive.check()  # fail fast, before the models load
+    pipeline = _load_pipeline(arguments.models)
+    if arguments.once:
+        run_dicomweb_once(archive, pipeline, arguments.state, clock(), arguments.lookback_days)
+        return EXIT_DONE
+    poll_dicomweb(archive, pipeline, arguments.state, arguments.poll_seconds, arguments.lookback_days, clock)
     return EXIT_DONE
 
 

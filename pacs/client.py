@@ -58,6 +58,14 @@ class OrthancClient:
         """Store a DICOM file (POST /instances); Orthanc answers its ID and Status ("Success", "AlreadyStored")."""
         return json.loads(self.request("POST", "/instances", data, "application/dicom"))
 
+    def answers(self) -> bool:
+        """Whether Orthanc answers GET /system now (one try, no retry): tells an outage from one bad resource."""
+        try:
+            self._send("GET", "/system", None, None)
+        except OrthancError:
+            return False
+        return True
+
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> bytes:
         """One request, retried after each delay of `retry_delays_s` while Orthanc is unreachable or says 5xx.
 

@@ -106,6 +106,14 @@ class DicomwebArchive:
         """One cheap QIDO-RS search, to fail fast on a wrong URL or credentials."""
         self._call("QIDO-RS studies", lambda: self._client.search_for_studies(limit=1))
 
+    def answers(self) -> bool:
+        """Whether one cheap QIDO-RS search succeeds now: tells an outage from one bad study."""
+        try:
+            self.check()
+        except OrthancError:
+            return False
+        return True
+
     def find_studies(self, since: str = "") -> list[FoundStudy]:
         """CR and DX studies (StudyDate >= `since`, YYYYMMDD, when given), oldest first."""
         found: dict[str, FoundStudy] = {}

@@ -15,10 +15,15 @@ from pacs.state import StudyRecord, WorkerState
 COLUMNS = ("orthanc_study", "study_date", "body_part", "score", "label")
 
 
+
 def worklist_rows(state: WorkerState) -> list[tuple[str, str, str, str, str]]:
-    """(Orthanc study id, study date, body part, score, label) of every radiograph study, in triage order."""
-    radiograph_studies = [(study_id, record) for study_id, record in state.studies.items() if record.instances]
-    ordered = triage_order(radiograph_studies, lambda item: item[1].abnormality, lambda item: item[0])
+    """(Orthanc study id, study date, body part, score, label) of every radiograph study, in triage order.
+
+    A study moved aside (the archive kept failing on it) is listed, unscored, whatever is known of it.
+    """
+    listed = [(study_id, record) for study_id, record in state.studies.items()
+              if record.instances or record.moved_aside]
+    ordered = triage_order(listed, lambda item: item[1].abnormality, lambda item: item[0])
     return [_row(study_id, record) for study_id, record in ordered]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 from bench.launch import encode_multipart, free_port, http_status
 
 __all__ = ["encode_image", "encode_multipart", "free_port", "http_status", "make_radiograph", "multipart",
-           "response_schema_name", "validate_against_spec"]
+           "open_chunked_upload", "read_answer", "response_schema_name", "send_chunks", "validate_against_spec"]
 
 
 def encode_image(pixels: np.ndarray, image_format: str = "PNG", mode: str | None = None) -> bytes:
@@ -46,3 +47,42 @@ def response_schema_name(spec: dict[str, Any], path: str, method: str, status: i
     responses = spec["paths"][path][method.lower()]["responses"]
     response = responses.get(str(status), responses["default"])
     return response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+
+
+def open_chunked_upload(url: str, content_type: str = "image/png", path: str = "/predict",
+                        source: str | None = None) -> socket.socket:
+    """A connection that has sent the head of a chunked POST (no Content-Length) and no body yet."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=30,
+                                          source_address=(source, 0) if source else None)
+    connection.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n".encode())
+    return connection
+
+
+def send_chunks(connection: socket.socket, data: bytes, chunk_size: int = 65536, last: bool = True) -> None:
+    """Send `data` as chunks of `chunk_size` bytes, then (when `last`) the terminating empty chunk."""
+    for start in range(0, len(data), chunk_size):
+        piece = data[start:start + chunk_size]
+        connection.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+    if last:
+        connection.sendall(b"0\r\n\r\n")
+
+
+def read_answer(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP answer with a Content-Length: (status, headers in lower case, body)."""
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection after {answer[:200]!r}")
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip() for line in header_lines}
+    while len(body) < int(headers.get("content-length", 0)):
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(status_line.split()[1]), headers, body

@@ -68,8 +68,9 @@ class Orthanc:
         raise TimeoutError(f"no StableStudy for {study_id} within {limit_s} s; see {self.log_path}")
 
 
-def write_configuration(folder: Path, http_port: int, dicom_port: int, dicomweb: bool = False) -> Path:
-    """Orthanc's configuration: loopback only, authentication on with the test user, StableAge 1 s.
+def write_configuration(folder: Path, http_port: int, dicom_port: int, dicomweb: bool = False,
+                        extra: dict | None = None) -> Path:
+    """Orthanc's configuration: loopback only, authentication on with the test user, StableAge 1 s; then `extra`.
 
     With `dicomweb`, Debian's DICOMweb plugin is loaded and serves /dicom-web/.
     """
@@ -79,7 +80,7 @@ def write_configuration(folder: Path, http_port: int, dicom_port: int, dicomweb:
         "Name": "triage-test", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
         "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "TRIAGETEST",
         "RemoteAccessAllowed": False, "AuthenticationEnabled": True, "RegisteredUsers": {USERNAME: PASSWORD},
-        "StableAge": 1, "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
+        "StableAge": 1, "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [], **(extra or {}),
     }
     if dicomweb:
         configuration["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": False}
@@ -89,10 +90,12 @@ def write_configuration(folder: Path, http_port: int, dicom_port: int, dicomweb:
 
 
 @contextmanager
-def running_orthanc(folder: Path, limit_s: float = 30.0, dicomweb: bool = False) -> Iterator[Orthanc]:
-    """Start Orthanc (with its DICOMweb plugin if asked), wait until its REST API answers, and always stop it."""
+def running_orthanc(folder: Path, limit_s: float = 30.0, dicomweb: bool = False,
+                    extra: dict | None = None) -> Iterator[Orthanc]:
+    """Start Orthanc (its DICOMweb plugin if asked, `extra`: more configuration), wait until its REST API
+    answers the test user; always stop it."""
     http_port, dicom_port = free_port(), free_port()
-    configuration = write_configuration(folder, http_port, dicom_port, dicomweb)
+    configuration = write_configuration(folder, http_port, dicom_port, dicomweb, extra)
     log_path = folder / "orthanc.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen([ORTHANC, str(configuration)], stdout=log, stderr=subprocess.STDOUT)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.launch import Server, encode_multipart, free_port, http_status, running_gunicorn
-from tests.helpers import make_radiograph
+from tests.helpers import make_radiograph, open_chunked_upload, read_answer, send_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 180
@@ -143,3 +143,27 @@ def test_make_run_serves_with_gunicorn_on_host_port_and_models(tiny_repository, 
         process.wait(timeout=60)
     output = log_path.read_text(errors="replace")
     assert "Starting gunicorn" in output and "development server" not in output
+
+
+def test_a_chunked_body_over_the_limit_gets_413_as_soon_as_it_passes_the_limit(tiny_repository, tmp_path):
+    limit = 1 << 20
+    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log",
+                          {"TRIAGE_MAX_REQUEST_BYTES": str(limit), "TRIAGE_AUDIT_LOG": ""}) as server:
+        server.wait_until_ready(STARTUP_TIMEOUT_S)
+        with open_chunked_upload(server.url) as connection:
+            # The limit and one chunk more, and then nothing: the answer must come without the rest of the body
+            # (gunicorn reads a chunked body ahead by 1 KiB: the answer comes within that of the limit).
+            send_chunks(connection, b"\x89PNG" + bytes(limit + 65536 - 4), last=False)
+            status, headers, body = read_answer(connection)
+        assert status == 413 and headers["content-type"] == "application/json"
+        assert json.loads(body)["error"] == {"status": 413, "code": "payload_too_large", "message": (
+            f"the request is larger than the limit of {limit} bytes; send fewer or smaller images")}
+
+        with open_chunked_upload(server.url) as connection:  # under the limit, a chunked study is served
+            send_chunks(connection, make_radiograph(seed=24), chunk_size=1000)
+            status, _, body = read_answer(connection)
+        assert status == 200 and json.loads(body)["study"]["n_images"] == 1
+        with open_chunked_upload(server.url, "application/json") as connection:  # JSON's body too
+            send_chunks(connection, b'{"image": "' + bytes(limit + 65536) + b'"}', last=False)
+            status, _, body = read_answer(connection)
+        assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import select
 import signal
+import socket
 import threading
 import time
 import urllib.error
@@ -15,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from bench.launch import Server, encode_multipart, free_port, http_status, running_gunicorn, running_nginx
-from tests.helpers import make_radiograph
+from tests.helpers import make_radiograph, open_chunked_upload, read_answer, send_chunks
+from tests.test_gunicorn import raw_exchange
 
 NUM_REQUESTS = 120
 CLIENTS = 4
@@ -149,3 +153,110 @@ def test_nginx_refuses_a_body_over_the_service_limit_and_never_writes_one_to_dis
     error_log = (tmp_path / "nginx" / "error.log").read_text()
     assert "buffered to a temporary file" not in error_log
     assert '"POST /predict" 4' in (tmp_path / "nginx" / "access.log").read_text()  # the replica did answer
+
+
+@pytest.fixture
+def replica_behind_nginx(tiny_repository: Path, tmp_path: Path):
+    """One replica (4 MiB request limit) and nginx in front with the same limit: (replica, nginx)."""
+    port = free_port()
+    with running_gunicorn(tiny_repository, tmp_path / "replica.log",
+                          {"TRIAGE_AUDIT_LOG": "", "TRIAGE_MAX_REQUEST_BYTES": str(4 << 20)}, port=port) as replica, \
+            running_nginx([f"127.0.0.1:{port}"], tmp_path / "nginx", max_body="4m") as nginx:
+        replica.wait_until_ready()
+        yield replica, nginx
+
+
+def _json_error(status: int, headers: dict[str, str], body: bytes) -> dict:
+    """The error object of an answer in the API's JSON shape (checks the content type and status field)."""
+    assert headers["content-type"] == "application/json", (status, body[:200])
+    error = json.loads(body)["error"]
+    assert error["status"] == status and error["message"]
+    return error
+
+
+def test_chunked_uploads_are_streamed_to_the_replica_and_never_written_to_disk(replica_behind_nginx,
+                                                                             tmp_path: Path) -> None:
+    _, nginx = replica_behind_nginx
+    temp_folder = tmp_path / "nginx" / "client_body"
+    cases = [  # (body, chunk size, expected status): a study, bodies at the limit in big and tiny chunks, over it
+        (make_radiograph(seed=33), 1000, 200),
+        (b"\x89PNG" + bytes((4 << 20) - 4), 65536, 415),  # exactly the limit: the replica reads it (not a PNG)
+        (b"\x89PNG" + bytes((4 << 20) - 4), 7, 415),
+        (b"\x89PNG" + bytes(6 << 20), 65536, 413),
+        (b"\x89PNG" + bytes(100 << 20), 1 << 20, 413),
+    ]
+    for body, chunk_size, expected in cases:
+        with open_chunked_upload(nginx.url) as connection:
+            try:
+                send_chunks(connection, body, chunk_size)
+            except OSError:  # nginx answered 413 and closed while the client was still sending
+                pass
+            assert not any(temp_folder.rglob("*")), "a request body was written to disk"
+            status, headers, answer = read_answer(connection)
+        assert status == expected, (len(body), chunk_size, answer[:200])
+        if status != 200:
+            code = _json_error(status, headers, answer)["code"]
+            assert code == {413: "payload_too_large", 415: "unsupported_media_type"}[status]
+    assert not any(temp_folder.rglob("*"))
+    assert "buffered to a temporary file" not in (tmp_path / "nginx" / "error.log").read_text()
+    assert (tmp_path / "nginx" / "access.log").read_text().count('"POST /predict" 415') == 2  # the replica answered
+
+
+def test_nginx_answers_its_own_errors_in_the_json_shape(replica_behind_nginx, tmp_path: Path) -> None:
+    replica, nginx = replica_behind_nginx
+    with open_chunked_upload(nginx.url) as connection:  # a chunk size that is not hexadecimal
+        connection.sendall(b"zz\r\nxx\r\n0\r\n\r\n")
+        status, headers, body = read_answer(connection)
+    assert status == 400 and _json_error(status, headers, body)["code"] == "bad_request"
+    status, headers, body = raw_exchange(nginx.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+    assert status == 400 and _json_error(status, headers, body)["code"] == "bad_request"
+    replica.stop()  # no replica left: nginx's 502 becomes the API's 503 no_replica
+    status, headers, body = raw_exchange(nginx.url, b"GET /models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 503 and _json_error(status, headers, body)["code"] == "no_replica"
+    assert headers["retry-after"] == "5"
+    # 500 (nginx's own failure) and 504 cannot be caused from outside: the configuration maps them too.
+    config = (tmp_path / "nginx" / "nginx.conf").read_text()
+    assert "error_page 500 @internal_error;" in config and "error_page 502 504 =503 @no_replica;" in config
+    assert '"code": "internal_error"' in config.split("location @internal_error", 1)[1].split("}", 1)[0] + "}"
+
+
+def test_slow_connections_over_the_per_address_limit_get_429_and_leave_others_served(replica_behind_nginx) -> None:
+    _, nginx = replica_behind_nginx
+    host, port = nginx.url.removeprefix("http://").split(":")
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000000\r\n\r\n\x89PNG"
+    slow = []
+    try:
+        for _ in range(SLOW_CONNECTIONS):  # from 127.0.0.2, each announcing a body it never finishes
+            connection = socket.create_connection((host, int(port)), timeout=30, source_address=("127.0.0.2", 0))
+            connection.sendall(head)
+            slow.append(connection)
+        refused = _answers_within(slow, SLOW_CONNECTIONS - PER_ADDRESS_CONNECTIONS)
+        assert len(refused) == SLOW_CONNECTIONS - PER_ADDRESS_CONNECTIONS
+        for status, headers, body in refused:
+            assert status == 429 and _json_error(status, headers, body)["code"] == "too_many_requests"
+            assert headers["retry-after"] == "1"
+        assert _post_study(nginx.url)[0] == 200  # another address is served
+        probe = http.client.HTTPConnection(host, int(port), timeout=10, source_address=("127.0.0.2", 0))
+        probe.request("GET", "/healthz")
+        assert probe.getresponse().status == 200  # the probes are never limited, even for that address
+        probe.close()
+    finally:
+        for connection in slow:
+            connection.close()
+
+
+SLOW_CONNECTIONS = 40
+PER_ADDRESS_CONNECTIONS = 16  # limit_conn per_address in deploy/nginx.conf
+
+
+def _answers_within(connections: list[socket.socket], expected: int, limit_s: float = 30.0) -> list[tuple]:
+    """Read the answers that arrive on `connections` until `expected` came or `limit_s` passed."""
+    answers: list[tuple] = []
+    waiting = list(connections)
+    deadline = time.monotonic() + limit_s
+    while len(answers) < expected and time.monotonic() < deadline:
+        ready, _, _ = select.select(waiting, [], [], 0.5)
+        for connection in ready:
+            answers.append(read_answer(connection))
+            waiting.remove(connection)
+    return answers

@@ -19,8 +19,11 @@ from bench.launch import ROOT, free_port
 from classifiers.decoding import decode_views
 from classifiers.outputs.structured_report import structured_report_bytes
 from classifiers.results import ViewInput
+from pacs.archive import OrthancArchive
 from pacs.cli import EXIT_DONE, EXIT_STATE, EXIT_UNAUTHORIZED, EXIT_UNREACHABLE, main
-from pacs.state import StudyRecord, WorkerState, load_state, save_state
+from pacs.client import OrthancClient, OrthancUnreachable
+from pacs.follower import MAX_STUDY_TRIES, handle_study
+from pacs.state import StateError, StudyRecord, WorkerState, load_state, lock_path, locked_state, save_state
 from tests.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
 from tests.legacy_report import build_legacy_report
 from tests.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
@@ -288,3 +291,132 @@ def test_skipped_study_log_names_only_defined_modalities(modality: str, logged: 
     from pacs.processor import _loggable
 
     assert _loggable(modality) == logged
+
+
+@pytest.mark.parametrize("content", [
+    '{"last_change": 3, "studies": []}',
+    '{"last_change": 1e400, "studies": {}}',
+    '{"last_change": "3", "studies": {}}',
+    '{"last_change": true, "studies": {}}',
+    '{"last_change": -1, "studies": {}}',
+    '{"last_change": 3.5, "studies": {}}',
+    '{"last_change": ' + "9" * 5000 + ', "studies": {}}',
+    '{"studies": {}}',
+    '[1, 2]',
+    '"a string"',
+    '{"last_change": 3, "studies": {"s": []}}',
+    '{"last_change": 3, "studies": {"s": {"instances": "1.2.3"}}}',
+    '{"last_change": 3, "studies": {"s": {"instances": [1, 2]}}}',
+    '{"last_change": 3, "studies": {"s": {"instances": [], "abnormality": "0.5"}}}',
+    '{"last_change": 3, "studies": {"s": {"instances": [], "abnormality": 1e400}}}',
+    '{"last_change": 3, "studies": {"s": {"instances": [], "abnormality": 2}}}',
+    '{"last_change": 3, "studies": {"s": {"instances": [], "label": ["x"]}}}',
+    '{"last_change": 3, "studies": {"s": {"instances": [], "moved_aside": 1}}}',
+    '{"last_change": 3, "studies": {"s": {"instances": [], "unknown_key": 1}}}',
+    '{"last_change": 3, "studies": {"s": {"body_part": "XR_HAND"}}}',
+    '{"last_change": 3, "studies": {}, "failing": {"s": "2"}}',
+    '{"last_change": 3, "studies": {}, "failing": []}',
+    "[" * 100_000,
+    "\xff\xfe not text",
+])
+def test_any_state_file_the_worker_cannot_use_is_one_line_and_exit_6(content, tmp_path, capsys):
+    state = tmp_path / "state.json"
+    state.write_bytes(content.encode("latin-1"))
+    assert main(["worklist", "--state", str(state)]) == EXIT_STATE
+    assert main(["--orthanc", f"http://127.0.0.1:{free_port()}", "--state", str(state), "--once"]) == EXIT_STATE
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("pacs: error: the state file ") and "move it away" in line
+                                   for line in lines), lines
+
+
+def test_state_written_before_failing_studies_were_recorded_still_loads(tmp_path):
+    state = tmp_path / "state.json"
+    state.write_text('{"format_version": 1, "last_change": 4, "studies": {"s": {"instances": ["1.2"],'
+                     ' "abnormality": 0.25, "label": "normal", "sr_sop_instance_uid": null}}}')
+    loaded = load_state(state)
+    assert loaded.last_change == 4 and loaded.failing == {}
+    assert loaded.studies["s"] == StudyRecord(("1.2",), abnormality=0.25, label="normal")
+
+
+def test_a_second_worker_on_the_same_state_exits_6_naming_the_lock(tmp_path, capsys):
+    state = tmp_path / "state.json"
+    with locked_state(state):  # the first worker (flock: another open file, even in this process, is refused)
+        code = main(["--orthanc", f"http://127.0.0.1:{free_port()}", "--state", str(state), "--once"])
+    assert code == EXIT_STATE
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"pacs: error: another worker holds the lock {lock_path(state)} (pid {os.getpid()}) on the state file"
+        f" {state}; run one worker per state file"]
+    with locked_state(state):  # released when the first worker ends
+        pass
+
+
+def test_a_worker_in_another_process_holds_the_lock_until_it_exits(tmp_path):
+    state = tmp_path / "state.json"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+                               "from pacs.state import locked_state\n"
+                               "with locked_state(Path(sys.argv[1])):\n print('locked', flush=True)\n time.sleep(60)",
+                               str(state)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StateError, match=f"pid {holder.pid}"), locked_state(state):
+            pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        holder.stdout.close()
+    with locked_state(state):
+        pass
+
+
+@pytest.fixture
+def uncached_orthanc(tmp_path: Path):
+    """An Orthanc that reads every file from its storage (no cache), so a damaged file is a real 500."""
+    with running_orthanc(tmp_path / "orthanc", extra={"MaximumStorageCacheSize": 0}) as server:
+        yield server
+
+
+def break_instance_file(orthanc: Orthanc, storage: Path, instance_id: str) -> None:
+    """Replace the instance's file in Orthanc's storage by a folder: Orthanc then answers 500 for it."""
+    uuid = orthanc.get(f"/instances/{instance_id}/attachments/dicom/info")["Uuid"]
+    path = storage / uuid[:2] / uuid[2:4] / uuid
+    path.unlink()
+    path.mkdir()
+
+
+def test_a_study_orthanc_keeps_failing_on_is_moved_aside_and_the_feed_goes_on(
+        uncached_orthanc, tiny_repository, tmp_path, caplog, capsys):
+    caplog.set_level(logging.INFO)
+    broken = upload_study(uncached_orthanc, [radiograph_bytes(generate_uid(), 11)])
+    [instance] = uncached_orthanc.get(f"/studies/{broken}/instances")
+    break_instance_file(uncached_orthanc, tmp_path / "orthanc" / "storage", instance["ID"])
+    healthy = upload_study(uncached_orthanc, [radiograph_bytes(generate_uid(), 12)])
+    state = tmp_path / "state.json"
+
+    assert run_worker(uncached_orthanc, tiny_repository, state, "--retries", "0") == EXIT_DONE
+    assert len(study_reports(uncached_orthanc, healthy)) == 1  # the study after the failing one is scored
+    assert load_state(state).failing == {broken: 1} and broken not in load_state(state).studies
+    assert f"study {broken}: try 1 of {MAX_STUDY_TRIES} failed (GET /instances/{instance['ID']}/file: Orthanc" \
+           " answered HTTP 500 (server error))" in caplog.text
+    for _ in range(MAX_STUDY_TRIES - 1):  # each pass tries the failing study once more
+        assert run_worker(uncached_orthanc, tiny_repository, state, "--retries", "0") == EXIT_DONE
+    record = load_state(state).studies[broken]
+    assert record.moved_aside and record.abnormality is None and load_state(state).failing == {}
+    assert record.instances == (str(instance["MainDicomTags"]["SOPInstanceUID"]),)
+    assert f"study {broken}: moved aside after {MAX_STUDY_TRIES} tries, not scored" in caplog.text
+    assert run_worker(uncached_orthanc, tiny_repository, state, "--retries", "0") == EXIT_DONE
+    assert broken not in load_state(state).failing  # moved aside for good: not tried again
+    capsys.readouterr()
+    assert main(["worklist", "--state", str(state)]) == EXIT_DONE
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[1].startswith(f"{broken}\t20240102\t\t\tunscored: read first (moved aside")
+    assert rows[2].startswith(f"{healthy}\t")
+    for marker in LEAK_MARKERS:
+        assert marker not in caplog.text
+
+
+def test_an_orthanc_down_is_not_blamed_on_the_study(tmp_path):
+    client = OrthancClient(f"http://127.0.0.1:{free_port()}", retry_delays_s=())
+    state = WorkerState(5, failing={"other": 1})
+    with pytest.raises(OrthancUnreachable):  # the pass stops (and is retried after a back-off), nothing counted
+        handle_study(OrthancArchive(client), None, state, "a-study")
+    assert state.failing == {"other": 1} and state.studies == {}

@@ -36,6 +36,14 @@ DEFAULTS: dict[str, Any] = {
     # 503 + Retry-After; clients may ask for less with X-Deadline-Ms.
     "QUEUE_TIMEOUT_MS": 2000.0,
     "MAX_IN_FLIGHT": in_flight_cap(GUNICORN_THREADS),  # predictions at once per worker, under its threads
+    # Fair shares (web/fairness.py): a client seen this recently keeps its share of MAX_IN_FLIGHT; fronts
+    # (addresses) whose X-Forwarded-For names the client, when shares go by address (no API keys).
+    "FAIR_SHARE_RECENT_S": 5.0,
+    "TRUSTED_PROXIES": "",
+    # Loaded in the background (gunicorn), the model threads run this much nicer than the request threads
+    # (0: as nice; docs/PERFORMANCE.md, "Refusals on the TensorFlow backend": 5 did not measure better).
+    "MODEL_NICE": 0,
+    "MEMORY_RELEASE": True,  # malloc_trim once idle after a large request; few malloc arenas (web/memory.py)
     "MAX_STUDY_PIXELS": 120_000_000,  # all views of one study together, from their headers
     "PIXEL_BUDGET": 160_000_000,  # decoded pixels in flight per worker
     "WARMUP": True,
@@ -77,6 +85,10 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TRIAGE_MAX_QUEUE_VIEWS": ("MAX_QUEUE_VIEWS", int),
     "TRIAGE_QUEUE_TIMEOUT_MS": ("QUEUE_TIMEOUT_MS", float),
     "TRIAGE_MAX_IN_FLIGHT": ("MAX_IN_FLIGHT", int),
+    "TRIAGE_FAIR_SHARE_RECENT_S": ("FAIR_SHARE_RECENT_S", float),
+    "TRIAGE_TRUSTED_PROXIES": ("TRUSTED_PROXIES", str),
+    "TRIAGE_MEMORY_RELEASE": ("MEMORY_RELEASE", parse_bool),
+    "TRIAGE_MODEL_NICE": ("MODEL_NICE", int),
     "TRIAGE_MAX_STUDY_PIXELS": ("MAX_STUDY_PIXELS", int),
     "TRIAGE_PIXEL_BUDGET": ("PIXEL_BUDGET", int),
     "TRIAGE_WARMUP": ("WARMUP", parse_bool),
@@ -118,6 +130,8 @@ def check_limits(config: Mapping[str, Any]) -> None:
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"config {key}={value!r} must be a positive integer")
+    if not isinstance(config["MODEL_NICE"], int) or not 0 <= config["MODEL_NICE"] <= 19:
+        raise ValueError(f"config MODEL_NICE={config['MODEL_NICE']!r} must be an integer from 0 to 19")
     for key in ("INTRA_OP_THREADS", "INTER_OP_THREADS"):
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -130,5 +144,7 @@ def check_limits(config: Mapping[str, Any]) -> None:
         raise ValueError(f"config BACKEND={config['BACKEND']!r} must be one of {', '.join(BACKEND_CHOICES)}")
     if not config["QUEUE_TIMEOUT_MS"] > 0:
         raise ValueError(f"config QUEUE_TIMEOUT_MS={config['QUEUE_TIMEOUT_MS']!r} must be > 0")
+    if not 0 <= config["FAIR_SHARE_RECENT_S"] < float("inf"):
+        raise ValueError(f"config FAIR_SHARE_RECENT_S={config['FAIR_SHARE_RECENT_S']!r} must be seconds >= 0")
     if config["MAX_WAIT_MS"] < 0:
         raise ValueError(f"config MAX_WAIT_MS={config['MAX_WAIT_MS']!r} must be >= 0")

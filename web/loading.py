@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,12 +41,26 @@ def build_settings(config: Mapping[str, Any], on_batch: Callable[[str, int], Non
     )
 
 
+def lower_thread_priority(increment: int) -> None:
+    """Raise this thread's nice value by `increment` (Linux: per thread; the threads it starts inherit it)."""
+    if increment <= 0 or not hasattr(os, "setpriority"):
+        return
+    thread_id = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread_id, os.getpriority(os.PRIO_PROCESS, thread_id) + increment)
+    except OSError as error:
+        logger.warning("cannot lower the model threads' priority (%s); refusals may wait behind the models",
+                       error.strerror)
+
+
 class PipelineLoader:
     """Holds the app's pipeline, or why it is not there yet."""
 
-    def __init__(self, repository: Path, settings: PipelineSettings):
+    def __init__(self, repository: Path, settings: PipelineSettings, model_nice: int = 0):
         self.repository = repository
         self.settings = settings
+        self.model_nice = model_nice  # background loading: the model threads' nice value above the request threads'
+
         self.pipeline: Pipeline | None = None
         self.failure: str | None = None
         self.loaded = threading.Event()
@@ -71,6 +86,11 @@ class PipelineLoader:
         """Start loading in a daemon thread so /healthz answers at once; /readyz says 503 meanwhile."""
 
         def run() -> None:
+            # The batcher threads and the runtimes' pools (TensorFlow's, ONNX Runtime's) start from this
+            # thread and inherit its priority: under overload gunicorn's request threads get the CPU first,
+            # so a refusal (503) waits less behind the models (docs/PERFORMANCE.md, "Refusals on the TensorFlow
+            # backend"; TRIAGE_MODEL_NICE, 0 by default).
+            lower_thread_priority(self.model_nice)
             try:
                 self.load()
             except Exception:

@@ -7,15 +7,17 @@ import binascii
 import io
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from flask import Request
 from marshmallow import ValidationError
+from werkzeug.utils import cached_property
 
 from classifiers.names import printable_name
 from classifiers.results import ViewInput
 from web.errors import ApiError
 from web.schemas import PredictJsonSchema, PredictOptionsSchema
+from web.streamed_body import LimitedStreamedBody
 
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "application/dicom")
 ACCEPTED_FORMS = (
@@ -28,6 +30,14 @@ MAX_NAME_LENGTH = 200
 
 class InMemoryRequest(Request):
     """A request whose uploaded files stay in memory: nothing uploaded is ever written to disk."""
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        """The body; one sent without Content-Length (chunked) is refused with 413 as soon as it passes the limit."""
+        limit = self.max_content_length
+        if self.content_length is None and limit is not None and self.environ.get("wsgi.input_terminated"):
+            return LimitedStreamedBody(self.environ["wsgi.input"], limit)
+        return super().stream
 
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None, content_length: int | None = None) -> io.BytesIO:

@@ -16,7 +16,7 @@ from web.audit import audit_secret, hash_study_uid, write_audit_line
 from web.errors import ApiError, error_response
 from web.loading import PipelineLoader, get_pipeline, not_ready_error
 from web.requests import parse_predict_request
-from web.shedding import request_deadline
+from web.shedding import request_client, request_deadline
 
 blueprint = Blueprint("triage", __name__)
 DICOM_TYPE = "application/dicom"
@@ -48,7 +48,7 @@ def predict() -> Response:
     answer_type = request.accept_mimetypes.best_match(ANSWER_TYPES) or ANSWER_TYPES[0]  # JSON when none fits
     answer_type = FHIR_JSON if answer_type == FHIR_R4_JSON else answer_type
     wants_dicom = answer_type in (DICOM_TYPE, DICOM_INSTANCES_TYPE, FHIR_JSON)
-    with current_app.extensions["in_flight"].admit():
+    with current_app.extensions["in_flight"].admit(request_client(request, current_app.config, g.key_id)):
         pipeline.refuse_if_late(deadline)  # before the body is parsed: a quick 503 when the queue is too long
         parsed = parse_predict_request(request, current_app.config["MAX_VIEWS"])
         if wants_dicom and not all(is_dicom(view.data) for view in parsed.views):
