@@ -64,8 +64,8 @@ def _run_orthanc(arguments: argparse.Namespace) -> int:
         client.get_json("/system")  # fail fast, before the models load
     pipeline = _load_pipeline(arguments.models)
     if arguments.once:
-        return run_once(client, pipeline, arguments.state)
-    poll(client, pipeline, arguments.state, arguments.poll_seconds)
+        return run_once(client, pipeline, arguments.state, arguments.heatmaps)
+    poll(client, pipeline, arguments.state, arguments.poll_seconds, arguments.heatmaps)
     return EXIT_DONE
 
 
@@ -84,9 +84,10 @@ def _run_dicomweb(arguments: argparse.Namespace, clock: Callable[[], datetime.da
         archive.check()  # fail fast, before the models load
     pipeline = _load_pipeline(arguments.models)
     if arguments.once:
-        run_dicomweb_once(archive, pipeline, arguments.state, clock(), arguments.lookback_days)
+        run_dicomweb_once(archive, pipeline, arguments.state, clock(), arguments.lookback_days, arguments.heatmaps)
         return EXIT_DONE
-    poll_dicomweb(archive, pipeline, arguments.state, arguments.poll_seconds, arguments.lookback_days, clock)
+    poll_dicomweb(archive, pipeline, arguments.state, arguments.poll_seconds, arguments.lookback_days, clock,
+                  heatmaps=arguments.heatmaps)
     return EXIT_DONE
 
 
@@ -105,24 +106,24 @@ def _load_pipeline(models: Path):
         raise ModelsUnusable(f"cannot load the models in {models}: {error}") from None
 
 
-def run_once(client: OrthancClient, pipeline, state_path: Path) -> int:
+def run_once(client: OrthancClient, pipeline, state_path: Path, heatmaps: bool = False) -> int:
     """Process the change feed once from where the state stopped; returns EXIT_DONE."""
     from pacs.follower import follow_changes
 
     state = load_state(state_path)
-    num_changed = follow_changes(client, pipeline, state, state_path)
+    num_changed = follow_changes(client, pipeline, state, state_path, heatmaps=heatmaps)
     logger.info("done: %d studies scored or skipped, change feed at %d", num_changed, state.last_change)
     return EXIT_DONE
 
 
-def poll(client: OrthancClient, pipeline, state_path: Path, poll_seconds: float) -> None:
+def poll(client: OrthancClient, pipeline, state_path: Path, poll_seconds: float, heatmaps: bool = False) -> None:
     """Process the change feed every `poll_seconds`, forever; Orthanc errors are logged and waited out."""
     from pacs.follower import follow_changes
 
     backoff_s = poll_seconds
     while True:
         try:
-            follow_changes(client, pipeline, load_state(state_path), state_path)
+            follow_changes(client, pipeline, load_state(state_path), state_path, heatmaps=heatmaps)
             backoff_s = poll_seconds
         except OrthancError as error:
             backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
@@ -166,6 +167,8 @@ def _worker_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", type=Path, default=Path("h5"), help="model repository (default h5/)")
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help=f"state file (default {DEFAULT_STATE})")
     parser.add_argument("--once", action="store_true", help="process what is there and exit (cron, tests)")
+    parser.add_argument("--heatmaps", action="store_true", help="also store each view's heatmap: a Secondary Capture"
+                        " and a presentation state marking its peak")
     parser.add_argument("--poll-seconds", type=_positive, default=10.0, help="seconds between polls (default 10)")
     parser.add_argument("--username", help="Orthanc user (default: $ORTHANC_USERNAME)")
     parser.add_argument("--password", help="Orthanc password (default: $ORTHANC_PASSWORD)")

@@ -33,14 +33,14 @@ def utc_now() -> datetime.datetime:
 
 
 def follow_studies(archive: DicomwebArchive, pipeline: Pipeline, state: WorkerState, state_path: Path,
-                   now: datetime.datetime, lookback_days: int = LOOKBACK_DAYS) -> int:
+                   now: datetime.datetime, lookback_days: int = LOOKBACK_DAYS, heatmaps: bool = False) -> int:
     """One poll: process every CR/DX study whose instance count changed; returns the studies changed."""
     since = _since(state.last_poll, lookback_days)
     num_changed = 0
     for study in archive.find_studies(since):
         if study.num_instances is not None and state.seen.get(study.study_uid) == study.num_instances:
             continue
-        if handle_study(archive, pipeline, state, study.study_uid):
+        if handle_study(archive, pipeline, state, study.study_uid, heatmaps):
             num_changed += 1
         if study.num_instances is not None:
             state.seen[study.study_uid] = study.num_instances
@@ -51,23 +51,23 @@ def follow_studies(archive: DicomwebArchive, pipeline: Pipeline, state: WorkerSt
 
 
 def run_once(archive: DicomwebArchive, pipeline: Pipeline, state_path: Path, now: datetime.datetime,
-             lookback_days: int = LOOKBACK_DAYS) -> int:
+             lookback_days: int = LOOKBACK_DAYS, heatmaps: bool = False) -> int:
     """One poll from the state file; returns the studies scored or skipped."""
     state = load_state(state_path)
-    num_changed = follow_studies(archive, pipeline, state, state_path, now, lookback_days)
+    num_changed = follow_studies(archive, pipeline, state, state_path, now, lookback_days, heatmaps)
     logger.info("done: %d studies scored or skipped, %d studies seen", num_changed, len(state.seen))
     return num_changed
 
 
 def poll(archive: DicomwebArchive, pipeline: Pipeline, state_path: Path, poll_seconds: float,
          lookback_days: int = LOOKBACK_DAYS, clock: Callable[[], datetime.datetime] = utc_now,
-         sleep: Callable[[float], None] = time.sleep, max_polls: int | None = None) -> None:
+         sleep: Callable[[float], None] = time.sleep, max_polls: int | None = None, heatmaps: bool = False) -> None:
     """Poll every `poll_seconds` (forever, or `max_polls` times); archive errors are logged and waited out."""
     backoff_s, num_polls = poll_seconds, 0
     while max_polls is None or num_polls < max_polls:
         num_polls += 1
         try:
-            follow_studies(archive, pipeline, load_state(state_path), state_path, clock(), lookback_days)
+            follow_studies(archive, pipeline, load_state(state_path), state_path, clock(), lookback_days, heatmaps)
             backoff_s = poll_seconds
         except OrthancError as error:
             backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)

@@ -25,14 +25,14 @@ MAX_STUDY_TRIES = 3  # tries (each with the client's own retries) before a study
 
 
 def follow_changes(client: OrthancClient, pipeline: Pipeline, state: WorkerState, state_path: Path,
-                   page_size: int = PAGE_SIZE) -> int:
+                   page_size: int = PAGE_SIZE, heatmaps: bool = False) -> int:
     """Retry the failing studies, then process every change after `state.last_change`; returns the studies changed."""
     archive = OrthancArchive(client)
-    num_changed = retry_failing(archive, pipeline, state, state_path)
+    num_changed = retry_failing(archive, pipeline, state, state_path, heatmaps)
     while True:
         page = client.get_json(f"/changes?since={state.last_change}&limit={page_size}")
         for change in page["Changes"]:
-            if change["ChangeType"] == "StableStudy" and handle_study(archive, pipeline, state, change["ID"]):
+            if change["ChangeType"] == "StableStudy" and handle_study(archive, pipeline, state, change["ID"], heatmaps):
                 num_changed += 1
             state.last_change = max(state.last_change, int(change["Seq"]))
             if change["ChangeType"] == "StableStudy":
@@ -43,20 +43,22 @@ def follow_changes(client: OrthancClient, pipeline: Pipeline, state: WorkerState
             return num_changed
 
 
-def retry_failing(client: StudyArchive, pipeline: Pipeline, state: WorkerState, state_path: Path) -> int:
+def retry_failing(client: StudyArchive, pipeline: Pipeline, state: WorkerState, state_path: Path,
+                  heatmaps: bool = False) -> int:
     """Try again each study the archive failed on in an earlier pass; returns the studies recorded."""
     num_changed = 0
     for study_id in list(state.failing):
-        if handle_study(client, pipeline, state, study_id):
+        if handle_study(client, pipeline, state, study_id, heatmaps):
             num_changed += 1
         save_state(state_path, state)
     return num_changed
 
 
-def handle_study(client: StudyArchive, pipeline: Pipeline, state: WorkerState, study_id: str) -> bool:
+def handle_study(client: StudyArchive, pipeline: Pipeline, state: WorkerState, study_id: str,
+                 heatmaps: bool = False) -> bool:
     """Process one stable study and record what was done in `state` (not yet saved); True when recorded."""
     try:
-        record = process_study(client, pipeline, study_id, state.studies.get(study_id))
+        record = process_study(client, pipeline, study_id, state.studies.get(study_id), heatmaps)
     except OrthancNotFound:
         state.failing.pop(study_id, None)
         logger.info("study %s: no longer in the archive; nothing to do", study_id)

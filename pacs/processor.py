@@ -9,7 +9,6 @@ import logging
 
 from classifiers.errors import ClassifierError
 from classifiers.outputs.dicom_outputs import build_dicom_outputs, scoring_backend
-from classifiers.outputs.structured_report import structured_report_bytes
 from classifiers.pipeline import Pipeline
 from classifiers.results import StudyResult, ViewInput
 from classifiers.study_request import StudyRequest
@@ -28,7 +27,7 @@ KNOWN_MODALITIES = frozenset({"AR", "AU", "BDUS", "BI", "BMD", "CR", "CT", "DG",
 
 
 def process_study(client: StudyArchive, pipeline: Pipeline, study_id: str,
-                  previous: StudyRecord | None) -> StudyRecord | None:
+                  previous: StudyRecord | None, heatmaps: bool = False) -> StudyRecord | None:
     """Score a study whose radiographs changed since `previous` and store its SR; None when nothing changed.
 
     An SR of the worker already in the study for the same images is adopted, not written again; a new SR
@@ -54,7 +53,7 @@ def process_study(client: StudyArchive, pipeline: Pipeline, study_id: str,
     views = tuple(ViewInput(instance_id, client.fetch_instance(instance_id))
                   for instance_id in contents.radiographs.values())
     try:
-        result = pipeline.run(StudyRequest(views, skip_unreadable=True))
+        result = pipeline.run(StudyRequest(views, explain=heatmaps, skip_unreadable=True))
     except ClassifierError as error:
         logger.warning("study %s: skipped, cannot be scored (%s)", study_id, error)
         return StudyRecord(instances, study_date=contents.study_date, skipped=type(error).__name__)
@@ -64,7 +63,7 @@ def process_study(client: StudyArchive, pipeline: Pipeline, study_id: str,
     same = _report_for(reports, scored)
     if same is not None:
         return _adopt(contents, instances, same)
-    return _store_report(client, contents, instances, result, reports, scoring_backend(pipeline, result))
+    return _store_report(client, contents, instances, result, reports, scoring_backend(pipeline, result), heatmaps)
 
 
 def _loggable(modality: str) -> str:
@@ -85,11 +84,14 @@ def _adopt(contents: StudyContents, instances: tuple[str, ...], report: WorkerRe
 
 
 def _store_report(client: StudyArchive, contents: StudyContents, instances: tuple[str, ...],
-                  result: StudyResult, reports: list[WorkerReport], backend: str | None) -> StudyRecord:
-    """Build the SR (superseding the worker's earlier ones), store it in the archive, and return its record."""
-    report = build_dicom_outputs(result, explained=False, backend=backend, instance_number=len(reports) + 1,
-                                 previous_versions=[earlier.dataset for earlier in reports]).report
-    stored_id = client.store(structured_report_bytes(report))
+                  result: StudyResult, reports: list[WorkerReport], backend: str | None,
+                  heatmaps: bool = False) -> StudyRecord:
+    """Build the SR (superseding the worker's earlier ones; with heatmaps, a capture and a presentation state
+    per view), store them in the archive (the SR first) and return the study's record."""
+    outputs = build_dicom_outputs(result, explained=heatmaps, backend=backend, instance_number=len(reports) + 1,
+                                  previous_versions=[earlier.dataset for earlier in reports])
+    report = outputs.report
+    stored_id, *_heatmap_ids = [client.store(instance) for instance in outputs.instances_bytes()]
     logger.info("study %s: SR stored (instance %s): %s %.3f %s%s", contents.study_id, stored_id,
                 result.body_part, result.abnormality, result.label,
                 f", superseding {len(reports)} earlier SR(s)" if reports else "")

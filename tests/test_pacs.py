@@ -420,3 +420,15 @@ def test_an_orthanc_down_is_not_blamed_on_the_study(tmp_path):
     with pytest.raises(OrthancUnreachable):  # the pass stops (and is retried after a back-off), nothing counted
         handle_study(OrthancArchive(client), None, state, "a-study")
     assert state.failing == {"other": 1} and state.studies == {}
+
+
+def test_with_heatmaps_the_worker_stores_a_capture_and_a_presentation_state_per_view(orthanc, tiny_repository,
+                                                                                      tmp_path):
+    study_uid = generate_uid()
+    study_id = upload_study(orthanc, [radiograph_bytes(study_uid, 21), radiograph_bytes(study_uid, 22)])
+    assert run_worker(orthanc, tiny_repository, tmp_path / "state.json", "--heatmaps") == EXIT_DONE
+    modalities = [orthanc.get(f"/series/{instance['ParentSeries']}")["MainDicomTags"].get("Modality")
+                  for instance in orthanc.get(f"/studies/{study_id}/instances")]
+    assert sorted(modalities) == ["DX", "DX", "OT", "OT", "PR", "PR", "SR"]
+    [report] = study_reports(orthanc, study_id)
+    assert len(referenced_instances(report)) == 2
