@@ -1,6 +1,6 @@
 """Command line of the Orthanc worker.
 
-    python -m pacs --orthanc URL [--models DIR] [--state PATH] [--once] [--poll-seconds S]
+    python -m pacs --orthanc URL [--models DIR] [--state PATH] [--once] [--poll-seconds S] [--heatmaps]
                    [--username U --password P] [--retries N]
     python -m pacs --dicomweb URL [same options] [--token-file PATH] [--lookback-days D]
     python -m pacs worklist [--state PATH]
