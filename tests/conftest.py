@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -62,3 +64,33 @@ def client(app):
 def openapi_spec(app) -> dict:
     """The service's own /openapi.json."""
     return app.test_client().get("/openapi.json").get_json()
+
+
+@pytest.fixture(autouse=True)
+def _root_log_level_restored():
+    """A CLI's configure_logging() run in-process sets the root level; put it back so caplog sees every test."""
+    level = logging.getLogger().level
+    yield
+    logging.getLogger().setLevel(level)
+
+
+def _leftovers() -> list[str]:
+    """Batcher threads and child processes still alive (a pipeline or server some fixture did not close)."""
+    import psutil
+
+    threads = [thread.name for thread in threading.enumerate() if thread.name.startswith("batcher-")]
+    children = [" ".join(child.cmdline()[:3]) for child in psutil.Process().children(recursive=True)
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    return [f"{len(threads)} batcher threads"] * bool(threads) + [f"child process: {name}" for name in children]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Say what outlived its test: batcher threads of unclosed pipelines, servers still running."""
+    try:
+        leftovers = _leftovers()
+    except Exception as error:  # psutil missing or a process gone meanwhile: the check is advice only
+        leftovers = [f"(not checked: {error})"]
+    if leftovers:
+        terminalreporter.write_sep("-", "left running after the tests (close them in their fixtures)")
+        for line in leftovers:
+            terminalreporter.write_line(line)
