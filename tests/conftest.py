@@ -12,8 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests.helpers import encode_image  # noqa: E402
-from tests.model_factory import write_tiny_repository  # noqa: E402
+from tests.support.helpers import encode_image  # noqa: E402
+from tests.support.model_factory import write_tiny_repository  # noqa: E402
 
 # Limits small enough that tests can cross each of them cheaply.
 TEST_LIMITS = {"MAX_VIEWS": 3, "MAX_PIXELS": 500_000, "MIN_SIDE": 32, "MAX_CONTENT_LENGTH": 1_000_000,

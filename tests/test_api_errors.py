@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import encode_image, make_radiograph, validate_against_spec
+from tests.support.helpers import encode_image, make_radiograph, validate_against_spec
 from tests.support.timing import WAIT_LIMIT_S, wait_until
 
 PNG = make_radiograph(seed=3)

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.helpers import make_radiograph, validate_against_spec
+from tests.support.helpers import make_radiograph, validate_against_spec
 
 WIDE = make_radiograph(width=180, height=120, seed=3)
 TALL = make_radiograph(width=96, height=128, seed=4)

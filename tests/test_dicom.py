@@ -24,7 +24,14 @@ from classifiers.errors import (
     UnsupportedTransferSyntax,
 )
 from classifiers.results import ViewInput
-from tests.dicom_factory import jpeg_baseline, jpeg_lossless, make_dataset, png_bytes, synthetic_radiograph, to_bytes
+from tests.support.dicom_factory import (
+    jpeg_baseline,
+    jpeg_lossless,
+    make_dataset,
+    png_bytes,
+    synthetic_radiograph,
+    to_bytes,
+)
 
 LIMITS = ImageLimits()
 

@@ -14,8 +14,8 @@ from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewIn
 from classifiers.body_parts import BODY_PARTS
 from classifiers.explain.explainers import CAM, GRAD_CAM, Explainer
 from classifiers.explain.overlay import explain_view, overlay_size
-from tests.helpers import encode_image
-from tests.model_factory import build_tiny_expert
+from tests.support.helpers import encode_image
+from tests.support.model_factory import build_tiny_expert
 
 
 def _brightness_model(library: str = "keras", pool: str = "max"):

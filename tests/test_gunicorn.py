@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.launch import Server, encode_multipart, http_status, running_gunicorn
-from tests.helpers import make_radiograph
+from tests.support.helpers import make_radiograph
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 180

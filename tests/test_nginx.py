@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.launch import Server, encode_multipart, free_port, http_status, running_gunicorn, running_nginx
-from tests.helpers import make_radiograph
+from tests.support.helpers import make_radiograph
 
 NUM_REQUESTS = 120
 CLIENTS = 4

@@ -14,7 +14,7 @@ import pytest
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewInput
 from classifiers.body_parts import BODY_PARTS
 from classifiers.repository.manifest import read_manifest, sha256_file
-from tests.helpers import encode_image
+from tests.support.helpers import encode_image
 from training.export_onnx import export_repository, main
 
 TOLERANCE = 1e-4
@@ -96,7 +96,7 @@ def test_cli_exits_2_with_one_line_for_a_missing_folder(tmp_path: Path, capsys: 
 def test_onnx_pipeline_runs_without_importing_tensorflow(onnx_repository: Path) -> None:
     code = ("import sys\n"
             "from classifiers import Pipeline, PipelineSettings, ViewInput\n"
-            "from tests.helpers import make_radiograph\n"
+            "from tests.support.helpers import make_radiograph\n"
             f"pipeline = Pipeline.load({str(onnx_repository)!r}, PipelineSettings(backend='onnx'))\n"
             "result = pipeline.predict_study([ViewInput('a.png', make_radiograph())])\n"
             "pipeline.close()\n"

@@ -18,8 +18,8 @@ from pydicom.uid import CTImageStorage, generate_uid
 from bench.launch import ROOT, free_port
 from pacs.cli import EXIT_DONE, EXIT_STATE, EXIT_UNAUTHORIZED, EXIT_UNREACHABLE, main
 from pacs.state import StudyRecord, WorkerState, load_state, save_state
-from tests.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
-from tests.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
+from tests.support.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
+from tests.support.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
 
 
 @pytest.fixture

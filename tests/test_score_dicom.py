@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 
 import score
 from mura.studies import find_studies
-from tests.dicom_factory import make_dataset, png_bytes, synthetic_radiograph, to_bytes
+from tests.support.dicom_factory import make_dataset, png_bytes, synthetic_radiograph, to_bytes
 
 PIXELS = np.round(synthetic_radiograph("XR_HAND", seed=21) * 255).astype(np.uint8)
 SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA = (generate_uid() for _ in range(4))

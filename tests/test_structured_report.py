@@ -14,7 +14,7 @@ from pydicom.uid import ComprehensiveSRStorage, generate_uid
 from classifiers.decoding import decode_views
 from classifiers.dicom_output.structured_report import BODY_PART_CODES, build_structured_report, structured_report_bytes
 from classifiers.results import ViewInput
-from tests.dicom_factory import PATIENT_ATTRIBUTES, make_dataset, synthetic_radiograph, to_bytes
+from tests.support.dicom_factory import PATIENT_ATTRIBUTES, make_dataset, synthetic_radiograph, to_bytes
 
 
 @pytest.fixture(scope="module")
