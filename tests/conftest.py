@@ -27,6 +27,26 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def onnx_export(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
+    """A copy of `tiny_repository` with every model exported to ONNX, once per run; and each model's difference.
+
+    Tests read it; a test that changes a repository copies it first.
+    """
+    import shutil
+
+    from training.export_onnx import export_repository
+
+    folder = Path(shutil.copytree(tiny_repository, tmp_path_factory.mktemp("onnx") / "repository"))
+    return folder, export_repository(folder, log=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def onnx_repository(onnx_export: tuple[Path, dict[str, float]]) -> Path:
+    """The session's ONNX-exported tiny repository (read only)."""
+    return onnx_export[0]
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline(tiny_repository: Path):
     """A loaded Pipeline over `tiny_repository`, shared by the session."""
     from classifiers import Pipeline
