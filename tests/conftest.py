@@ -87,11 +87,16 @@ def openapi_spec(app) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def _root_log_level_restored():
-    """A CLI's configure_logging() run in-process sets the root level; put it back so caplog sees every test."""
-    level = logging.getLogger().level
+def _logging_restored():
+    """Put back every logger's level and disabled flag: a CLI's logging set-up run in-process must not hide a
+    later test's log lines from caplog."""
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    saved = [(logger, logger.level, logger.disabled, logger.propagate) for logger in loggers]
     yield
-    logging.getLogger().setLevel(level)
+    for logger, level, disabled, propagate in saved:
+        logger.setLevel(level)
+        logger.disabled, logger.propagate = disabled, propagate
 
 
 def _leftovers() -> list[str]:
