@@ -44,8 +44,11 @@ dev: install
 serve: install
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
 
+# Two workers (pytest-xdist), a test file per worker so module fixtures (an Orthanc, an INT8 repository) are
+# built once; session fixtures are per worker. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: install-dev system-packages
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

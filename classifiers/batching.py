@@ -18,7 +18,7 @@ class _Request:
     """Views waiting for one model call, and the slot their result comes back in."""
 
     views: np.ndarray
-    deadline: float | None = None  # time.monotonic() by which the views must start, or None
+    deadline: float | None = None  # the batcher's clock time by which the views must start, or None
     done: threading.Event = field(default_factory=threading.Event)
     result: np.ndarray | None = None
     error: BaseException | None = None
@@ -40,6 +40,7 @@ class DynamicBatcher:
     A request may carry a deadline by which its views must start. It is refused at once when the views
     ahead of it, at the measured seconds per view, would not let it start in time; a request still
     waiting at its deadline is dropped from the queue (never computed) and its caller gets Overloaded.
+    Deadlines, the batch window and the measured speed are read from `clock` (tests drive a fake one).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class DynamicBatcher:
         max_wait_ms: float = 2.0,
         max_queue_views: int = 256,
         on_batch: Callable[[str, int, float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1 or max_queue_views < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size and max_queue_views must be >= 1 and max_wait_ms >= 0")
@@ -59,6 +61,7 @@ class DynamicBatcher:
         self._max_wait_s = max_wait_ms / 1000.0
         self._max_queue_views = max_queue_views
         self._on_batch = on_batch
+        self.clock = clock
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._lock = threading.Lock()
         self._queued_views = 0
@@ -88,7 +91,7 @@ class DynamicBatcher:
         """Run the model on `views` (N, H, W, C) as part of a merged batch; return its (N, K) outputs.
 
         Raises:
-            Overloaded: the queue is full, or the views cannot start by `deadline` (time.monotonic()).
+            Overloaded: the queue is full, or the views cannot start by `deadline` (a time of `clock`).
         """
         request = _Request(views, deadline)
         with self._lock:
@@ -120,7 +123,7 @@ class DynamicBatcher:
     def _refuse_if_late(self, deadline: float | None) -> None:
         """refuse_if_late, under the lock: the views ahead at the measured seconds per view against the deadline."""
         expected_wait_s = self.expected_wait_s
-        if deadline is not None and time.monotonic() + expected_wait_s > deadline:
+        if deadline is not None and self.clock() + expected_wait_s > deadline:
             raise Overloaded(f"the {self.name} model cannot start this study within its deadline "
                              f"({self._queued_views} views ahead, about {expected_wait_s:.1f} s); retry shortly",
                              retry_after_s=max(1, round(expected_wait_s)))
@@ -128,7 +131,7 @@ class DynamicBatcher:
     def _wait(self, request: _Request) -> None:
         """Wait for the result; at the deadline, withdraw a request that has not started."""
         if request.deadline is not None:
-            if request.done.wait(timeout=max(0.0, request.deadline - time.monotonic())):
+            if request.done.wait(timeout=max(0.0, request.deadline - self.clock())):
                 return
             with self._lock:
                 if not request.started:
@@ -172,9 +175,9 @@ class DynamicBatcher:
         """
         requests: list = [first]
         num_views = len(first.views)
-        deadline = time.monotonic() + self._max_wait_s
+        deadline = self.clock() + self._max_wait_s
         while num_views < self._max_batch_size:
-            remaining = deadline - time.monotonic() if len(requests) > 1 else 0.0
+            remaining = deadline - self.clock() if len(requests) > 1 else 0.0
             try:
                 request = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
@@ -196,18 +199,18 @@ class DynamicBatcher:
                 request.started = True
         if not live:
             return
-        started = time.monotonic()
+        started = self.clock()
         try:
             views = live[0].views if len(live) == 1 else np.concatenate([r.views for r in live])
             outputs = []
             for start in range(0, len(views), self._max_batch_size):
                 chunk = views[start : start + self._max_batch_size]
-                chunk_started = time.monotonic()
+                chunk_started = self.clock()
                 outputs.append(self._run_batch(chunk))
                 if self._on_batch is not None:
-                    self._on_batch(self.name, len(chunk), time.monotonic() - chunk_started)
+                    self._on_batch(self.name, len(chunk), self.clock() - chunk_started)
             merged = np.concatenate(outputs)
-            self._record_speed(time.monotonic() - started, len(views))
+            self._record_speed(self.clock() - started, len(views))
             offset = 0
             for request in live:
                 request.result = merged[offset : offset + len(request.views)]

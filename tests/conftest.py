@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -10,8 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests.helpers import encode_image  # noqa: E402
-from tests.model_factory import write_tiny_repository  # noqa: E402
+from tests.support.helpers import encode_image  # noqa: E402
+from tests.support.model_factory import write_tiny_repository  # noqa: E402
 
 # Limits small enough that tests can cross each of them cheaply.
 TEST_LIMITS = {"MAX_VIEWS": 3, "MAX_PIXELS": 500_000, "MIN_SIDE": 32, "MAX_CONTENT_LENGTH": 1_000_000,
@@ -22,6 +24,26 @@ TEST_LIMITS = {"MAX_VIEWS": 3, "MAX_PIXELS": 500_000, "MIN_SIDE": 32, "MAX_CONTE
 def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository of tiny random Keras 3 models (32x32 input), shared by the whole session."""
     return write_tiny_repository(tmp_path_factory.mktemp("tiny_repository"))
+
+
+@pytest.fixture(scope="session")
+def onnx_export(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
+    """A copy of `tiny_repository` with every model exported to ONNX, once per run; and each model's difference.
+
+    Tests read it; a test that changes a repository copies it first.
+    """
+    import shutil
+
+    from training.export_onnx import export_repository
+
+    folder = Path(shutil.copytree(tiny_repository, tmp_path_factory.mktemp("onnx") / "repository"))
+    return folder, export_repository(folder, log=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def onnx_repository(onnx_export: tuple[Path, dict[str, float]]) -> Path:
+    """The session's ONNX-exported tiny repository (read only)."""
+    return onnx_export[0]
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +100,38 @@ def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(DecodeRunner, "decode", counting_decode)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored():
+    """Put back every logger's level and disabled flag: a CLI's logging set-up run in-process must not hide a
+    later test's log lines from caplog."""
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    saved = [(logger, logger.level, logger.disabled, logger.propagate) for logger in loggers]
+    yield
+    for logger, level, disabled, propagate in saved:
+        logger.setLevel(level)
+        logger.disabled, logger.propagate = disabled, propagate
+
+
+def _leftovers() -> list[str]:
+    """Batcher threads and child processes still alive (a pipeline or server some fixture did not close)."""
+    import psutil
+
+    threads = [thread.name for thread in threading.enumerate() if thread.name.startswith("batcher-")]
+    children = [" ".join(child.cmdline()[:3]) for child in psutil.Process().children(recursive=True)
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    return [f"{len(threads)} batcher threads"] * bool(threads) + [f"child process: {name}" for name in children]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Say what outlived its test: batcher threads of unclosed pipelines, servers still running."""
+    try:
+        leftovers = _leftovers()
+    except Exception as error:  # psutil missing or a process gone meanwhile: the check is advice only
+        leftovers = [f"(not checked: {error})"]
+    if leftovers:
+        terminalreporter.write_sep("-", "left running after the tests (close them in their fixtures)")
+        for line in leftovers:
+            terminalreporter.write_line(line)

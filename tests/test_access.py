@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_radiograph
+from tests.support.helpers import make_radiograph
 from web.access import identify_caller, parse_api_keys
 from web.audit import hash_study_uid
 from web.gunicorn_hooks import binds_beyond_loopback, open_service_warning

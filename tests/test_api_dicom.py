@@ -13,8 +13,15 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import Comprehensive3DSRStorage, GrayscaleSoftcopyPresentationStateStorage, generate_uid
 
-from tests.dicom_factory import LEAK_MARKERS, jpeg_baseline, make_dataset, png_bytes, synthetic_radiograph, to_bytes
-from tests.helpers import validate_against_spec
+from tests.support.dicom_factory import (
+    LEAK_MARKERS,
+    jpeg_baseline,
+    make_dataset,
+    png_bytes,
+    synthetic_radiograph,
+    to_bytes,
+)
+from tests.support.helpers import validate_against_spec
 
 STUDY_UID = generate_uid()
 PIXELS = np.round(synthetic_radiograph("XR_ELBOW", seed=7) * 255).astype(np.uint8)

@@ -8,8 +8,8 @@ import logging
 import pydicom
 import pytest
 
-from tests.dicom_validation import dciodvfy_errors
-from tests.hostile_headers import BAD_VALUE_MARKERS, HOSTILE_FILES, invalid_study_uid
+from tests.support.dicom_validation import dciodvfy_errors
+from tests.support.hostile_headers import BAD_VALUE_MARKERS, HOSTILE_FILES, invalid_study_uid
 
 DICOM = "application/dicom"
 MULTIPART = 'multipart/related; type="application/dicom"'

@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from tests.helpers import make_radiograph, validate_against_spec
+from tests.support.helpers import make_radiograph, validate_against_spec
 
 WIDE = make_radiograph(width=180, height=120, seed=3)
 TALL = make_radiograph(width=96, height=128, seed=4)
@@ -62,7 +62,7 @@ def wrong_layer_client(tmp_path_factory):
     """A service whose manifest names a layer the experts do not have in explanation_layers."""
     from app import create_app
     from tests.conftest import TEST_LIMITS
-    from tests.model_factory import write_tiny_repository
+    from tests.support.model_factory import write_tiny_repository
 
     folder = write_tiny_repository(tmp_path_factory.mktemp("wrong_layer"))
     manifest = json.loads((folder / "manifest.json").read_text())

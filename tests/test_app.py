@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import make_radiograph, multipart, validate_against_spec
+from tests.support.helpers import make_radiograph, multipart, validate_against_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = make_radiograph(seed=1)

@@ -98,7 +98,7 @@ def test_xla_compiled_model_matches_tf_function_on_padded_batches(batch_size):
     # classifiers/runtime.py pads XLA batches to a power of two; the padding must not leak into the rows.
     from classifiers.backends.base import padded_batch_size
     from classifiers.backends.tensorflow_backend import CompiledModel
-    from tests.model_factory import build_tiny_expert
+    from tests.support.model_factory import build_tiny_expert
 
     model = build_tiny_expert((32, 32), two_way=True)
     images = np.random.default_rng(batch_size).integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8)

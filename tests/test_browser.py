@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from werkzeug.serving import make_server
 
-from tests.helpers import free_port, make_radiograph
+from tests.support.helpers import free_port, make_radiograph
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -221,7 +221,7 @@ def test_page_takes_dicom_shows_no_patient_data_and_downloads_the_sr(page, tmp_p
     import pydicom
     from pydicom.uid import Comprehensive3DSRStorage, generate_uid
 
-    from tests.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
+    from tests.support.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
 
     pixels = np.round(synthetic_radiograph("XR_WRIST", seed=31) * 255).astype(np.uint8)
     study_uid = generate_uid()

@@ -26,7 +26,14 @@ from classifiers.errors import (
     UnsupportedTransferSyntax,
 )
 from classifiers.results import ViewInput
-from tests.dicom_factory import jpeg_baseline, jpeg_lossless, make_dataset, png_bytes, synthetic_radiograph, to_bytes
+from tests.support.dicom_factory import (
+    jpeg_baseline,
+    jpeg_lossless,
+    make_dataset,
+    png_bytes,
+    synthetic_radiograph,
+    to_bytes,
+)
 
 LIMITS = ImageLimits()
 
@@ -430,7 +437,7 @@ def test_missing_frames_and_unreadable_frame_headers(pixels8: np.ndarray, decode
 def test_a_sixteen_bit_codestream_in_an_eight_bit_dataset_is_refused(pixels8: np.ndarray, decode_calls) -> None:
     import imagecodecs
 
-    from tests.dicom_factory import encapsulate_frames
+    from tests.support.dicom_factory import encapsulate_frames
 
     frame = bytes(imagecodecs.jpegls_encode(pixels8.astype(np.uint16) * 256))  # precision 16, Bits Allocated 8
     dataset = encapsulate_frames(make_dataset(pixels8), [frame], JPEGLSLossless)

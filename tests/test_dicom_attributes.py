@@ -8,8 +8,8 @@ import pydicom
 import pytest
 
 from classifiers.outputs.dicom_attributes import UTF8, UnwritableIdentifier, left_out_warning, writable_source
-from tests.dicom_factory import PATIENT_ATTRIBUTES
-from tests.hostile_headers import (
+from tests.support.dicom_factory import PATIENT_ATTRIBUTES
+from tests.support.hostile_headers import (
     BAD_VALUE_MARKERS,
     invalid_study_uid,
     non_conformant_values,

@@ -15,9 +15,9 @@ from classifiers.decoding import decode_views
 from classifiers.errors import MalformedDicom
 from classifiers.outputs.dicom_outputs import build_dicom_outputs
 from classifiers.results import ViewInput
-from tests.dicom_factory import make_dataset, png_bytes, synthetic_radiograph, to_bytes
-from tests.dicom_validation import dciodvfy_errors, dsrdump
-from tests.hostile_headers import BAD_VALUE_MARKERS, HOSTILE_FILES, invalid_study_uid
+from tests.support.dicom_factory import make_dataset, png_bytes, synthetic_radiograph, to_bytes
+from tests.support.dicom_validation import dciodvfy_errors, dsrdump
+from tests.support.hostile_headers import BAD_VALUE_MARKERS, HOSTILE_FILES, invalid_study_uid
 
 PIXELS = np.round(synthetic_radiograph("XR_WRIST", seed=11) * 255).astype(np.uint8)
 PIXELS_12BIT = np.round(synthetic_radiograph("XR_WRIST", seed=12) * 4095).astype(np.uint16)

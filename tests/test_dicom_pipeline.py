@@ -10,7 +10,7 @@ from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from classifiers import Pipeline, ViewInput
 from classifiers.body_parts import BODY_PARTS
-from tests.dicom_factory import make_dataset, png_bytes, synthetic_radiograph, to_bytes
+from tests.support.dicom_factory import make_dataset, png_bytes, synthetic_radiograph, to_bytes
 
 REPOSITORY = Path(__file__).resolve().parent.parent / "h5"
 TOLERANCE = 0.01

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,8 @@ from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewIn
 from classifiers.body_parts import BODY_PARTS
 from classifiers.explain.explainers import CAM, GRAD_CAM, Explainer
 from classifiers.explain.overlay import explain_view, overlay_size
-from tests.helpers import encode_image
-from tests.model_factory import build_tiny_expert
+from tests.support.helpers import encode_image
+from tests.support.model_factory import build_tiny_expert
 
 
 def _brightness_model(library: str = "keras", pool: str = "max"):
@@ -134,12 +133,8 @@ def test_without_explain_no_explainer_is_built_and_no_field_is_added(tiny_reposi
         pipeline.close()
 
 
-def test_onnx_backend_explains_with_the_keras_model_loaded_on_first_use(tiny_repository: Path,
-                                                                       tmp_path: Path) -> None:
-    from training.export_onnx import export_repository
-
-    folder = Path(shutil.copytree(tiny_repository, tmp_path / "repository"))
-    export_repository(folder, log=lambda line: None)
+def test_onnx_backend_explains_with_the_keras_model_loaded_on_first_use(onnx_repository: Path) -> None:
+    folder = onnx_repository
     results = {}
     for backend in ("tensorflow", "onnx"):
         pipeline = Pipeline.load(folder, PipelineSettings(warmup=False, backend=backend))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import make_radiograph
+from tests.support.helpers import make_radiograph
 from web.errors import ApiError
 from web.fairness import FairShares, client_address, client_identity, parse_trusted_proxies
 from web.shedding import InFlightLimit

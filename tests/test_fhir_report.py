@@ -12,7 +12,7 @@ from pydicom.uid import generate_uid
 
 from classifiers.outputs.fhir_report import FHIR_JSON, build_fhir_report
 from classifiers.results import ViewInput
-from tests.dicom_factory import (
+from tests.support.dicom_factory import (
     LEAK_MARKERS,
     PATIENT_ATTRIBUTES,
     make_dataset,

@@ -14,7 +14,7 @@ from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewIn
 from classifiers.errors import NotARadiograph
 from classifiers.gate import GATE_FILE, GATE_KEY
 from mura.studies import find_studies
-from tests.helpers import encode_image
+from tests.support.helpers import encode_image
 from training.fit_gate import fit_repository_gate, main
 from training.synthetic import generate_dataset
 

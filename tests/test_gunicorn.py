@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.launch import Server, encode_multipart, free_port, http_status, running_gunicorn
-from tests.helpers import make_radiograph, open_chunked_upload, read_answer, send_chunks
+from tests.support.helpers import make_radiograph, open_chunked_upload, read_answer, send_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 180

@@ -17,7 +17,7 @@ from classifiers import (
     decode_image,
     resize_image,
 )
-from tests.helpers import encode_image
+from tests.support.helpers import encode_image
 
 GRADIENT = np.tile(np.arange(0, 256, 2, dtype=np.uint8), (96, 1))  # (96, 128), columns 0..254
 

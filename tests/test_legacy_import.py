@@ -12,8 +12,8 @@ import pytest
 
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings, ViewInput, decode_image, resize_image
 from classifiers.body_parts import BODY_PARTS
-from tests.helpers import encode_image
-from tests.model_factory import build_tiny_expert, build_tiny_router
+from tests.support.helpers import encode_image
+from tests.support.model_factory import build_tiny_expert, build_tiny_router
 from training.import_original import main, role_of_file
 
 # The original project's sixteen file names, exactly as it saved them (spaces and glued words included).

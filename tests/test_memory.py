@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from tests.helpers import make_radiograph
+from tests.support.helpers import make_radiograph
 from web.memory import MemoryRelease, load_glibc, memory_release_enabled
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.launch import Server, encode_multipart, free_port, http_status, running_gunicorn, running_nginx
-from tests.helpers import make_radiograph, open_chunked_upload, read_answer, send_chunks
+from tests.support.helpers import make_radiograph, open_chunked_upload, read_answer, send_chunks
 from tests.test_gunicorn import raw_exchange
 
 NUM_REQUESTS = 120

@@ -38,8 +38,8 @@ from pacs.node.sender import Destination
 from pacs.node.service import Node, NodeSettings
 from pacs.node.spool import Spool
 from pacs.node.tls import client_ssl_context, server_ssl_context
-from tests.dicom_factory import LEAK_MARKERS, encapsulate_frames, make_dataset, synthetic_radiograph, to_bytes
-from tests.node_peers import (
+from tests.support.dicom_factory import LEAK_MARKERS, encapsulate_frames, make_dataset, synthetic_radiograph, to_bytes
+from tests.support.node_peers import (
     LOOPBACK,
     Storescp,
     dciodvfy_errors,
@@ -49,8 +49,8 @@ from tests.node_peers import (
     storescu,
     wait_until,
 )
-from tests.orthanc_server import running_orthanc
-from tests.sr_items import content_value, referenced_instances
+from tests.support.orthanc_server import running_orthanc
+from tests.support.sr_items import content_value, referenced_instances
 
 NODE_AE = "TRIAGE"
 LIMIT_S = 120.0  # bound of every poll on a real process

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
-from tests.helpers import make_radiograph, response_schema_name, validate_against_spec
+from tests.support.helpers import make_radiograph, response_schema_name, validate_against_spec
 
 
 def test_openapi_document_is_valid_openapi_3(openapi_spec):

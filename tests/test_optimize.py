@@ -27,7 +27,7 @@ from classifiers.repository.entries import (
 from classifiers.repository.manifest import NO_MANIFEST_WARNING, read_manifest
 from mura.metrics import roc_auc
 from tests.conftest import encode_image
-from tests.model_factory import build_tiny_expert, build_tiny_router, save_model, write_tiny_repository
+from tests.support.model_factory import build_tiny_expert, build_tiny_router, save_model, write_tiny_repository
 from training.optimize import main, optimize_repository
 from training.quantize import guard_figures, load_validation_views
 from training.synthetic import generate_dataset

@@ -1,4 +1,4 @@
-"""The Orthanc worker (pacs/) against a real Orthanc started by the test (tests/orthanc_server.py)."""
+"""The Orthanc worker (pacs/) against a real Orthanc started by the test (tests/support/orthanc_server.py)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from pacs.cli import EXIT_DONE, EXIT_STATE, EXIT_UNAUTHORIZED, EXIT_UNREACHABLE,
 from pacs.client import OrthancClient, OrthancUnreachable
 from pacs.follower import MAX_STUDY_TRIES, handle_study
 from pacs.state import StateError, StudyRecord, WorkerState, load_state, lock_path, locked_state, save_state
-from tests.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
-from tests.legacy_report import build_legacy_report
-from tests.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
-from tests.sr_items import content_value, referenced_instances
+from tests.support.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
+from tests.support.legacy_report import build_legacy_report
+from tests.support.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
+from tests.support.sr_items import content_value, referenced_instances
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_more_images_after_scoring_give_a_new_sr_superseding_the_first(orthanc, 
 
 
 def legacy_report_bytes(pipeline, files: list[bytes]) -> bytes:
-    """The SR the earlier release wrote for these files (tests/legacy_report.py), scored by the same models."""
+    """The SR the earlier release wrote for these files (tests/support/legacy_report.py), scored by the same models."""
     inputs = [ViewInput(f"{index}.dcm", data) for index, data in enumerate(files)]
     views = decode_views(inputs, pipeline.settings.image_limits)  # the headers the earlier release copied
     result = pipeline.predict_study(inputs)

@@ -24,9 +24,9 @@ from pacs.cli import EXIT_DONE, EXIT_STATE, EXIT_UNAUTHORIZED, EXIT_UNREACHABLE,
 from pacs.dicomweb import DicomwebArchive, make_session
 from pacs.dicomweb_follower import poll
 from pacs.state import load_state
-from tests.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
-from tests.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
-from tests.sr_items import content_value, referenced_instances
+from tests.support.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_radiograph, to_bytes
+from tests.support.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
+from tests.support.sr_items import content_value, referenced_instances
 
 FIRST_DAY = datetime.datetime(2024, 1, 3, 8, 0, tzinfo=datetime.UTC)  # the day after the factory's StudyDate
 

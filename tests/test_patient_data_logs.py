@@ -18,7 +18,7 @@ import pytest
 
 import score
 from tests.conftest import TEST_LIMITS
-from tests.dicom_factory import make_dataset, synthetic_radiograph, to_bytes
+from tests.support.dicom_factory import make_dataset, synthetic_radiograph, to_bytes
 
 MARKER = "QX7731"
 BIRTH_DATE = "1927-08-15"  # a format real systems send; DICOM wants 19270815

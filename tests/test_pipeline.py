@@ -10,8 +10,8 @@ import pytest
 
 from classifiers import InvalidOption, Pipeline, PipelineSettings, UnreadableImage, ViewInput
 from classifiers.body_parts import BODY_PARTS
-from tests.helpers import encode_image
-from tests.model_factory import build_linear_model, write_repository
+from tests.support.helpers import encode_image
+from tests.support.model_factory import build_linear_model, write_repository
 
 ELBOW, HAND, WRIST = BODY_PARTS.index("XR_ELBOW"), BODY_PARTS.index("XR_HAND"), BODY_PARTS.index("XR_WRIST")
 # Router: red votes elbow, green votes hand, blue votes wrist (inputs in [0, 1], "unit" preprocessing).

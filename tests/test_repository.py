@@ -21,8 +21,8 @@ from classifiers.repository.manifest import (
     update_manifest_entry,
 )
 from classifiers.results import ViewInput
-from tests.helpers import encode_image
-from tests.model_factory import (
+from tests.support.helpers import encode_image
+from tests.support.model_factory import (
     ALL_FORMATS,
     build_tiny_expert,
     build_tiny_router,

@@ -16,7 +16,7 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tiny_repository:
     with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log", environment, threads=8) as server:
         server.wait_until_ready()
         figures = measure_sigterm(server, clients=4)  # within the in-flight cap of 8 threads
-    assert figures["exit_code"] == 0 and figures["seconds_to_exit"] < 30
+    assert figures["exit_code"] == 0  # it exited (within measure_sigterm's wait); how fast is bench.restarts's figure
     in_flight, after = figures["in_flight_at_sigterm"], figures["started_after_sigterm"]
     # Every request in flight when SIGTERM came got its answer: 200 (or a 503 shed with Retry-After), never a
     # reset or a lost connection.

@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 
 import score
 from mura.studies import find_studies
-from tests.dicom_factory import make_dataset, png_bytes, synthetic_radiograph, to_bytes
+from tests.support.dicom_factory import make_dataset, png_bytes, synthetic_radiograph, to_bytes
 
 PIXELS = np.round(synthetic_radiograph("XR_HAND", seed=21) * 255).astype(np.uint8)
 SPREAD, FIRST_OF_TWO, SECOND_OF_TWO, MURA = (generate_uid() for _ in range(4))
@@ -102,7 +102,7 @@ def test_score_py_scores_dicom_and_writes_one_sr_per_study(dicom_tree: Path, tin
 
 def test_score_py_sr_takes_hostile_headers_without_stopping_the_run(tiny_repository: Path, tmp_path: Path,
                                                                    capsys) -> None:
-    from tests.hostile_headers import BAD_VALUE_MARKERS, HOSTILE_FILES, invalid_study_uid
+    from tests.support.hostile_headers import BAD_VALUE_MARKERS, HOSTILE_FILES, invalid_study_uid
 
     tree, sr_folder, out = tmp_path / "tree", tmp_path / "sr", tmp_path / "predictions.csv"
     for name, make in [*HOSTILE_FILES.items(), ("invalid-uid", invalid_study_uid)]:

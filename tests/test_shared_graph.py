@@ -15,7 +15,7 @@ from classifiers.backends.tensorflow_backend import CompiledModel
 from classifiers.body_parts import BODY_PARTS
 from classifiers.repository.entries import sha256_file
 from classifiers.repository.manifest import read_manifest
-from tests.model_factory import build_tiny_expert, build_tiny_router, write_repository
+from tests.support.model_factory import build_tiny_expert, build_tiny_router, write_repository
 
 PROBE = np.random.default_rng(11).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
 

@@ -14,8 +14,8 @@ from classifiers.outputs.dicom_outputs import build_dicom_outputs
 from classifiers.outputs.sr_reader import is_service_series, referenced_instances, summarise_report
 from classifiers.outputs.structured_report import structured_report_bytes
 from classifiers.results import ViewInput
-from tests.dicom_factory import make_dataset, synthetic_radiograph, to_bytes
-from tests.legacy_report import build_legacy_report
+from tests.support.dicom_factory import make_dataset, synthetic_radiograph, to_bytes
+from tests.support.legacy_report import build_legacy_report
 
 PIXELS = np.round(synthetic_radiograph("XR_SHOULDER", seed=3) * 255).astype(np.uint8)
 

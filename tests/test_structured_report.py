@@ -22,7 +22,7 @@ from classifiers.outputs.structured_report import (
     structured_report_bytes,
 )
 from classifiers.results import ViewInput
-from tests.dicom_factory import PATIENT_ATTRIBUTES, make_dataset, synthetic_radiograph, to_bytes
+from tests.support.dicom_factory import PATIENT_ATTRIBUTES, make_dataset, synthetic_radiograph, to_bytes
 
 PIXELS = np.round(synthetic_radiograph("XR_HAND", seed=5) * 255).astype(np.uint8)
 

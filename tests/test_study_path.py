@@ -17,8 +17,8 @@ from classifiers.errors import NoReadableView, StudyTooLarge, TooManyViews, Unre
 from classifiers.results import ViewInput
 from classifiers.study_request import StudyRequest
 from pacs.state import load_state
-from tests.dicom_factory import make_dataset, synthetic_radiograph, to_bytes
-from tests.orthanc_server import running_orthanc
+from tests.support.dicom_factory import make_dataset, synthetic_radiograph, to_bytes
+from tests.support.orthanc_server import running_orthanc
 from tests.test_pacs import run_worker, study_reports, upload_study
 
 FRAMES_OVER_THE_VIEW_LIMIT = 13  # the default limit is 12 views per study
@@ -105,7 +105,7 @@ def _admission(max_views: int = 3, max_study_pixels: int = 10_000) -> Admission:
 
 
 def _png(width: int, height: int) -> bytes:
-    from tests.helpers import encode_image
+    from tests.support.helpers import encode_image
 
     return encode_image(np.zeros((height, width), dtype=np.uint8), mode="L")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from tests.dicom_factory import make_dataset, synthetic_radiograph, to_bytes
+from tests.support.dicom_factory import make_dataset, synthetic_radiograph, to_bytes
 
 PIXELS = np.round(synthetic_radiograph("XR_WRIST", seed=31) * 255).astype(np.uint8)
 # Values no answer, log line or error may carry (the date is legal once rewritten as 19270815).

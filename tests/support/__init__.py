@@ -1,0 +1,1 @@
+"""Support code for the tests (factories, starters, fake clocks); no tests here."""
