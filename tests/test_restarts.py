@@ -21,4 +21,6 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tiny_repository:
     # Every request in flight when SIGTERM came got its answer: 200 (or a 503 shed with Retry-After), never a
     # reset or a lost connection.
     assert in_flight.get("200", 0) >= 1 and set(in_flight) <= {"200", "503"}, figures
-    assert set(after) <= CLEAN_REFUSALS, figures
+    # Later ones are refused cleanly; one sent in the instant between the signal and gunicorn closing its
+    # listener is still accepted, and then it is answered in full (200), never cut off.
+    assert set(after) <= CLEAN_REFUSALS | {"200"} and set(after) & CLEAN_REFUSALS, figures
