@@ -161,7 +161,8 @@ class Pipeline:
         expert_started = time.perf_counter()
         expert_outputs = expert.batcher.submit(_resize_all(images, expert.input_size, resized))
         # (num_views,) P(abnormal) from a 1-unit sigmoid or a 2-way softmax [negative, positive].
-        view_scores = expert_outputs[:, expert.entry.positive_column].astype(np.float64)
+        # Calibrated here, after the model, whichever backend ran it.
+        view_scores = expert.entry.calibrated(expert_outputs[:, expert.entry.positive_column])
         expert_ms = (time.perf_counter() - expert_started) * 1000
         explanations: list[Explanation | None] = [None] * len(images)
         explain_timing = {}
@@ -175,7 +176,11 @@ class Pipeline:
         views = [view_result(name, self.body_parts, scores, score, explanation, ood, ood_threshold)
                  for name, scores, score, explanation, ood in zip(names, router_scores, view_scores, explanations,
                                                                   ood_scores, strict=True)]
+        points = expert.entry.operating_points
         return StudyResult(
+            triage=expert.entry.triage_category(abnormality),
+            operating_points=None if points is None else {"rule_out": points.rule_out, "rule_in": points.rule_in},
+            calibrated=expert.entry.calibration is not None,
             body_part=chosen_part,
             body_part_confidence=float(mean_scores[self.body_parts.index(chosen_part)]),
             abnormality=abnormality,

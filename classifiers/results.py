@@ -131,6 +131,10 @@ class StudyResult:
     source_headers: list[Dataset] = field(default_factory=list, repr=False, compare=False)
     # Views left out because they could not be read (only when the request skips unreadable views).
     unreadable: list[UnreadableView] = field(default_factory=list)
+    # "flagged", "indeterminate" or "low" at the expert's operating points; None when its manifest entry has none.
+    triage: str | None = None
+    operating_points: dict[str, float] | None = None  # {"rule_out": x, "rule_in": y} when `triage` is set
+    calibrated: bool = False  # the abnormality scores went through the expert's calibration
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready /predict response body of DESIGN.md."""
@@ -145,6 +149,9 @@ class StudyResult:
                 "aggregation": self.aggregation,
                 "n_images": self.n_images,
                 "warnings": list(self.warnings),
+                "triage": self.triage,
+                "operating_points": None if self.operating_points is None else dict(self.operating_points),
+                "calibrated": self.calibrated,
             },
             "images": [view.to_dict() for view in self.images],
             "models": dict(self.models),

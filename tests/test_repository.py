@@ -14,6 +14,7 @@ import pytest
 from classifiers import ModelRepositoryError, Pipeline, PipelineSettings
 from classifiers.body_parts import BODY_PARTS
 from classifiers.gate import NO_GATE_WARNING
+from classifiers.repository.entries import OperatingPoints
 from classifiers.repository.manifest import (
     NO_MANIFEST_WARNING,
     read_manifest,
@@ -146,6 +147,16 @@ MANIFEST_FAULTS = [
      r"input is 32x32 but manifest\.json says \[64, 64\]"),
     ("bad threshold", lambda f: _edit_manifest(f, lambda m: m["experts"]["XR_HAND"].update(threshold=1.5)),
      r"threshold must be a number in \[0, 1\]"),
+    ("rule-out above rule-in", lambda f: _edit_manifest(f, lambda m: m["experts"]["XR_HAND"].update(
+        operating_points={"rule_out": {"threshold": 0.7}, "rule_in": {"threshold": 0.6}})),
+     r"XR_HAND\]: operating_points must be"),
+    ("router operating points", lambda f: _edit_manifest(f, lambda m: m["router"].update(
+        operating_points={"rule_out": {"threshold": 0.1}, "rule_in": {"threshold": 0.6}})),
+     r"the router has no operating points"),
+    ("zero temperature", lambda f: _edit_manifest(f, lambda m: m["experts"]["XR_HAND"].update(
+        calibration={"method": "temperature", "temperature": 0})), r"XR_HAND\]: calibration must be"),
+    ("unknown calibration", lambda f: _edit_manifest(f, lambda m: m["experts"]["XR_HAND"].update(
+        calibration={"method": "isotonic", "temperature": 1})), r"XR_HAND\]: calibration must be"),
     ("bad expert classes",
      lambda f: _edit_manifest(f, lambda m: m["experts"]["XR_HAND"].update(classes=["x", "y", "z"])),
      r"expert classes must be"),
@@ -270,3 +281,37 @@ def test_conventional_full_model_h5_files_load_without_a_manifest(tmp_path: Path
             np.testing.assert_allclose(pipeline.models[role].runner.predict(PROBE), expected, atol=1e-5)
     finally:
         pipeline.close()
+
+
+def test_calibration_and_operating_points_reach_every_answer(repository_copy: Path) -> None:
+    raw_pipeline = Pipeline.load(repository_copy, FAST)
+    try:
+        view = ViewInput("view.png", encode_image(np.full((40, 40), 120, np.uint8)))
+        raw = raw_pipeline.predict_study([view], body_part="XR_HAND")
+    finally:
+        raw_pipeline.close()
+    assert raw.triage is None and raw.operating_points is None and not raw.calibrated
+    assert raw.to_dict()["study"]["triage"] is None
+    points = {"rule_out": {"threshold": raw.abnormality / 2, "target": 0.95},
+              "rule_in": {"threshold": (1 + raw.abnormality) / 2, "target": 0.95}}
+    _edit_manifest(repository_copy, lambda m: m["experts"]["XR_HAND"].update(
+        calibration={"method": "platt", "temperature": 2.0, "bias": 0.5}, operating_points=points))
+    pipeline = Pipeline.load(repository_copy, FAST)
+    try:
+        study = pipeline.predict_study([view], body_part="XR_HAND")
+    finally:
+        pipeline.close()
+    logit = np.log(raw.abnormality / (1 - raw.abnormality))
+    assert study.abnormality == pytest.approx(1 / (1 + np.exp(-(logit / 2.0 + 0.5))), abs=1e-6)
+    assert study.calibrated and study.operating_points == {"rule_out": raw.abnormality / 2,
+                                                           "rule_in": (1 + raw.abnormality) / 2}
+    expected = pipeline.manifest.entry("XR_HAND").operating_points.category(study.abnormality)
+    assert study.triage == expected and study.to_dict()["study"]["triage"] == expected
+    assert read_manifest(repository_copy).to_json() == json.loads((repository_copy / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize(("score", "category"), [(0.09, "low"), (0.1, "indeterminate"), (0.59, "indeterminate"),
+                                                 (0.6, "flagged"), (1.0, "flagged")])
+def test_triage_category_at_the_two_operating_points(score: float, category: str) -> None:
+    points = OperatingPoints.from_json({"rule_out": {"threshold": 0.1}, "rule_in": {"threshold": 0.6}})
+    assert points.category(score) == category

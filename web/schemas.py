@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from classifiers.backends.registry import BACKEND_CHOICES
 from classifiers.body_parts import BODY_PARTS, normalize_body_part
 from classifiers.errors import InvalidOption
+from classifiers.repository.entries import TRIAGE_CATEGORIES
 from classifiers.study_policy import AGGREGATIONS
 
 PROBABILITY = validate.Range(min=0.0, max=1.0)
@@ -101,6 +102,18 @@ class StudySchema(Schema):
     n_images = fields.Integer(required=True, validate=validate.Range(min=1))
     warnings = fields.List(fields.String(), required=True,
                            metadata={"description": "Why the result deserves a second look (low confidence, ...)."})
+    triage = fields.String(
+        required=True, allow_none=True, validate=validate.OneOf(TRIAGE_CATEGORIES),
+        metadata={"description": "flagged (abnormality at or above the expert's rule-in threshold), indeterminate"
+                                 " (between) or low (below its rule-out threshold); null when the repository has"
+                                 " no operating points for the expert (label alone then)."})
+    operating_points = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(("rule_out", "rule_in"))), values=fields.Float(validate=PROBABILITY),
+        required=True, allow_none=True,
+        metadata={"description": "The expert's {rule_out, rule_in} thresholds, or null without them."})
+    calibrated = fields.Boolean(
+        required=True, metadata={"description": "true when the abnormality scores are the expert's calibrated"
+                                                " probabilities (the manifest's calibration), false when raw."})
     dicom = fields.Nested(DicomStudySchema, metadata={"description": "Present only when the views were DICOM."})
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from classifiers.body_parts import BODY_PARTS, ROLES, ROUTER
 
@@ -25,7 +28,13 @@ INT8_FILE_KEYS = (INT8_FILE_KEY, INT8_WEIGHTS_FILE_KEY, LEGACY_ONNX_INT8_FILE_KE
 INT8_GUARD_KEY = "int8_guard"  # the INT8 model's accuracy-guard figures and verdict, kept in `extra`
 OPTIONAL_FILE_KEYS = {ONNX_FILE_KEY, *INT8_FILE_KEYS}
 # The keys an entry's JSON object may hold; anything else is kept as it is in `extra`.
-ENTRY_KEYS = ("files", "classes", "input_size", "preprocessing", "threshold", "sha256", "provenance", "conventional")
+ENTRY_KEYS = ("files", "classes", "input_size", "preprocessing", "threshold", "sha256", "provenance", "conventional",
+              "operating_points", "calibration")
+OPERATING_POINTS_KEY = "operating_points"
+CALIBRATION_KEY = "calibration"
+CALIBRATION_METHODS = ("temperature", "platt")
+# Triage categories of a study against its expert's two operating points, in worklist order.
+TRIAGE_CATEGORIES = ("flagged", "indeterminate", "low")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -35,6 +44,73 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    """An expert's two thresholds on the calibrated study score: below `rule_out` low, at or above `rule_in` flagged.
+
+    `details` keeps what the manifest records beside them: targets, the sensitivity and specificity each
+    reached on validation studies with bootstrap 95 % CIs, and the data they were chosen on.
+    """
+
+    rule_out: float
+    rule_in: float
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> OperatingPoints:
+        """Build from a validated manifest object {"rule_out": {"threshold": x, ...}, "rule_in": {...}, ...}."""
+        return cls(rule_out=float(document["rule_out"]["threshold"]), rule_in=float(document["rule_in"]["threshold"]),
+                   details=dict(document))
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest object (the thresholds inside their points, with every recorded figure)."""
+        document = {key: (dict(value) if isinstance(value, Mapping) else value) for key, value in self.details.items()}
+        document.setdefault("rule_out", {})["threshold"] = self.rule_out
+        document.setdefault("rule_in", {})["threshold"] = self.rule_in
+        return document
+
+    def category(self, score: float) -> str:
+        """"flagged" at or above rule-in, "low" below rule-out, else "indeterminate"."""
+        if score >= self.rule_in:
+            return "flagged"
+        return "low" if score < self.rule_out else "indeterminate"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Scaling of an expert's logit fitted on validation studies: p = sigmoid(logit(p_raw) / temperature + bias).
+
+    "temperature" fits the temperature alone (bias 0); "platt" fits both. `details` keeps the recorded
+    figures (expected calibration error before and after, the data it was fitted on).
+    """
+
+    method: str
+    temperature: float
+    bias: float = 0.0
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> Calibration:
+        """Build from a validated manifest object {"method": ..., "temperature": T, "bias": b, ...}."""
+        return cls(method=document["method"], temperature=float(document["temperature"]),
+                   bias=float(document.get("bias", 0.0)), details=dict(document))
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest object."""
+        return {**self.details, "method": self.method, "temperature": self.temperature, "bias": self.bias}
+
+    def apply(self, probabilities: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of raw ones, same shape, float64."""
+        raw = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-7, 1 - 1e-7)
+        logits = np.log(raw) - np.log1p(-raw)
+        return 1.0 / (1.0 + np.exp(-(logits / self.temperature + self.bias)))
+
+
+def is_probability(value: Any) -> bool:
+    """True for a finite number in [0, 1] (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +126,8 @@ class ModelEntry:
     sha256: Mapping[str, str] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
     conventional: bool = False  # built from conventional file names, without manifest.json
+    operating_points: OperatingPoints | None = None  # experts only: rule-out and rule-in thresholds
+    calibration: Calibration | None = None  # experts only: applied to P(abnormal) after the model, on every backend
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -65,6 +143,9 @@ class ModelEntry:
             sha256=dict(entry.get("sha256") or {}),
             provenance=dict(entry.get("provenance") or {}),
             conventional=bool(entry.get("conventional", False)),
+            operating_points=(OperatingPoints.from_json(entry[OPERATING_POINTS_KEY])
+                              if entry.get(OPERATING_POINTS_KEY) else None),
+            calibration=Calibration.from_json(entry[CALIBRATION_KEY]) if entry.get(CALIBRATION_KEY) else None,
             extra={key: value for key, value in entry.items() if key not in ENTRY_KEYS},
         )
 
@@ -82,6 +163,10 @@ class ModelEntry:
             entry["threshold"] = self.threshold
         if self.conventional:
             entry["conventional"] = True
+        if self.operating_points is not None:
+            entry[OPERATING_POINTS_KEY] = self.operating_points.to_json()
+        if self.calibration is not None:
+            entry[CALIBRATION_KEY] = self.calibration.to_json()
         return {**entry, **self.extra}
 
     @property
@@ -105,6 +190,15 @@ class ModelEntry:
         if self.conventional:
             return "default (no manifest.json)"
         return "manifest" if self.threshold is not None else "default (not in manifest.json)"
+
+    def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
+        """P(abnormal) as the answers report it: calibrated when the manifest has a calibration, else as given."""
+        values = np.asarray(probabilities, dtype=np.float64)
+        return values if self.calibration is None else self.calibration.apply(values)
+
+    def triage_category(self, score: float) -> str | None:
+        """The study's triage category at this expert's operating points, or None without them."""
+        return None if self.operating_points is None else self.operating_points.category(score)
 
     @property
     def positive_column(self) -> int:

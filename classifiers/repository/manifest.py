@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,15 @@ from classifiers.body_parts import BODY_PARTS, ROLES, ROUTER
 from classifiers.errors import ModelRepositoryError
 from classifiers.preprocessing import PREPROCESSING_MODES
 from classifiers.repository.entries import (
+    CALIBRATION_KEY,
+    CALIBRATION_METHODS,
     DEFAULT_THRESHOLD,
     KERAS_FILE_LAYOUTS,
+    OPERATING_POINTS_KEY,
     OPTIONAL_FILE_KEYS,
     Manifest,
     ModelEntry,
+    is_probability,
     sha256_file,
 )
 
@@ -169,7 +174,41 @@ def _validate_entry(entry: Any, role: str, folder: Path, verify_checksums: bool)
     threshold = entry.get("threshold", DEFAULT_THRESHOLD)
     if role != ROUTER and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
         raise ModelRepositoryError(f"{where}: threshold must be a number in [0, 1]; got {threshold!r}")
+    _validate_operating_points(entry.get(OPERATING_POINTS_KEY), role, where)
+    _validate_calibration(entry.get(CALIBRATION_KEY), role, where)
     _verify_files(entry, where, folder, verify_checksums)
+
+
+def _validate_operating_points(points: Any, role: str, where: str) -> None:
+    """An expert's optional {"rule_out": {"threshold": x, ...}, "rule_in": {"threshold": y, ...}} with x <= y."""
+    if points is None:
+        return
+    hint = ("operating_points must be {'rule_out': {'threshold': x}, 'rule_in': {'threshold': y}} with 0 <= x <= y <= 1"
+            " (python -m training.operating_points REPOSITORY --data FOLDER writes them)")
+    if role == ROUTER:
+        raise ModelRepositoryError(f"{where}: the router has no operating points; only experts do")
+    thresholds = [points.get(name, {}).get("threshold") if isinstance(points, dict) and
+                  isinstance(points.get(name), dict) else None for name in ("rule_out", "rule_in")]
+    if not all(is_probability(value) for value in thresholds) or thresholds[0] > thresholds[1]:
+        raise ModelRepositoryError(f"{where}: {hint}")
+
+
+def _validate_calibration(calibration: Any, role: str, where: str) -> None:
+    """An expert's optional {"method": "temperature"|"platt", "temperature": T > 0, "bias": b}."""
+    if calibration is None:
+        return
+    if role == ROUTER:
+        raise ModelRepositoryError(f"{where}: the router has no calibration; only experts do")
+    methods = " or ".join(repr(method) for method in CALIBRATION_METHODS)
+    hint = (f"calibration must be {{'method': {methods}, 'temperature': T > 0, 'bias': b}}"
+            " (python -m training.operating_points REPOSITORY --data FOLDER fits it)")
+    if not isinstance(calibration, dict) or calibration.get("method") not in CALIBRATION_METHODS:
+        raise ModelRepositoryError(f"{where}: {hint}")
+    temperature, bias = calibration.get("temperature"), calibration.get("bias", 0.0)
+    numbers = all(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  for value in (temperature, bias))
+    if not numbers or temperature <= 0:
+        raise ModelRepositoryError(f"{where}: {hint}")
 
 
 def _verify_files(entry: dict[str, Any], where: str, folder: Path, verify_checksums: bool) -> None:

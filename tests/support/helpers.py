@@ -38,8 +38,22 @@ def multipart(*named_images: tuple[str, bytes], **fields: str) -> dict:
 
 def validate_against_spec(spec: dict[str, Any], schema_name: str, body: Any) -> None:
     """Raise jsonschema.ValidationError when `body` does not match components/schemas/<schema_name>."""
-    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": spec["components"]}
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": _nullable_as_json_schema(spec["components"])}
     Draft4Validator(schema).validate(body)
+
+
+def _nullable_as_json_schema(node: Any) -> Any:
+    """OpenAPI 3.0's `nullable: true` as JSON Schema says it (null among the types, and in an enum)."""
+    if isinstance(node, list):
+        return [_nullable_as_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _nullable_as_json_schema(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable") and "type" in converted:
+        converted["type"] = [converted["type"], "null"]
+        if "enum" in converted and None not in converted["enum"]:
+            converted["enum"] = [*converted["enum"], None]
+    return converted
 
 
 def response_schema_name(spec: dict[str, Any], path: str, method: str, status: int) -> str:
