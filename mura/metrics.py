@@ -9,6 +9,7 @@ that happens to hold one class only:
   every item (scikit-learn returns NaN with a warning);
 - `sensitivity`: NaN without positives; `specificity`: NaN without negatives (scikit-learn's
   `recall_score` returns 0.0 with a warning);
+- `expected_calibration_error`: equal-width bins (10 by default), weighted by count;
 - every metric: NaN on empty input.
 
 Ties in `roc_auc` scores count one half, as in the Mann-Whitney statistic and scikit-learn.
@@ -131,3 +132,40 @@ def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     if true_array.size == 0:
         return float("nan")
     return float((true_array == pred_array).mean())
+
+
+DEFAULT_CALIBRATION_BINS = 10
+
+
+def reliability_bins(
+    y_true: ArrayLike, y_score: ArrayLike, num_bins: int = DEFAULT_CALIBRATION_BINS
+) -> list[dict[str, float | int]]:
+    """Return the reliability diagram: {"low", "high", "count", "mean_score", "fraction_positive"} per non-empty bin.
+
+    The bins split [0, 1] into `num_bins` equal widths; the last includes 1.0.
+    """
+    true_array, score_array = _binary_pair(y_true, y_score, "y_score")
+    score_array = score_array.astype(np.float64)
+    if score_array.size and (not np.isfinite(score_array).all() or score_array.min() < 0 or score_array.max() > 1):
+        raise ValueError("y_score must hold probabilities in [0, 1]")
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    index = np.clip(np.digitize(score_array, edges[1:-1], right=False), 0, num_bins - 1)
+    bins = []
+    for number in range(num_bins):
+        members = index == number
+        if members.any():
+            bins.append({"low": float(edges[number]), "high": float(edges[number + 1]), "count": int(members.sum()),
+                         "mean_score": float(score_array[members].mean()),
+                         "fraction_positive": float(true_array[members].mean())})
+    return bins
+
+
+def expected_calibration_error(
+    y_true: ArrayLike, y_score: ArrayLike, num_bins: int = DEFAULT_CALIBRATION_BINS
+) -> float:
+    """Return the count-weighted mean |fraction positive - mean score| over equal-width bins; NaN if empty."""
+    bins = reliability_bins(y_true, y_score, num_bins)
+    total = sum(item["count"] for item in bins)
+    if total == 0:
+        return float("nan")
+    return float(sum(item["count"] * abs(item["fraction_positive"] - item["mean_score"]) for item in bins) / total)

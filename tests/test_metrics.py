@@ -110,3 +110,28 @@ def test_bad_input_raises_value_error_naming_the_problem(function, y_true, y_oth
 def test_confusion_matrix_rejects_class_index_out_of_range() -> None:
     with pytest.raises(ValueError, match="outside 0..2"):
         metrics.confusion_matrix([0, 1, 3], [0, 1, 2], 3)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reliability_bins_match_scikit_learn_calibration_curve(seed: int) -> None:
+    from sklearn.calibration import calibration_curve
+
+    y_true, y_score, _ = _random_case(seed, size=200)
+    bins = metrics.reliability_bins(y_true, y_score, num_bins=10)
+    fraction, mean_score = calibration_curve(y_true, y_score, n_bins=10, strategy="uniform")
+    assert [item["fraction_positive"] for item in bins] == pytest.approx(list(fraction))
+    assert [item["mean_score"] for item in bins] == pytest.approx(list(mean_score))
+    assert sum(item["count"] for item in bins) == 200
+
+
+def test_expected_calibration_error_of_perfect_and_overconfident_scores() -> None:
+    y_true = np.array([0] * 50 + [1] * 50)
+    halves = np.full(100, 0.5)
+    assert metrics.expected_calibration_error(y_true, halves) == pytest.approx(0.0)
+    overconfident = np.where(y_true == 1, 0.95, 0.05)
+    overconfident[:10] = 0.95  # ten negatives scored 0.95: the 0.9-1.0 bin is 60 studies, 50 positive
+    expected = (60 * abs(50 / 60 - 0.95) + 40 * abs(0.0 - 0.05)) / 100
+    assert metrics.expected_calibration_error(y_true, overconfident) == pytest.approx(expected)
+    assert math.isnan(metrics.expected_calibration_error([], []))
+    with pytest.raises(ValueError, match="probabilities"):
+        metrics.expected_calibration_error([0, 1], [0.2, 1.5])
