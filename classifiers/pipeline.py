@@ -161,8 +161,10 @@ class Pipeline:
         expert_started = time.perf_counter()
         expert_outputs = expert.batcher.submit(_resize_all(images, expert.input_size, resized))
         # (num_views,) P(abnormal) from a 1-unit sigmoid or a 2-way softmax [negative, positive].
-        # Calibrated here, after the model, whichever backend ran it.
-        view_scores = expert.entry.calibrated(expert_outputs[:, expert.entry.positive_column])
+        raw_view_scores = expert_outputs[:, expert.entry.positive_column]
+        # Calibrated here, after the model, whichever backend ran it: each view for its own figure, and the study
+        # after aggregating the raw views (a monotone map of the study score: the ranking, AUROC, is unchanged).
+        view_scores = expert.entry.calibrated(raw_view_scores)
         expert_ms = (time.perf_counter() - expert_started) * 1000
         explanations: list[Explanation | None] = [None] * len(images)
         explain_timing = {}
@@ -171,7 +173,7 @@ class Pipeline:
             explanations = list(self.explain_views(chosen_part, images, resized[expert.input_size]))
             explain_timing["explain"] = (time.perf_counter() - explain_started) * 1000
         threshold = expert.entry.decision_threshold
-        abnormality = aggregate(view_scores, aggregation)
+        abnormality = float(expert.entry.calibrated(np.float64(aggregate(raw_view_scores, aggregation))))
         ood_threshold = None if self.gate is None else self.gate.threshold
         views = [view_result(name, self.body_parts, scores, score, explanation, ood, ood_threshold)
                  for name, scores, score, explanation, ood in zip(names, router_scores, view_scores, explanations,

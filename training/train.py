@@ -40,6 +40,7 @@ from training.losses import (
     balanced_class_weights,
     prevalence_weights,
 )
+from training.operating_points import StudyScores, fit_trained_expert
 
 THRESHOLD_METHOD = "youden_j_on_validation_studies"
 
@@ -163,7 +164,12 @@ def train_task(config: TrainingConfig, train_studies: list[Study], valid_studies
     metrics = expert_metrics(labels, scores, threshold) if binary else router_metrics(labels, scores)
     print(f"[{role}] validation (study level): {metrics}" + (f", threshold {threshold:.4f}" if binary else ""))
     provenance = make_provenance(config, epochs_run, len(train_examples.paths), metrics)
-    return export_model(model, config, role, threshold, provenance)
+    entry = export_model(model, config, role, threshold, provenance)
+    if not binary:
+        return entry
+    # Calibration and the two operating points, on the same validation studies (training.operating_points).
+    validation = StudyScores(scores[:, entry.positive_column], labels)
+    return fit_trained_expert(config.out, entry, validation, f"validation studies of {config.data_name or config.data}")
 
 
 def make_provenance(config: TrainingConfig, epochs_run: int, num_train_images: int, metrics: dict) -> dict:
