@@ -27,8 +27,8 @@ from classifiers.explain.explainers import Explainers
 from classifiers.explain.overlay import explain_view
 from classifiers.gate import NO_GATE_WARNING, Gate, flag_views, load_repository_gate
 from classifiers.model_loading import LoadedModel, load_models
-from classifiers.repository.entries import Manifest
-from classifiers.repository.manifest import NO_MANIFEST_WARNING, read_manifest
+from classifiers.repository.entries import Manifest, ModelEntry
+from classifiers.repository.manifest import NO_MANIFEST_WARNING, read_manifest, triage_warnings
 from classifiers.results import DecodedView, Explanation, StudyResult, UnreadableView, ViewInput
 from classifiers.settings import PipelineSettings
 from classifiers.study_policy import aggregate, label_of, study_warnings, unreadable_warnings, view_result
@@ -61,6 +61,7 @@ class Pipeline:
         self.warnings: list[str] = [NO_MANIFEST_WARNING] if manifest.conventional else []
         if self.gate is None:
             self.warnings.append(NO_GATE_WARNING)
+        self.warnings += triage_warnings(manifest)
         for warning in self.warnings:
             logger.warning("%s: %s", repository.name, warning)
         self.explainers = Explainers(repository, {role: loaded.runner for role, loaded in models.items()})
@@ -220,7 +221,7 @@ class Pipeline:
                 role: {"version": loaded.version, "input_size": list(loaded.input_size),
                        "preprocessing": loaded.entry.preprocessing, "classes": list(loaded.entry.classes),
                        "threshold": loaded.entry.threshold, "library": loaded.runner.library,
-                       "backend": loaded.runner.backend}
+                       "backend": loaded.runner.backend, **_triage_settings(loaded.entry)}
                 for role, loaded in self.models.items()
             },
             "manifest": self.manifest.to_json(),
@@ -271,3 +272,16 @@ def _resize_all(images: Sequence[Image.Image], size: tuple[int, int],
     if size not in cache:
         cache[size] = np.stack([resize_image(image, size) for image in images])
     return cache[size]
+
+
+def _triage_settings(entry: ModelEntry) -> dict[str, Any]:
+    """An expert's operating points and calibration as /models shows them (None where the manifest has none)."""
+    if entry.is_router:
+        return {}
+    points, calibration = entry.operating_points, entry.calibration
+    return {
+        "operating_points": None if points is None else {"rule_out": points.rule_out, "rule_in": points.rule_in},
+        "calibration": None if calibration is None else {
+            "method": calibration.method, "temperature": calibration.temperature, "bias": calibration.bias,
+            **{key: calibration.details[key] for key in ("ece_before", "ece_after") if key in calibration.details}},
+    }

@@ -19,6 +19,7 @@ from classifiers.repository.manifest import (
     NO_MANIFEST_WARNING,
     read_manifest,
     sha256_file,
+    triage_warnings,
     update_manifest_entry,
 )
 from classifiers.results import ViewInput
@@ -199,7 +200,8 @@ def test_conventional_names_load_without_a_manifest(tmp_path: Path, caplog) -> N
         # Loud at start-up, in /models' description and in every answer: defaults, not chosen thresholds.
         assert any("no manifest.json" in record.getMessage() and "0.5" in record.getMessage()
                    for record in caplog.records)
-        assert pipeline.describe()["warnings"] == [NO_MANIFEST_WARNING, NO_GATE_WARNING]
+        assert pipeline.describe()["warnings"] == [NO_MANIFEST_WARNING, NO_GATE_WARNING,
+                                                   *triage_warnings(pipeline.manifest)]
         result = pipeline.predict_study([ViewInput("a.png", GRAY_PNG)])
         assert result.to_dict()["study"]["threshold_source"] == "default (no manifest.json)"
     finally:
@@ -209,7 +211,8 @@ def test_conventional_names_load_without_a_manifest(tmp_path: Path, caplog) -> N
 def test_manifest_thresholds_are_reported_as_such(tiny_pipeline) -> None:
     result = tiny_pipeline.predict_study([ViewInput("a.png", GRAY_PNG)], body_part="XR_HAND")
     assert result.threshold_source == "manifest"
-    assert tiny_pipeline.describe()["warnings"] == [NO_GATE_WARNING]  # the tiny repository has no gate
+    # The tiny repository has no gate, no operating points and no calibration.
+    assert tiny_pipeline.describe()["warnings"] == [NO_GATE_WARNING, *triage_warnings(tiny_pipeline.manifest)]
 
 
 def test_architecture_compiled_with_an_unknown_custom_loss_still_loads(repository_copy: Path) -> None:
@@ -305,6 +308,15 @@ def test_calibration_and_operating_points_reach_every_answer(repository_copy: Pa
     assert study.abnormality == pytest.approx(1 / (1 + np.exp(-(logit / 2.0 + 0.5))), abs=1e-6)
     assert study.calibrated and study.operating_points == {"rule_out": raw.abnormality / 2,
                                                            "rule_in": (1 + raw.abnormality) / 2}
+    models = pipeline.describe()["models"]
+    assert models["XR_HAND"]["operating_points"] == study.operating_points
+    assert models["XR_HAND"]["calibration"] == {"method": "platt", "temperature": 2.0, "bias": 0.5}
+    assert models["XR_WRIST"]["operating_points"] is None and models["XR_WRIST"]["calibration"] is None
+    assert "operating_points" not in models["router"]
+    points_warning, calibration_warning = triage_warnings(pipeline.manifest)
+    assert "XR_WRIST" in points_warning and "XR_HAND" not in points_warning and "triage null" in points_warning
+    assert "XR_HAND" not in calibration_warning and "python -m training.operating_points" in calibration_warning
+    assert [points_warning, calibration_warning] == pipeline.describe()["warnings"][-2:]
     expected = pipeline.manifest.entry("XR_HAND").operating_points.category(study.abnormality)
     assert study.triage == expected and study.to_dict()["study"]["triage"] == expected
     assert read_manifest(repository_copy).to_json() == json.loads((repository_copy / "manifest.json").read_text())

@@ -199,7 +199,9 @@ class ModelsResponseSchema(Schema):
                          metadata={"description": "Per role (router, XR_ELBOW, ...): version, input size, "
                                                   "preprocessing, classes, threshold, library, backend (the "
                                                   "one that runs it: tensorflow, onnx or int8; auto picks per "
-                                                  "model)."})
+                                                  "model); experts also operating_points {rule_out, rule_in} and "
+                                                  "calibration {method, temperature, bias, ece_before, ece_after},"
+                                                  " each null where the manifest has none (warnings says so)."})
     manifest = fields.Dict(required=True, metadata={"description": "manifest.json as loaded."})
 
 

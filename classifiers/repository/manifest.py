@@ -33,6 +33,21 @@ NO_MANIFEST_WARNING = (
     " checksum is verified; write a manifest (python -m training.import_original FOLDER, or see"
     " README, 'Model repository') with the thresholds chosen on validation data"
 )
+
+
+def triage_warnings(manifest: Manifest) -> list[str]:
+    """What answers lack where experts have no operating points or no calibration; empty when every expert has both."""
+    warnings = []
+    without_points = [part for part, entry in manifest.experts.items() if entry.operating_points is None]
+    without_calibration = [part for part, entry in manifest.experts.items() if entry.calibration is None]
+    fit = "fit them on labelled validation studies: python -m training.operating_points REPOSITORY --data FOLDER"
+    if without_points:
+        warnings.append(f"no operating points for {', '.join(without_points)}: their answers carry triage null"
+                        f" (no flagged/indeterminate/low), worklists order them by score; {fit}")
+    if without_calibration:
+        warnings.append(f"no calibration for {', '.join(without_calibration)}: their abnormality is the network's"
+                        f" raw output, not a calibrated probability; {fit}")
+    return warnings
 FIX_HINT = "fix manifest.json or regenerate it (see README, 'Model repository')"
 
 
