@@ -154,6 +154,25 @@
     resultSection.hidden = true;
   });
 
+  // The triage category at the expert's two operating points; said plainly when the repository has none.
+  function renderTriage(study) {
+    const triage = document.getElementById("result-triage");
+    const points = study.operating_points;
+    triage.textContent = study.triage || "not available";
+    triage.className = "triage " + (study.triage || "none");
+    setText("result-operating-points", points
+      ? "rule-out " + percent(points.rule_out) + ", rule-in " + percent(points.rule_in)
+        + (study.calibrated ? ", calibrated probability" : "")
+      : "this model has no operating points");
+    [["rule-out-mark", points && points.rule_out], ["rule-in-mark", points && points.rule_in]].forEach(([id, value]) => {
+      const mark = document.getElementById(id);
+      mark.hidden = !points;
+      if (points) {
+        mark.style.left = (100 * value).toFixed(1) + "%";
+      }
+    });
+  }
+
   function renderResult(result) {
     const study = result.study;
     setText("result-body-part", partName(study.body_part));
@@ -172,6 +191,7 @@
     fill.style.width = (100 * study.abnormality).toFixed(1) + "%";
     fill.className = "bar-fill " + (study.label === "abnormal" ? "abnormal" : "normal");
     document.getElementById("threshold-mark").style.left = (100 * study.threshold).toFixed(1) + "%";
+    renderTriage(study);
 
     const warningList = document.getElementById("warning-list");
     warningList.replaceChildren();

@@ -51,6 +51,28 @@ def keyed_server_url(tiny_repository):
 
 
 @pytest.fixture(scope="module")
+def triage_server_url(tiny_repository, tmp_path_factory):
+    """The service over a copy of the tiny repository whose wrist expert flags every study (rule-in 0)."""
+    import json
+    import shutil
+
+    from app import create_app
+
+    folder = tmp_path_factory.mktemp("triage-page") / "repository"
+    shutil.copytree(tiny_repository, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["experts"]["XR_WRIST"]["operating_points"] = {"rule_out": {"threshold": 0.0},
+                                                          "rule_in": {"threshold": 0.0}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    flask_app = create_app({"MODELS_DIR": str(folder), "AUDIT_LOG": ""})
+    url, server, thread = serve(flask_app)
+    yield url
+    server.shutdown()
+    thread.join(timeout=10)
+    flask_app.extensions["pipeline_loader"].close()
+
+
+@pytest.fixture(scope="module")
 def browser():
     """Headless Debian Chromium driven by Playwright."""
     with sync_playwright() as playwright:
@@ -94,6 +116,10 @@ def test_page_shows_the_result_of_a_two_view_study(page, tmp_path):
     expect(page.locator("#result-abnormality")).to_have_text(re.compile(r"^\d{1,3}\.\d %$"))
     label = page.locator("#result-label").text_content()
     assert label in ("normal", "abnormal")
+    # The tiny repository has no operating points: the page says so instead of inventing a category.
+    expect(page.locator("#result-triage")).to_have_text("not available")
+    expect(page.locator("#result-operating-points")).to_have_text("this model has no operating points")
+    expect(page.locator("#rule-in-mark")).to_be_hidden()
     rows = page.locator("#views-body tr")
     expect(rows).to_have_count(2)
     assert rows.nth(0).locator("td").first.text_content() == "frontal.png"
@@ -106,6 +132,21 @@ def test_page_shows_the_result_of_a_two_view_study(page, tmp_path):
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
     assert page.console_errors == [] and page.outside_requests == []
+
+
+def test_page_shows_the_triage_category_and_the_operating_points(browser, triage_server_url):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(triage_server_url + "/")
+    page.get_by_label("Choose images").set_input_files([image_file("a.png", make_radiograph(seed=15))])
+    page.get_by_label("Body part").select_option("XR_WRIST")
+    page.get_by_role("button", name="Analyse study").click()
+    expect(page.locator("#result")).to_be_visible(timeout=30_000)
+    expect(page.locator("#result-triage")).to_have_text("flagged")
+    expect(page.locator("#result-triage")).to_have_class("triage flagged")
+    expect(page.locator("#result-operating-points")).to_have_text("rule-out 0.0 %, rule-in 0.0 %")
+    expect(page.locator("#rule-in-mark")).to_be_visible()
+    context.close()
 
 
 def test_page_shows_bidirectional_override_in_a_file_name_escaped(page):
