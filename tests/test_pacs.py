@@ -313,6 +313,8 @@ def test_skipped_study_log_names_only_defined_modalities(modality: str, logged: 
     '{"last_change": 3, "studies": {"s": {"instances": [], "label": ["x"]}}}',
     '{"last_change": 3, "studies": {"s": {"instances": [], "moved_aside": 1}}}',
     '{"last_change": 3, "studies": {"s": {"instances": [], "unknown_key": 1}}}',
+    '{"last_change": 3, "studies": {"s": {"instances": [], "triage": "urgent"}}}',
+    '{"last_change": 3, "studies": {"s": {"instances": [], "triage": 0}}}',
     '{"last_change": 3, "studies": {"s": {"body_part": "XR_HAND"}}}',
     '{"last_change": 3, "studies": {}, "failing": {"s": "2"}}',
     '{"last_change": 3, "studies": {}, "failing": []}',
@@ -336,6 +338,15 @@ def test_state_written_before_failing_studies_were_recorded_still_loads(tmp_path
     loaded = load_state(state)
     assert loaded.last_change == 4 and loaded.failing == {}
     assert loaded.studies["s"] == StudyRecord(("1.2",), abnormality=0.25, label="normal")
+    assert loaded.studies["s"].triage is None  # written before triage categories
+
+
+@pytest.mark.parametrize("triage", ["flagged", "indeterminate", "low", None])
+def test_a_study_records_triage_category_survives_a_save_and_load(triage, tmp_path):
+    state = tmp_path / "state.json"
+    record = StudyRecord(("1.2",), abnormality=0.7, label="abnormal", triage=triage)
+    save_state(state, WorkerState(5, {"s": record}))
+    assert load_state(state).studies["s"] == record
 
 
 def test_a_second_worker_on_the_same_state_exits_6_naming_the_lock(tmp_path, capsys):
