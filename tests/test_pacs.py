@@ -28,6 +28,7 @@ from tests.support.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_ra
 from tests.support.legacy_report import build_legacy_report
 from tests.support.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
 from tests.support.sr_items import content_value, referenced_instances
+from tests.support.triage_repository import triaged_copy
 
 
 @pytest.fixture
@@ -116,6 +117,25 @@ def test_sr_stored_before_the_state_was_written_is_adopted_not_doubled(orthanc, 
     record = load_state(state).studies[study_id]
     assert record.sr_sop_instance_uid == str(report.SOPInstanceUID)
     assert record.abnormality == pytest.approx(content_value(report, "Probability"))
+
+
+def test_the_triage_category_reaches_the_sr_the_state_and_the_worklist_and_is_adopted_back(
+        orthanc, tiny_repository, tmp_path, capsys):
+    # rule-out 0 and rule-in 0: every scored study is flagged.
+    models = triaged_copy(tiny_repository, tmp_path / "triaged", rule_out=0.0, rule_in=0.0)
+    study_id = upload_study(orthanc, [radiograph_bytes(generate_uid(), 4)])
+    state = tmp_path / "state.json"
+    assert run_worker(orthanc, models, state) == EXIT_DONE
+    [report] = study_reports(orthanc, study_id)
+    assert content_value(report, "Triage category").startswith("Flagged")
+    assert content_value(report, "Rule-in threshold") == 0.0
+    assert load_state(state).studies[study_id].triage == "flagged"
+    state.unlink()  # the SR is adopted: its category is read back from it
+    assert run_worker(orthanc, models, state) == EXIT_DONE
+    assert len(study_reports(orthanc, study_id)) == 1 and load_state(state).studies[study_id].triage == "flagged"
+    assert main(["worklist", "--state", str(state)]) == EXIT_DONE
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split("\t")[-1] == "triage" and line.startswith(study_id) and line.split("\t")[-1] == "flagged"
 
 
 def test_worker_killed_in_the_middle_of_a_study_and_restarted_stores_one_sr(orthanc, tiny_repository, tmp_path):
