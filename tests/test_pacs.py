@@ -290,11 +290,27 @@ def test_worklist_lists_unscored_radiograph_studies_first_then_most_likely_abnor
     }))
     assert main(["worklist", "--state", str(state)]) == EXIT_DONE
     assert capsys.readouterr().out.splitlines() == [
-        "orthanc_study\tstudy_date\tbody_part\tscore\tlabel",
-        "big\t20240105\t\t\tunscored: read first (StudyTooLarge)",
-        "unread\t20240104\t\t\tunscored: read first (no readable radiograph)",
-        "high\t20240102\tXR_WRIST\t0.900000\tabnormal",
-        "low\t20240101\tXR_HAND\t0.100000\tnormal",
+        "orthanc_study\tstudy_date\tbody_part\tscore\tlabel\ttriage",
+        "big\t20240105\t\t\tunscored: read first (StudyTooLarge)\t",
+        "unread\t20240104\t\t\tunscored: read first (no readable radiograph)\t",
+        "high\t20240102\tXR_WRIST\t0.900000\tabnormal\t",
+        "low\t20240101\tXR_HAND\t0.100000\tnormal\t",
+    ]
+
+
+def test_worklist_lists_flagged_then_indeterminate_then_low_whatever_the_scores(tmp_path, capsys):
+    state = tmp_path / "state.json"
+    save_state(state, WorkerState(7, {
+        "low": StudyRecord(("1.2",), "1.9", "o1", "20240101", "XR_HAND", 0.45, "normal", triage="low"),
+        "indeterminate": StudyRecord(("1.3",), "1.8", "o2", "20240102", "XR_HAND", 0.9, "abnormal",
+                                     triage="indeterminate"),
+        "flagged": StudyRecord(("1.4",), "1.7", "o3", "20240103", "XR_WRIST", 0.6, "abnormal", triage="flagged"),
+    }))
+    assert main(["worklist", "--state", str(state)]) == EXIT_DONE
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "flagged\t20240103\tXR_WRIST\t0.600000\tabnormal\tflagged",
+        "indeterminate\t20240102\tXR_HAND\t0.900000\tabnormal\tindeterminate",
+        "low\t20240101\tXR_HAND\t0.450000\tnormal\tlow",
     ]
 
 
