@@ -92,8 +92,8 @@ def _store_report(client: StudyArchive, contents: StudyContents, instances: tupl
                                   previous_versions=[earlier.dataset for earlier in reports])
     report = outputs.report
     stored_id, *_heatmap_ids = [client.store(instance) for instance in outputs.instances_bytes()]
-    logger.info("study %s: SR stored (instance %s): %s %.3f %s%s", contents.study_id, stored_id,
-                result.body_part, result.abnormality, result.label,
+    logger.info("study %s: SR stored (instance %s): %s %.3f %s%s%s", contents.study_id, stored_id,
+                result.body_part, result.abnormality, result.label, f" ({result.triage})" if result.triage else "",
                 f", superseding {len(reports)} earlier SR(s)" if reports else "")
     return StudyRecord(instances, sr_sop_instance_uid=str(report.SOPInstanceUID), sr_orthanc_id=stored_id,
                        study_date=contents.study_date, body_part=result.body_part,

@@ -330,5 +330,5 @@ def _write_report(options: ScoringOptions, rows: list[dict[str, str]]) -> None:
                           _report_manifest(options.models))
     overall = report["abnormality"]["overall"]
     say(f"report in {options.report}/report.md: overall kappa {overall['kappa']['value']:.3f}, "
-        f"AUROC {overall['auroc']['value']:.3f}, routing accuracy "
-        f"{report['routing']['accuracy']['value']:.3f}")
+        f"AUROC {overall['auroc']['value']:.3f}, ECE {report['calibration']['overall']['ece']['value']:.3f}, "
+        f"routing accuracy {report['routing']['accuracy']['value']:.3f}")
