@@ -92,12 +92,12 @@ def _store_report(client: StudyArchive, contents: StudyContents, instances: tupl
                                   previous_versions=[earlier.dataset for earlier in reports])
     report = outputs.report
     stored_id, *_heatmap_ids = [client.store(instance) for instance in outputs.instances_bytes()]
-    logger.info("study %s: SR stored (instance %s): %s %.3f %s%s", contents.study_id, stored_id,
-                result.body_part, result.abnormality, result.label,
+    logger.info("study %s: SR stored (instance %s): %s %.3f %s%s%s", contents.study_id, stored_id,
+                result.body_part, result.abnormality, result.label, f" ({result.triage})" if result.triage else "",
                 f", superseding {len(reports)} earlier SR(s)" if reports else "")
     return StudyRecord(instances, sr_sop_instance_uid=str(report.SOPInstanceUID), sr_orthanc_id=stored_id,
                        study_date=contents.study_date, body_part=result.body_part,
-                       abnormality=round(result.abnormality, 6), label=result.label)
+                       abnormality=round(result.abnormality, 6), label=result.label, triage=result.triage)
 
 
 def _adopted_record(instances: tuple[str, ...], contents: StudyContents, report: WorkerReport) -> StudyRecord:
@@ -105,4 +105,5 @@ def _adopted_record(instances: tuple[str, ...], contents: StudyContents, report:
     summary = summarise_report(report.dataset)
     return StudyRecord(instances, sr_sop_instance_uid=str(report.dataset.SOPInstanceUID),
                        sr_orthanc_id=report.orthanc_id, study_date=contents.study_date,
-                       body_part=summary.body_part, abnormality=summary.abnormality, label=summary.label)
+                       body_part=summary.body_part, abnormality=summary.abnormality, label=summary.label,
+                       triage=summary.triage)

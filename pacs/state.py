@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from classifiers.repository.entries import TRIAGE_CATEGORIES
+
 FORMAT_VERSION = 1
 
 
@@ -37,6 +39,8 @@ class StudyRecord:
     label: str = ""
     skipped: str | None = None  # why no SR was written (no radiograph, nothing readable)
     moved_aside: bool = False  # Orthanc kept failing on it: not scored, listed first in the worklist
+    # Flagged, indeterminate or low at the expert's operating points; None without them (and in older state files).
+    triage: str | None = None
 
 
 @dataclass
@@ -56,7 +60,7 @@ class WorkerState:
 _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "instances": (list,), "sr_sop_instance_uid": (str, type(None)), "sr_orthanc_id": (str, type(None)),
     "study_date": (str,), "body_part": (str,), "abnormality": (float, int, type(None)), "label": (str,),
-    "skipped": (str, type(None)), "moved_aside": (bool,),
+    "skipped": (str, type(None)), "moved_aside": (bool,), "triage": (str, type(None)),
 }
 
 
@@ -119,6 +123,8 @@ def parse_record(study_id: str, record: Any) -> StudyRecord:
     abnormality = record.get("abnormality")
     if abnormality is not None and not (math.isfinite(abnormality) and 0 <= abnormality <= 1):
         raise StateFormatError(f"study {study_id[:80]!r}: 'abnormality' is not a probability")
+    if record.get("triage") not in (None, *TRIAGE_CATEGORIES):
+        raise StateFormatError(f"study {study_id[:80]!r}: 'triage' is not one of {', '.join(TRIAGE_CATEGORIES)}")
     return StudyRecord(**{**record, "instances": tuple(record["instances"])})
 
 

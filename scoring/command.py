@@ -307,6 +307,18 @@ def _write_pointing_game(options: ScoringOptions) -> None:
         f"{overall['hit_rate']:.3f})" + (f"; per body part in {options.report}/report.md" if options.report else ""))
 
 
+def _report_manifest(models: Path):
+    """The repository's manifest for the report's calibration and operating points; None (said why) if unreadable."""
+    from classifiers import ClassifierError
+    from classifiers.repository.manifest import read_manifest
+
+    try:
+        return read_manifest(models, verify_checksums=False)
+    except (ClassifierError, OSError, ValueError) as error:
+        say(f"warning: the report leaves out the manifest's calibration and operating points ({error})")
+        return None
+
+
 def _write_report(options: ScoringOptions, rows: list[dict[str, str]]) -> None:
     from scoring.report import write_report
 
@@ -314,8 +326,9 @@ def _write_report(options: ScoringOptions, rows: list[dict[str, str]]) -> None:
         say("no study has a known label (MURA *_positive/*_negative folders or *_labeled_studies.csv), "
             "so no report was written")
         return
-    report = write_report(options.report, rows, options.bootstrap_replicates, options.seed)
+    report = write_report(options.report, rows, options.bootstrap_replicates, options.seed,
+                          _report_manifest(options.models))
     overall = report["abnormality"]["overall"]
     say(f"report in {options.report}/report.md: overall kappa {overall['kappa']['value']:.3f}, "
-        f"AUROC {overall['auroc']['value']:.3f}, routing accuracy "
-        f"{report['routing']['accuracy']['value']:.3f}")
+        f"AUROC {overall['auroc']['value']:.3f}, ECE {report['calibration']['overall']['ece']['value']:.3f}, "
+        f"routing accuracy {report['routing']['accuracy']['value']:.3f}")

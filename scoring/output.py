@@ -2,7 +2,9 @@
 
 Rows are appended and flushed one at a time, so a kill loses at most the row being written. On a
 rerun, `PredictionsFile.open` drops a half-written last line (anything after the last newline) and
-any duplicate study rows, and returns the ids already scored so they are skipped.
+any duplicate study rows, and returns the ids already scored so they are skipped. A predictions file of an
+earlier release (fewer columns, see EARLIER_PREDICTION_COLUMNS) is upgraded in place: its rows are kept, the new
+columns empty.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from classifiers.names import printable_name
 
 PREDICTION_COLUMNS = (
     "study", "n_images", "n_unreadable", "body_part", "body_part_confidence", "abnormality",
-    "label", "threshold", "warnings", "true_body_part", "true_label", "n_out_of_distribution",
+    "label", "threshold", "warnings", "true_body_part", "true_label", "n_out_of_distribution", "triage",
 )
+# Headers earlier releases wrote, newest first: read as they are, the missing columns empty.
+EARLIER_PREDICTION_COLUMNS = (PREDICTION_COLUMNS[:-1], PREDICTION_COLUMNS[:-2])
 ERROR_COLUMNS = ("study", "image", "error", "message")
 
 
@@ -44,9 +48,12 @@ def _format_line(values: Iterable[object]) -> str:
 class AppendOnlyCsv:
     """A CSV file with a fixed header, opened for appending whole lines, each flushed at once."""
 
-    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+    def __init__(self, path: Path, columns: tuple[str, ...],
+                 earlier_columns: tuple[tuple[str, ...], ...] = ()) -> None:
         self.path = path
         self.columns = columns
+        self.earlier_columns = earlier_columns  # headers of earlier releases that read_rows accepts
+        self.needs_upgrade = False  # read_rows found an earlier header: rewrite() before appending
         self._handle = None
 
     def read_rows(self) -> list[dict[str, str]]:
@@ -59,12 +66,15 @@ class AppendOnlyCsv:
             header = next(reader, None)
             if header is None:
                 return []
-            if tuple(header) != self.columns:
+            columns = tuple(header)
+            if columns != self.columns and columns not in self.earlier_columns:
                 raise OutputError(
                     f"{self.path} exists but its columns are {header[:4]}..., not those of score.py; "
                     "choose another output path or delete the file"
                 )
-            return [dict(zip(self.columns, row, strict=True)) for row in reader if len(row) == len(self.columns)]
+            self.needs_upgrade = columns != self.columns
+            missing = dict.fromkeys(self.columns, "")
+            return [missing | dict(zip(columns, row, strict=True)) for row in reader if len(row) == len(columns)]
 
     def rewrite(self, rows: list[dict[str, str]]) -> None:
         """Replace the file's content by the header and `rows` (atomically, via a temporary file)."""
@@ -74,9 +84,12 @@ class AppendOnlyCsv:
             for row in rows:
                 handle.write(_format_line(row.get(column, "") for column in self.columns))
         os.replace(temporary, self.path)
+        self.needs_upgrade = False
 
     def open_for_append(self) -> None:
         """Open the file for appending, writing the header if the file is new or empty."""
+        if self.needs_upgrade:
+            raise RuntimeError(f"{self.path} has an earlier release's columns; rewrite() it before appending")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a", encoding="utf-8", newline="")
@@ -136,12 +149,13 @@ def open_outputs(predictions_path: Path, errors_path: Path) -> tuple[AppendOnlyC
     """Open both files for a (re)run and return them with the study ids already scored.
 
     Duplicate study rows are dropped (first kept) and error rows of studies without a predictions
-    row are removed, because those studies are scored again and would report their errors twice.
+    row are removed, because those studies are scored again and would report their errors twice. A predictions
+    file with an earlier release's header is rewritten with today's (its rows kept, new columns empty).
 
     Raises:
         OutputError: a file cannot be written or has foreign columns.
     """
-    predictions = AppendOnlyCsv(predictions_path, PREDICTION_COLUMNS)
+    predictions = AppendOnlyCsv(predictions_path, PREDICTION_COLUMNS, EARLIER_PREDICTION_COLUMNS)
     errors = AppendOnlyCsv(errors_path, ERROR_COLUMNS)
     try:
         rows = predictions.read_rows()
@@ -152,7 +166,7 @@ def open_outputs(predictions_path: Path, errors_path: Path) -> tuple[AppendOnlyC
     for row in rows:
         unique_rows.setdefault(row["study"], row)
     done = set(unique_rows)
-    if predictions_path.exists() and len(unique_rows) != len(rows):
+    if predictions_path.exists() and (len(unique_rows) != len(rows) or predictions.needs_upgrade):
         predictions.rewrite(list(unique_rows.values()))
     kept_errors = [row for row in error_rows if row["study"] in done]
     if errors_path.exists() and len(kept_errors) != len(error_rows):
@@ -164,4 +178,4 @@ def open_outputs(predictions_path: Path, errors_path: Path) -> tuple[AppendOnlyC
 
 def read_predictions(path: Path) -> list[dict[str, str]]:
     """Return the complete rows of a predictions CSV written by score.py."""
-    return AppendOnlyCsv(path, PREDICTION_COLUMNS).read_rows()
+    return AppendOnlyCsv(path, PREDICTION_COLUMNS, EARLIER_PREDICTION_COLUMNS).read_rows()

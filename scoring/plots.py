@@ -1,4 +1,5 @@
-"""PNG plots of the report: ROC curves per study type and the routing confusion matrix (no display)."""
+"""PNG plots of the report: ROC curves per study type, the reliability diagram per expert and the routing confusion
+matrix (no display)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,26 @@ def plot_roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path
     axes.set(xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)",
              title="ROC curves by study type", xlim=(0, 1), ylim=(0, 1.01))
     axes.legend(loc="lower right", fontsize="small")
+    figure.savefig(path, bbox_inches="tight")
+
+
+def plot_reliability(groups: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """Draw the reliability diagram: per expert group, fraction abnormal against mean score in each non-empty bin."""
+    figure = Figure(figsize=(6, 6), dpi=100)
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="perfectly calibrated")
+    for group, (y_true, y_score) in groups.items():
+        bins = metrics.reliability_bins(y_true, y_score)
+        if not bins:
+            continue
+        ece = metrics.expected_calibration_error(y_true, y_score)
+        title = group.removeprefix("XR_").capitalize()
+        axes.plot([item["mean_score"] for item in bins], [item["fraction_positive"] for item in bins], marker="o",
+                  linewidth=2.5 if group == "overall" else 1.2, markersize=4,
+                  label=f"{title} (ECE {ece:.3f}, n={y_true.size})")
+    axes.set(xlabel="Mean abnormality score in the bin", ylabel="Fraction of abnormal studies in the bin",
+             title="Reliability diagram by expert", xlim=(0, 1), ylim=(0, 1.01))
+    axes.legend(loc="upper left", fontsize="small")
     figure.savefig(path, bbox_inches="tight")
 
 

@@ -2,7 +2,9 @@
 
 Built from the predictions CSV (all of it, including rows from earlier resumed runs). Studies are
 grouped by their true body part (the paper's "study type"), or by the routed body part where the
-truth is unknown. Unscored studies (no readable image) are counted but left out of the metrics.
+truth is unknown. Unscored studies (no readable image) are counted but left out of the metrics. Calibration
+and triage figures are per expert (the routed body part), with the manifest's figures when it is given
+(scoring.report_triage).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +20,10 @@ from classifiers.body_parts import BODY_PARTS
 from mura import metrics
 from scoring.bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED, bootstrap_interval
 from scoring.report_markdown import render_markdown
+from scoring.report_triage import calibration_metrics, reliability_inputs, triage_metrics
+
+if TYPE_CHECKING:
+    from classifiers.repository.entries import Manifest
 
 OVERALL = "overall"
 # Figures from the MURA paper (Rajpurkar et al., 2017, arXiv:1712.06957), its test set of 207
@@ -82,8 +88,8 @@ def routing_metrics(rows: list[dict[str, str]], replicates: int, seed: int) -> d
 
 
 def build_report(rows: list[dict[str, str]], replicates: int = DEFAULT_REPLICATES,
-                 seed: int = DEFAULT_SEED) -> dict[str, Any]:
-    """Return the JSON-ready report of predictions rows (see the module docstring)."""
+                 seed: int = DEFAULT_SEED, manifest: Manifest | None = None) -> dict[str, Any]:
+    """Return the JSON-ready report of predictions rows (see the module docstring); `manifest`: the repository's."""
     labelled = _labelled_scored(rows)
     groups: dict[str, list[dict[str, str]]] = {}
     for row in labelled:
@@ -103,9 +109,13 @@ def build_report(rows: list[dict[str, str]], replicates: int = DEFAULT_REPLICATE
                                                           for row in rows),
         },
         "settings": {"bootstrap_replicates": replicates, "seed": seed, "confidence": 0.95,
-                     "grouped_by": "true body part (routed body part where unknown)"},
+                     "grouped_by": "true body part (routed body part where unknown)",
+                     "calibration_and_triage_grouped_by": "the expert that scored (routed body part)",
+                     "calibration_bins": metrics.DEFAULT_CALIBRATION_BINS},
         "abnormality": abnormality,
         "routing": routing_metrics(rows, replicates, seed),
+        "calibration": calibration_metrics(rows, manifest, replicates, seed),
+        "triage": triage_metrics(rows, manifest, replicates, seed),
         "paper": PAPER_FIGURES,
     }
 
@@ -134,17 +144,21 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_report(folder: Path, rows: list[dict[str, str]], replicates: int = DEFAULT_REPLICATES,
-                 seed: int = DEFAULT_SEED) -> dict[str, Any]:
-    """Write report.json, report.md, roc_curves.png and routing_confusion.png into `folder`."""
-    from scoring.plots import plot_roc_curves, plot_routing_confusion
+                 seed: int = DEFAULT_SEED, manifest: Manifest | None = None) -> dict[str, Any]:
+    """Write report.json, report.md, roc_curves.png, reliability.png and routing_confusion.png into `folder`."""
+    from scoring.plots import plot_reliability, plot_roc_curves, plot_routing_confusion
 
     folder.mkdir(parents=True, exist_ok=True)
-    report = build_report(rows, replicates, seed)
+    report = build_report(rows, replicates, seed, manifest)
     report["plots"] = {}
     curves = curve_inputs(rows)
     if curves:
         plot_roc_curves(curves, folder / "roc_curves.png")
         report["plots"]["roc_curves"] = "roc_curves.png"
+    reliability = reliability_inputs(rows)
+    if reliability:
+        plot_reliability(reliability, folder / "reliability.png")
+        report["plots"]["reliability"] = "reliability.png"
     if report["routing"]["n_studies"]:
         plot_routing_confusion(report["routing"], folder / "routing_confusion.png")
         report["plots"]["routing_confusion"] = "routing_confusion.png"

@@ -78,6 +78,50 @@ def _routing_section(routing: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _number(value: float | None) -> str:
+    """A recorded figure to three decimals, `–` when none is recorded."""
+    return "–" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _calibration_section(calibration: dict[str, Any]) -> list[str]:
+    if not calibration:
+        return ["No labelled study was scored, so calibration is not reported."]
+    lines = ["Expected calibration error (ECE, equal-width bins, count-weighted) of the scores in the predictions "
+             "file, per expert; the manifest's columns are the ECE its calibration recorded on validation studies "
+             "before and after it was fitted (`–` where none is recorded).",
+             "",
+             "| Expert | Studies | ECE of these scores (95% CI) | Calibration | Manifest ECE before | "
+             "Manifest ECE after |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for group, values in calibration.items():
+        lines.append(f"| {_part_title(group)} | {values['n_studies']} | {format_interval(values['ece'])} | "
+                     f"{values['method'] or 'none'} | {_number(values['ece_before'])} | "
+                     f"{_number(values['ece_after'])} |")
+    return lines
+
+
+def _triage_section(triage: dict[str, Any]) -> list[str]:
+    if not triage:
+        return ["No scored study has a triage category: the experts that scored them have no operating points "
+                "(python -m training.operating_points REPOSITORY --data FOLDER chooses them)."]
+    lines = ["Studies per triage category (all scored studies), and sensitivity and specificity at each operating "
+             "point over the labelled ones with a category: positive at rule-out is any category but low, "
+             "at rule-in flagged only.",
+             "",
+             "| Expert | Flagged | Indeterminate | Low | None | Rule-out threshold | Sensitivity | Specificity | "
+             "Rule-in threshold | Sensitivity | Specificity |",
+             "|" + " --- |" * 11]
+    for group, values in triage.items():
+        counts = values["counts"]
+        cells = [str(counts[name]) for name in ("flagged", "indeterminate", "low", "none")]
+        for point in ("rule_out", "rule_in"):
+            figures = values[point]
+            cells += [_number(figures["threshold"]), format_interval(figures["sensitivity"]),
+                      format_interval(figures["specificity"])]
+        lines.append(f"| {_part_title(group)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """Return the whole report as Markdown text."""
     studies, settings = report["studies"], report["settings"]
@@ -107,6 +151,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *_metrics_table(report),
         "",
+        "## Calibration per expert",
+        "",
+        *_calibration_section(report.get("calibration", {})),
+        "",
+        "## Triage at the operating points",
+        "",
+        *_triage_section(report.get("triage", {})),
+        "",
         "## Routing",
         "",
         *_routing_section(report["routing"]),
@@ -117,6 +169,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["## Plots", ""]
         if "roc_curves" in plots:
             lines += [f"![ROC curves]({plots['roc_curves']})", ""]
+        if "reliability" in plots:
+            lines += [f"![Reliability diagram]({plots['reliability']})", ""]
         if "routing_confusion" in plots:
             lines += [f"![Routing confusion matrix]({plots['routing_confusion']})", ""]
     return "\n".join(lines)

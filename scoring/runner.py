@@ -124,6 +124,7 @@ def score_read_study(pipeline: Pipeline, study: Study, files: StudyFiles, aggreg
         "abnormality": f"{result.abnormality:.6f}",
         "label": result.label,
         "threshold": result.threshold,
+        "triage": result.triage or "",  # empty when the expert's manifest entry has no operating points
         "warnings": "; ".join([*result.warnings, *_file_warnings(files.failures)]),
         # Views the out-of-domain gate flags; empty when the repository has no gate statistics.
         "n_out_of_distribution": "" if any(view.out_of_distribution is None for view in result.images)

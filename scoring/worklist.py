@@ -1,13 +1,15 @@
-"""The triage worklist: scored studies, most likely abnormal first, for reading-list prioritisation."""
+"""The triage worklist: unscored studies first, then flagged, indeterminate and low ones, each most likely abnormal
+first (classifiers.triage), for reading-list prioritisation."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+from classifiers.repository.entries import TRIAGE_CATEGORIES
 from classifiers.triage import triage_order
 
-WORKLIST_COLUMNS = ("rank", "study", "priority", "abnormality", "label", "body_part",
+WORKLIST_COLUMNS = ("rank", "study", "priority", "abnormality", "label", "triage", "body_part",
                     "body_part_confidence", "n_images", "warnings")
 SCORED_LABELS = ("normal", "abnormal")
 
@@ -22,9 +24,15 @@ def _abnormality(row: dict[str, str]) -> float | None:
         return None
 
 
+def _category(row: dict[str, str]) -> str | None:
+    """The row's triage category; None when it has none (no operating points, or a file of an earlier release)."""
+    category = row.get("triage") or None
+    return category if category in TRIAGE_CATEGORIES else None
+
+
 def order_worklist(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Return rows in triage order (classifiers.triage): studies that could not be scored first, then by abnormality."""
-    return triage_order(rows, _abnormality, lambda row: row["study"])
+    """Return rows in triage order (classifiers.triage): unscored first, then by triage category and abnormality."""
+    return triage_order(rows, _abnormality, lambda row: row["study"], _category)
 
 
 def write_worklist(path: Path, rows: list[dict[str, str]]) -> int:
@@ -36,6 +44,7 @@ def write_worklist(path: Path, rows: list[dict[str, str]]) -> int:
         writer.writerow(WORKLIST_COLUMNS)
         for rank, row in enumerate(ordered, start=1):
             priority = "unscored: read first" if _abnormality(row) is None else row["label"]
-            writer.writerow([rank, row["study"], priority, row["abnormality"], row["label"], row["body_part"],
+            writer.writerow([rank, row["study"], priority, row["abnormality"], row["label"],
+                             _category(row) or "", row["body_part"],
                              row["body_part_confidence"], row["n_images"], row["warnings"]])
     return len(ordered)

@@ -28,6 +28,7 @@ from tests.support.dicom_factory import LEAK_MARKERS, make_dataset, synthetic_ra
 from tests.support.legacy_report import build_legacy_report
 from tests.support.orthanc_server import PASSWORD, USERNAME, Orthanc, running_orthanc
 from tests.support.sr_items import content_value, referenced_instances
+from tests.support.triage_repository import triaged_copy
 
 
 @pytest.fixture
@@ -116,6 +117,25 @@ def test_sr_stored_before_the_state_was_written_is_adopted_not_doubled(orthanc, 
     record = load_state(state).studies[study_id]
     assert record.sr_sop_instance_uid == str(report.SOPInstanceUID)
     assert record.abnormality == pytest.approx(content_value(report, "Probability"))
+
+
+def test_the_triage_category_reaches_the_sr_the_state_and_the_worklist_and_is_adopted_back(
+        orthanc, tiny_repository, tmp_path, capsys):
+    # rule-out 0 and rule-in 0: every scored study is flagged.
+    models = triaged_copy(tiny_repository, tmp_path / "triaged", rule_out=0.0, rule_in=0.0)
+    study_id = upload_study(orthanc, [radiograph_bytes(generate_uid(), 4)])
+    state = tmp_path / "state.json"
+    assert run_worker(orthanc, models, state) == EXIT_DONE
+    [report] = study_reports(orthanc, study_id)
+    assert content_value(report, "Triage category").startswith("Flagged")
+    assert content_value(report, "Rule-in threshold") == 0.0
+    assert load_state(state).studies[study_id].triage == "flagged"
+    state.unlink()  # the SR is adopted: its category is read back from it
+    assert run_worker(orthanc, models, state) == EXIT_DONE
+    assert len(study_reports(orthanc, study_id)) == 1 and load_state(state).studies[study_id].triage == "flagged"
+    assert main(["worklist", "--state", str(state)]) == EXIT_DONE
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split("\t")[-1] == "triage" and line.startswith(study_id) and line.split("\t")[-1] == "flagged"
 
 
 def test_worker_killed_in_the_middle_of_a_study_and_restarted_stores_one_sr(orthanc, tiny_repository, tmp_path):
@@ -270,11 +290,27 @@ def test_worklist_lists_unscored_radiograph_studies_first_then_most_likely_abnor
     }))
     assert main(["worklist", "--state", str(state)]) == EXIT_DONE
     assert capsys.readouterr().out.splitlines() == [
-        "orthanc_study\tstudy_date\tbody_part\tscore\tlabel",
-        "big\t20240105\t\t\tunscored: read first (StudyTooLarge)",
-        "unread\t20240104\t\t\tunscored: read first (no readable radiograph)",
-        "high\t20240102\tXR_WRIST\t0.900000\tabnormal",
-        "low\t20240101\tXR_HAND\t0.100000\tnormal",
+        "orthanc_study\tstudy_date\tbody_part\tscore\tlabel\ttriage",
+        "big\t20240105\t\t\tunscored: read first (StudyTooLarge)\t",
+        "unread\t20240104\t\t\tunscored: read first (no readable radiograph)\t",
+        "high\t20240102\tXR_WRIST\t0.900000\tabnormal\t",
+        "low\t20240101\tXR_HAND\t0.100000\tnormal\t",
+    ]
+
+
+def test_worklist_lists_flagged_then_indeterminate_then_low_whatever_the_scores(tmp_path, capsys):
+    state = tmp_path / "state.json"
+    save_state(state, WorkerState(7, {
+        "low": StudyRecord(("1.2",), "1.9", "o1", "20240101", "XR_HAND", 0.45, "normal", triage="low"),
+        "indeterminate": StudyRecord(("1.3",), "1.8", "o2", "20240102", "XR_HAND", 0.9, "abnormal",
+                                     triage="indeterminate"),
+        "flagged": StudyRecord(("1.4",), "1.7", "o3", "20240103", "XR_WRIST", 0.6, "abnormal", triage="flagged"),
+    }))
+    assert main(["worklist", "--state", str(state)]) == EXIT_DONE
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "flagged\t20240103\tXR_WRIST\t0.600000\tabnormal\tflagged",
+        "indeterminate\t20240102\tXR_HAND\t0.900000\tabnormal\tindeterminate",
+        "low\t20240101\tXR_HAND\t0.450000\tnormal\tlow",
     ]
 
 
@@ -313,6 +349,8 @@ def test_skipped_study_log_names_only_defined_modalities(modality: str, logged: 
     '{"last_change": 3, "studies": {"s": {"instances": [], "label": ["x"]}}}',
     '{"last_change": 3, "studies": {"s": {"instances": [], "moved_aside": 1}}}',
     '{"last_change": 3, "studies": {"s": {"instances": [], "unknown_key": 1}}}',
+    '{"last_change": 3, "studies": {"s": {"instances": [], "triage": "urgent"}}}',
+    '{"last_change": 3, "studies": {"s": {"instances": [], "triage": 0}}}',
     '{"last_change": 3, "studies": {"s": {"body_part": "XR_HAND"}}}',
     '{"last_change": 3, "studies": {}, "failing": {"s": "2"}}',
     '{"last_change": 3, "studies": {}, "failing": []}',
@@ -336,6 +374,15 @@ def test_state_written_before_failing_studies_were_recorded_still_loads(tmp_path
     loaded = load_state(state)
     assert loaded.last_change == 4 and loaded.failing == {}
     assert loaded.studies["s"] == StudyRecord(("1.2",), abnormality=0.25, label="normal")
+    assert loaded.studies["s"].triage is None  # written before triage categories
+
+
+@pytest.mark.parametrize("triage", ["flagged", "indeterminate", "low", None])
+def test_a_study_records_triage_category_survives_a_save_and_load(triage, tmp_path):
+    state = tmp_path / "state.json"
+    record = StudyRecord(("1.2",), abnormality=0.7, label="abnormal", triage=triage)
+    save_state(state, WorkerState(5, {"s": record}))
+    assert load_state(state).studies["s"] == record
 
 
 def test_a_second_worker_on_the_same_state_exits_6_naming_the_lock(tmp_path, capsys):

@@ -20,9 +20,11 @@ from sklearn import metrics as sk_metrics
 import score
 from classifiers import Pipeline, PipelineSettings
 from classifiers.body_parts import BODY_PARTS
+from classifiers.repository.manifest import read_manifest
 from mura.studies import find_studies
 from scoring.output import PREDICTION_COLUMNS, read_predictions
 from scoring.runner import score_studies
+from tests.support.triage_repository import triaged_copy
 from training.synthetic import generate_dataset
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +136,36 @@ def test_rerun_over_a_complete_output_scores_nothing_more(scored_tree: dict, mur
     assert exit_code == 0
     assert scored_tree["out"].read_bytes() == before
     assert f"{NUM_STUDIES + 1} already in" in capsys.readouterr().err
+
+
+def test_with_operating_points_the_csv_worklist_and_report_carry_the_triage_category(
+        scored_tree: dict, mura_root: Path, tiny_repository: Path, tmp_path: Path) -> None:
+    scores = sorted(float(row["abnormality"]) for row in _read_csv(scored_tree["out"]) if row["abnormality"])
+    # Midway between two studies' scores (so a score rounded in the CSV is on the same side), each category filled.
+    rule_out, rule_in = [(scores[index - 1] + scores[index]) / 2 for index in (len(scores) // 3, 2 * len(scores) // 3)]
+    calibration = {"method": "temperature", "temperature": 1.0, "ece_before": 0.2, "ece_after": 0.04}
+    models = triaged_copy(tiny_repository, tmp_path / "models", rule_out, rule_in, calibration)
+    out = tmp_path / "predictions.csv"
+    assert score.main([str(mura_root / "valid"), "--out", str(out), "--models", str(models), "--report",
+                       str(tmp_path / "report"), "--worklist", "--bootstrap-replicates", "20", "--no-progress"]) == 0
+    rows = _read_csv(out)
+    points = read_manifest(models).experts["XR_HAND"].operating_points  # the same points for every expert
+    for row in rows:
+        expected = points.category(float(row["abnormality"])) if row["abnormality"] else ""
+        assert row["triage"] == expected, row["study"]
+    assert {row["triage"] for row in rows} == {"flagged", "indeterminate", "low", ""}
+    worklist = _read_csv(tmp_path / "predictions_worklist.csv")
+    ranks = {"flagged": 1, "indeterminate": 2, "low": 3}
+    assert worklist[0]["study"] == UNSCORED_STUDY
+    assert [ranks[row["triage"]] for row in worklist[1:]] == sorted(ranks[row["triage"]] for row in worklist[1:])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    overall = report["triage"]["overall"]
+    assert overall["counts"] == {category: sum(row["triage"] == category for row in rows)
+                                 for category in ("flagged", "indeterminate", "low")} | {"none": 0}
+    experts = [figures for part, figures in report["calibration"].items() if part != "overall"]
+    assert experts and all((figures["method"], figures["ece_before"], figures["ece_after"])
+                           == ("temperature", 0.2, 0.04) for figures in experts)
+    assert (tmp_path / "report" / "reliability.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_mura_csv_input_gives_csv_study_ids_and_labels(mura_root: Path, tiny_repository: Path,

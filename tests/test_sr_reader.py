@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -45,6 +46,7 @@ def test_both_formats_read_back_the_same_study(scored, form) -> None:
     summary = summarise_report(report)
     assert (summary.body_part, summary.label) == (result.body_part, result.label)
     assert summary.abnormality == pytest.approx(result.abnormality, abs=1e-6)
+    assert summary.triage is None  # no operating points in the tiny repository, none in the earlier format
     assert referenced_instances(report) == instances
     assert is_service_series({"Modality": report.Modality, "Manufacturer": report.Manufacturer,
                               "SeriesDescription": report.SeriesDescription})
@@ -55,3 +57,12 @@ def test_other_series_are_not_the_services() -> None:
                                   "SeriesDescription": "AI triage result"})
     assert not is_service_series({"Modality": "PR", "Manufacturer": "radiograph triage service",
                                   "SeriesDescription": "AI triage result"})
+
+
+@pytest.mark.parametrize("category", ["flagged", "indeterminate", "low"])
+def test_the_triage_category_of_an_sr_is_read_back(scored, category) -> None:
+    result, _, views = scored
+    triaged = dataclasses.replace(result, triage=category, operating_points={"rule_out": 0.2, "rule_in": 0.8})
+    report = pydicom.dcmread(io.BytesIO(structured_report_bytes(build_dicom_outputs(triaged).report)))
+    summary = summarise_report(report)
+    assert (summary.triage, summary.label, summary.body_part) == (category, result.label, result.body_part)

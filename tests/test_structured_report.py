@@ -16,13 +16,17 @@ from classifiers.decoding import decode_views
 from classifiers.outputs.structured_report import (
     BODY_PART_CODES,
     MANUFACTURER,
+    OPERATING_POINT_CODES,
     SCHEME,
+    TRIAGE_CATEGORY,
+    TRIAGE_CODES,
     algorithm_device_uid,
     build_structured_report,
     structured_report_bytes,
 )
 from classifiers.results import ViewInput
 from tests.support.dicom_factory import PATIENT_ATTRIBUTES, make_dataset, synthetic_radiograph, to_bytes
+from tests.support.dicom_validation import dciodvfy_errors
 
 PIXELS = np.round(synthetic_radiograph("XR_HAND", seed=5) * 255).astype(np.uint8)
 
@@ -173,3 +177,53 @@ def test_sources_without_patient_attributes(study) -> None:
 def test_sr_needs_a_dicom_source(study) -> None:
     with pytest.raises(ValueError, match="PNG and JPEG studies have none"):
         build_structured_report([], study[2])
+
+
+TRIAGED = {"triage": "indeterminate", "operating_points": {"rule_out": 0.125, "rule_in": 0.75}, "calibrated": True}
+
+
+@pytest.mark.parametrize("category", ["flagged", "indeterminate", "low"])
+def test_triage_category_and_operating_points_are_items_of_the_study_group(study, category) -> None:
+    _, decoded, result = study
+    report = read_back(decoded, dataclasses.replace(result, **(TRIAGED | {"triage": category})))
+    [measurements] = items_of(report, codes.DCM.ImagingMeasurements)
+    study_group, *view_groups = measurements.ContentSequence
+    [triage] = [item for item in study_group.ContentSequence if concept(item) == ("triage", SCHEME)]
+    value = triage.ConceptCodeSequence[0]
+    assert (triage.ValueType, value.CodeValue, value.CodingSchemeDesignator) == ("CODE", category, SCHEME)
+    points = {concept(item)[0]: float(item.MeasuredValueSequence[0].NumericValue)
+              for item in study_group.ContentSequence if concept(item) in (("rule-out", SCHEME), ("rule-in", SCHEME))}
+    assert points == {"rule-out": 0.125, "rule-in": 0.75}
+    parameters = [item.TextValue for item in items_of(study_group, codes.DCM.AlgorithmParameters)]
+    assert "calibrated=true" in parameters
+    assert not any(concept(item)[1] == SCHEME and concept(item)[0] != "ood"
+                   for group in view_groups for item in group.ContentSequence)  # the category is the study's
+
+
+def test_without_operating_points_the_sr_has_no_triage_item(study) -> None:
+    _, decoded, result = study
+    assert result.triage is None
+    report = read_back(decoded, result)
+    [measurements] = items_of(report, codes.DCM.ImagingMeasurements)
+    study_group = measurements.ContentSequence[0]
+    assert [concept(item) for item in study_group.ContentSequence if concept(item)[1] == SCHEME] == []
+    assert not any(item.TextValue.startswith("calibrated=") for item in items_of(study_group,
+                                                                                 codes.DCM.AlgorithmParameters))
+
+
+def test_the_triage_category_parses_as_a_highdicom_qualitative_evaluation(study) -> None:
+    _, decoded, result = study
+    parsed = highdicom.sr.Comprehensive3DSR.from_dataset(read_back(decoded, dataclasses.replace(result, **TRIAGED)))
+    study_group = parsed.content.get_image_measurement_groups()[0]
+    [evaluation] = study_group.get_qualitative_evaluations(name=TRIAGE_CATEGORY)
+    assert evaluation.value == TRIAGE_CODES["indeterminate"]
+    [rule_in] = study_group.get_measurements(name=OPERATING_POINT_CODES["rule_in"])
+    assert rule_in.value == pytest.approx(0.75) and rule_in.unit == codes.UCUM.NoUnits
+
+
+@pytest.mark.parametrize("category", ["flagged", "indeterminate", "low"])
+def test_an_sr_with_a_triage_category_passes_dciodvfy(study, tmp_path, category) -> None:
+    _, decoded, result = study
+    triaged = dataclasses.replace(result, **(TRIAGED | {"triage": category}))
+    report = build_structured_report([view.header for view in decoded], triaged, backend="tensorflow")
+    assert dciodvfy_errors(structured_report_bytes(report), tmp_path, category) == []

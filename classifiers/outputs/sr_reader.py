@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from classifiers.outputs.structured_report import BODY_PART_CODES, LABEL_CODES, MANUFACTURER, SERIES_DESCRIPTION
+from classifiers.outputs.structured_report import (
+    BODY_PART_CODES,
+    LABEL_CODES,
+    MANUFACTURER,
+    SCHEME,
+    SERIES_DESCRIPTION,
+    TRIAGE_CATEGORY,
+    TRIAGE_CODES,
+)
 
 MEASUREMENT_REPORT = codes.DCM.ImagingMeasurementReport.value  # root of the TID 1500 format
 IMAGING_MEASUREMENTS = codes.DCM.ImagingMeasurements.value
@@ -25,11 +33,12 @@ LABEL_CONCEPTS = (codes.DCM.Normality.value, codes.DCM.Finding.value)
 
 @dataclass(frozen=True)
 class ReportSummary:
-    """The body part, probability and label an SR states."""
+    """The body part, probability, label and triage category an SR states (category None when it states none)."""
 
     body_part: str
     abnormality: float
     label: str
+    triage: str | None = None
 
 
 def is_service_series(series_tags: Mapping[str, str]) -> bool:
@@ -45,10 +54,11 @@ def referenced_instances(report: Dataset) -> frozenset[str]:
 
 
 def summarise_report(report: Dataset) -> ReportSummary:
-    """The study's body part, probability and label as the SR states them (TID 1500 or the earlier format)."""
+    """The study's body part, probability, label and triage category as the SR states them (TID 1500 or the earlier
+    format, which has no category)."""
     parts = {code.value: part for part, code in BODY_PART_CODES.items()}
     labels = {code.value: label for label, code in LABEL_CODES.items()}
-    body_part, abnormality, label = "", float("nan"), ""
+    body_part, abnormality, label, triage = "", float("nan"), "", None
     for item in _study_items(report):
         concept = _concept(item)
         if concept == codes.SCT.FindingSite.value and "ConceptCodeSequence" in item:
@@ -57,7 +67,22 @@ def summarise_report(report: Dataset) -> ReportSummary:
             abnormality = float(item.MeasuredValueSequence[0].NumericValue)
         elif concept in LABEL_CONCEPTS and "ConceptCodeSequence" in item:
             label = labels.get(item.ConceptCodeSequence[0].CodeValue, "")
-    return ReportSummary(body_part, abnormality, label)
+        elif _is_triage_item(item):
+            triage = _triage_category(item.ConceptCodeSequence[0])
+    return ReportSummary(body_part, abnormality, label, triage)
+
+
+def _is_triage_item(item: Dataset) -> bool:
+    """True for the study group's 99RADTRIAGE "triage" item with a coded value."""
+    names = item.get("ConceptNameCodeSequence") or []
+    return (bool(names) and names[0].CodeValue == TRIAGE_CATEGORY.value
+            and names[0].CodingSchemeDesignator == SCHEME and "ConceptCodeSequence" in item)
+
+
+def _triage_category(value: Dataset) -> str | None:
+    """The category of a coded triage value; None for a code of another scheme or an unknown value."""
+    categories = {code.value: category for category, code in TRIAGE_CODES.items()}
+    return categories.get(value.CodeValue) if value.CodingSchemeDesignator == SCHEME else None
 
 
 def _study_items(report: Dataset) -> list[Dataset]:

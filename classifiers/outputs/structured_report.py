@@ -11,11 +11,15 @@ Content tree (root DCM 126000 "Imaging Measurement Report"):
     Threshold Value DCM 122411 (NUM, UCUM "1"): the expert's operating threshold (study group)
     Normality DCM 121402 = SCT 263654008 Abnormal / SCT 17621005 Normal (CID 222; qualitative evaluation, study
       group)
+    With the expert's operating points (study group): 99RADTRIAGE "rule-out" and "rule-in" (NUM, UCUM "1"), the
+      two thresholds used, and 99RADTRIAGE "triage" = 99RADTRIAGE "flagged" / "indeterminate" / "low" (qualitative
+      evaluation); an algorithm parameter "calibrated=true" when the probabilities went through the expert's
+      calibration
     Source image (IMAGE): the instances (and frames) scored
     Comment DCM 121106 (TEXT): each study warning; 99RADTRIAGE "ood" (TEXT): a view's out-of-distribution flag
-The one private code (no standard concept for an out-of-distribution gate exists) is declared in the Coding
-Scheme Identification Sequence. The Contributing Equipment Sequence names the algorithm as processing
-equipment, with a Device UID that changes with the model versions.
+The private codes (no standard concept exists for an out-of-distribution gate or for a triage category at two
+operating points) are of one scheme, declared in the Coding Scheme Identification Sequence. The Contributing
+Equipment Sequence names the algorithm as processing equipment, with a Device UID that changes with the model versions.
 """
 
 from __future__ import annotations
@@ -41,6 +45,14 @@ SERIES_DESCRIPTION = "AI triage result"  # with MANUFACTURER, how a PACS worker 
 SERIES_NUMBER = 9001
 SCHEME = "99RADTRIAGE"  # private coding scheme: "99" marks a local designator (PS3.16 section 8)
 OUT_OF_DISTRIBUTION = Code("ood", SCHEME, "Out-of-distribution input")
+TRIAGE_CATEGORY = Code("triage", SCHEME, "Triage category")
+TRIAGE_CODES = {  # one per repository.entries.TRIAGE_CATEGORIES
+    "flagged": Code("flagged", SCHEME, "Flagged (at or above the rule-in threshold)"),
+    "indeterminate": Code("indeterminate", SCHEME, "Indeterminate (between the rule-out and rule-in thresholds)"),
+    "low": Code("low", SCHEME, "Low (below the rule-out threshold)"),
+}
+OPERATING_POINT_CODES = {"rule_out": Code("rule-out", SCHEME, "Rule-out threshold"),
+                         "rule_in": Code("rule-in", SCHEME, "Rule-in threshold")}
 PROCEDURE = Code("168537006", "SCT", "Plain radiography")
 NO_UNITS = codes.UCUM.NoUnits
 BODY_PART_CODES: dict[str, Code] = {
@@ -135,7 +147,7 @@ def processing_equipment(result: StudyResult, device_uid: str) -> highdicom.Cont
 
 
 def coding_scheme_item() -> Dataset:
-    """The Coding Scheme Identification item declaring the private scheme of the out-of-distribution code."""
+    """The Coding Scheme Identification item declaring the private scheme (out-of-distribution and triage codes)."""
     item = Dataset()
     item.CodingSchemeDesignator = SCHEME
     item.CodingSchemeName = "Radiograph triage service codes"
@@ -153,11 +165,13 @@ def _content(sources: Sequence[Dataset], view_sources: Sequence[Dataset], result
              warnings: Sequence[str], backend: str | None, device_uid: str) -> sr.MeasurementReport:
     """The TID 1500 tree of the module docstring."""
     algorithm = _algorithm(result, backend)
+    triage_measurements, triage_evaluations = _triage_items(result)
     study_group = _group("study", result.body_part, _study_laterality(view_sources), algorithm,
                          [sr.Measurement(codes.DCM.Probability, round(result.abnormality, 6), NO_UNITS),
-                          sr.Measurement(codes.DCM.ThresholdValue, result.threshold, NO_UNITS)],
+                          sr.Measurement(codes.DCM.ThresholdValue, result.threshold, NO_UNITS), *triage_measurements],
                          [_source_image(source, _frames_of(source, result.images)) for source in sources],
-                         [sr.QualitativeEvaluation(codes.DCM.Normality, LABEL_CODES[result.label])])
+                         [sr.QualitativeEvaluation(codes.DCM.Normality, LABEL_CODES[result.label]),
+                          *triage_evaluations])
     study_group[0].ContentSequence.extend(
         sr.TextContentItem(codes.DCM.Comment, warning, sr.RelationshipTypeValues.CONTAINS) for warning in warnings)
     groups = [study_group, *(_view_group(number, view, source, algorithm) for number, (view, source)
@@ -172,12 +186,23 @@ def _content(sources: Sequence[Dataset], view_sources: Sequence[Dataset], result
         language_of_content_item_and_descendants=sr.LanguageOfContentItemAndDescendants(ENGLISH))
 
 
+def _triage_items(result: StudyResult) -> tuple[list[sr.Measurement], list[sr.QualitativeEvaluation]]:
+    """The operating points used and the triage category at them; nothing when the expert has no operating points."""
+    if result.triage is None or result.operating_points is None:
+        return [], []
+    measurements = [sr.Measurement(code, result.operating_points[name], NO_UNITS)
+                    for name, code in OPERATING_POINT_CODES.items()]
+    return measurements, [sr.QualitativeEvaluation(TRIAGE_CATEGORY, TRIAGE_CODES[result.triage])]
+
+
 def _algorithm(result: StudyResult, backend: str | None) -> sr.AlgorithmIdentification:
     """TID 4019: the algorithm, the expert's version, and what else decided the result."""
     parameters = [f"aggregation={result.aggregation}", f"router={result.models['router']}",
                   f"expert={result.models['expert']}", f"threshold_source={result.threshold_source}"]
     if backend:
         parameters.append(f"backend={backend}")
+    if result.calibrated:
+        parameters.append("calibrated=true")
     return sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=result.models["expert"], parameters=parameters)
 
 
