@@ -3,11 +3,16 @@
 Three signals per study: the study's abnormality score (calibrated, as answered), the router's confidence (the
 largest of its probabilities averaged over the views) and whether the out-of-domain gate flagged any view.
 The reference, written into manifest.json by `python -m training.drift_reference`, holds per body part the
-validation studies' histograms of the first two (bins at the deciles of those studies' scores) and their
+validation studies' histograms of the first two (bins at the quintiles of those studies' scores) and their
 out-of-distribution rate. A window of recent studies is binned with the reference's own edges and compared
 bin by bin: PSI = sum((window - reference) * ln(window / reference)), each proportion floored at EPSILON so an
 empty bin counts as a large but finite difference. By convention PSI under 0.1 is stable, 0.1 to 0.25 worth
 watching, 0.25 and above a shift (docs/MONITORING.md).
+
+Five bins, not the ten of credit scoring: with no drift at all PSI's own sampling noise is about
+(bins - 1) * (1/window + 1/reference), for a window of 200 and 200 reference studies 0.04 with five bins (0.1
+crossed by chance 4 % of the time) but 0.09 with ten (36 %); a shift of the mean by half a standard deviation
+still reads 0.22 with five bins (0.24 with ten). Simulated in docs/MONITORING.md.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ WRITE_COMMAND = "python -m training.drift_reference REPOSITORY --data FOLDER"
 HISTOGRAM_SIGNALS = ("abnormality", "router_confidence")
 OOD_SIGNAL = "out_of_distribution"
 SIGNALS = (*HISTOGRAM_SIGNALS, OOD_SIGNAL)
-DEFAULT_BINS = 10  # deciles of the reference studies
-EPSILON = 1e-4  # floor of a proportion: an empty bin adds about p * ln(p / 1e-4), e.g. 0.69 for p = 0.1
+DEFAULT_BINS = 5  # quintiles of the reference studies
+REFERENCE_MIN_STUDIES = 200  # validation studies a body part needs for a reference (noise above)
+EPSILON = 1e-4  # floor of a proportion: an empty bin adds about p * ln(p / 1e-4), e.g. 1.5 for p = 0.2
 WATCH_PSI = 0.1
 DRIFT_PSI = 0.25
 STATUSES = ("stable", "watch", "drift")
