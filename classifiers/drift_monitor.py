@@ -154,6 +154,11 @@ def _describe_part(figures: PartDrift, min_studies: int) -> dict[str, Any]:
                     default="stable")
     return {"studies": figures.studies, "status": state,
             "psi": {signal: round(psi, 4) for signal, psi in figures.psi.items()},
-            "out_of_distribution_rate": figures.out_of_distribution_rate,
+            "out_of_distribution_rate": _rounded(figures.out_of_distribution_rate),
             "reference_studies": figures.reference_studies,
-            "reference_out_of_distribution_rate": figures.reference_out_of_distribution_rate}
+            "reference_out_of_distribution_rate": _rounded(figures.reference_out_of_distribution_rate)}
+
+
+def _rounded(rate: float | None) -> float | None:
+    """A rate to 4 decimals, None kept."""
+    return None if rate is None else round(rate, 4)

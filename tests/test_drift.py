@@ -300,3 +300,17 @@ def test_config_refuses_a_window_that_cannot_report(config: dict, named: str) ->
     assert read_environment({"TRIAGE_DRIFT_WINDOW": "500"}) == {"DRIFT_WINDOW": 500}
     with pytest.raises(ValueError, match=named):
         check_limits({**DEFAULTS, **config})
+
+
+def test_monitoring_alert_rules_parse_and_name_only_exported_gauges(drift_app) -> None:
+    import re
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "MONITORING.md").read_text()
+    rules = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])["groups"][0]["rules"]
+    exported = {family.name for family in text_string_to_metric_families(
+        drift_app.test_client().get("/metrics").get_data(as_text=True))}
+    named = {name for rule in rules for name in re.findall(r"\btriage_\w+", rule["expr"])}
+    assert {rule["alert"] for rule in rules} == {"TriageDrift", "TriageDriftWatch", "TriageOutOfDistributionRate"}
+    assert named and named <= exported, named - exported
