@@ -178,9 +178,12 @@ def read_drift_reference(manifest_extra: Mapping[str, Any]) -> DriftReference | 
     if unknown:
         _refuse(f"unknown body part(s) {unknown}; valid: {', '.join(BODY_PARTS)}")
     parts = {part: _parse_part(part, value) for part, value in document["body_parts"].items()}
-    computed_on = document.get("computed_on", {})
-    return DriftReference(parts, computed_on if isinstance(computed_on, dict) else {},
-                          int(document.get("bins", DEFAULT_BINS)))
+    computed_on, bins = document.get("computed_on", {}), document.get("bins", DEFAULT_BINS)
+    if not isinstance(computed_on, dict):
+        _refuse("computed_on must be an object (the data, backend and models it was computed with)")
+    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
+        _refuse(f"bins must be a positive integer; got {bins!r}")
+    return DriftReference(parts, computed_on, bins)
 
 
 def _parse_part(part: str, document: Any) -> PartReference:

@@ -235,6 +235,7 @@ def _good_part() -> dict:
 @pytest.mark.parametrize(("document", "named"), [
     ("not an object", "format 1"),
     ({"format": 1, "body_parts": {"XR_KNEE": _good_part()}}, "XR_KNEE"),
+    ({"format": 1, "bins": "five", "body_parts": {}}, "bins"),
     ({"format": 1, "body_parts": {PART: {**_good_part(), "studies": 0}}}, "XR_WRIST.studies"),
     ({"format": 1, "body_parts": {PART: {**_good_part(), "abnormality": {"edges": [0.5, 0.2, 1.0],
                                                                           "proportions": [0.5, 0.5]}}}},
