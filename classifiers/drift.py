@@ -162,6 +162,14 @@ def build_reference(signals_by_part: Mapping[str, Sequence[StudySignals]], compu
     return DriftReference(parts, dict(computed_on), bins)
 
 
+def changed_models(reference: DriftReference, versions: Mapping[str, str]) -> list[str]:
+    """Roles whose loaded model (file@sha256 prefix) differs from the one the reference was computed with."""
+    recorded = reference.computed_on.get("models")
+    if not isinstance(recorded, dict):
+        return []
+    return [role for role, version in versions.items() if role in recorded and recorded[role] != version]
+
+
 def read_drift_reference(manifest_extra: Mapping[str, Any]) -> DriftReference | None:
     """The manifest's drift reference, validated; None when it has none.
 

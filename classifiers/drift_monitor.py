@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from classifiers.drift import (
     WRITE_COMMAND,
     DriftReference,
     StudySignals,
+    changed_models,
     status_of,
     study_signals,
     window_psi,
@@ -64,15 +66,24 @@ class DriftMonitor:
         self.window = window
         self.min_studies = min_studies
         self.reference = reference
+        self.changed_models: list[str] = []  # roles loaded from other files than the reference was computed with
         self._lock = threading.Lock()
         self._windows: dict[str, deque[StudySignals]] = {part: deque(maxlen=window) for part in BODY_PARTS}
         self._psi: dict[str, dict[str, float]] = {part: {} for part in BODY_PARTS}
         self._drifting: dict[str, set[str]] = {part: set() for part in BODY_PARTS}
 
-    def use_reference(self, reference: DriftReference | None) -> None:
-        """Compare with `reference` from now on (the pipeline's, once loaded)."""
+    def use_reference(self, reference: DriftReference | None, versions: Mapping[str, str] | None = None) -> None:
+        """Compare with `reference` from now on (the pipeline's, once loaded); `versions`: the loaded models'.
+
+        A reference computed with other model files is still used, but said to be stale (log, /models).
+        """
+        changed = [] if reference is None else changed_models(reference, versions or {})
+        if changed:
+            logger.warning("the drift reference was computed with other models (%s): its figures no longer describe"
+                           " these models; rewrite it with %s", ", ".join(changed), WRITE_COMMAND)
         with self._lock:
             self.reference = reference
+            self.changed_models = changed
             for part in BODY_PARTS:
                 self._psi[part] = self._figures(part)
                 self._drifting[part].clear()
@@ -140,6 +151,9 @@ class DriftMonitor:
         }
         if reference is None:
             block["note"] = NO_REFERENCE_NOTE
+        elif self.changed_models:
+            block["note"] = (f"the reference was computed with other models ({', '.join(self.changed_models)}): its"
+                             f" figures no longer describe these models; rewrite it with {WRITE_COMMAND}")
         return block
 
 

@@ -215,7 +215,7 @@ def test_models_describes_the_reference_and_the_window(drift_app) -> None:
     assert drift["thresholds"] == {"watch": 0.1, "drift": 0.25}
     assert drift["body_parts"][PART]["reference_studies"] == REFERENCE_STUDIES
     assert drift["body_parts"]["XR_ELBOW"]["status"] == "no reference"
-    assert "note" not in drift
+    assert "note" not in drift  # computed with the models loaded
 
 
 def test_models_says_when_the_repository_has_no_reference(client) -> None:
@@ -315,3 +315,22 @@ def test_monitoring_alert_rules_parse_and_name_only_exported_gauges(drift_app) -
     named = {name for rule in rules for name in re.findall(r"\btriage_\w+", rule["expr"])}
     assert {rule["alert"] for rule in rules} == {"TriageDrift", "TriageDriftWatch", "TriageOutOfDistributionRate"}
     assert named and named <= exported, named - exported
+
+
+def test_a_reference_of_other_model_files_is_said_to_be_stale(drift_repository: Path, tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    from app import create_app
+
+    repository = Path(shutil.copytree(drift_repository, tmp_path / "repository"))
+    manifest = json.loads((repository / "manifest.json").read_text())
+    manifest[DRIFT_REFERENCE_KEY]["computed_on"]["models"][PART] = "XR_WRIST.weights.h5@000000000000"
+    (repository / "manifest.json").write_text(json.dumps(manifest))
+    caplog.set_level(logging.WARNING)
+    flask_app = create_app({"TESTING": True, "MODELS_DIR": str(repository), **DRIFT_CONFIG})
+    try:
+        drift = flask_app.test_client().get("/models").get_json()["drift"]
+    finally:
+        flask_app.extensions["pipeline_loader"].close()
+    assert drift["reference"] is not None
+    assert f"computed with other models ({PART})" in drift["note"]
+    assert any(f"other models ({PART})" in message for message in _drift_warnings(caplog))

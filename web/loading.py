@@ -76,7 +76,8 @@ class PipelineLoader:
         try:
             pipeline = Pipeline.load(self.repository, self.settings)
             if self.drift_monitor is not None:  # before any study can reach the pipeline
-                self.drift_monitor.use_reference(pipeline.drift_reference)
+                self.drift_monitor.use_reference(pipeline.drift_reference,
+                                                 {role: loaded.version for role, loaded in pipeline.models.items()})
             self.pipeline = pipeline
             log_loaded(self.pipeline)
         except ModelRepositoryError as error:
