@@ -30,6 +30,7 @@ SECURITY_HEADERS = {
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then TRIAGE_* environment variables, then `config`; load the pipeline."""
     # The web layer imports classifiers (and so TensorFlow): imported here, not at module import.
+    from classifiers.drift_monitor import DriftMonitor
     from web.access import register_access_control
     from web.audit import build_audit_logger
     from web.errors import register_error_handler
@@ -55,11 +56,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not models_dir.is_absolute():
         models_dir = (Path.cwd() / models_dir).resolve()
     metrics = Metrics()
-    loader = PipelineLoader(models_dir, build_settings(app.config, on_batch=metrics.observe_batch),
-                            app.config["MODEL_NICE"])
+    drift_monitor = DriftMonitor(app.config["DRIFT_WINDOW"], app.config["DRIFT_MIN_STUDIES"])
+    settings = build_settings(app.config, on_batch=metrics.observe_batch, on_study=drift_monitor.observe)
+    loader = PipelineLoader(models_dir, settings, app.config["MODEL_NICE"], drift_monitor)
     metrics.watch_queues(loader.queue_depths)
+    metrics.watch_drift(drift_monitor.snapshot)
     app.extensions["pipeline_loader"] = loader  # the one holder of the pipeline (web.loading.get_pipeline)
     app.extensions["metrics"] = metrics
+    app.extensions["drift_monitor"] = drift_monitor  # the app's one monitor: fed by the pipeline, read by /models
     app.extensions["openapi"] = build_openapi()
 
     app.extensions["audit_logger"] = build_audit_logger(app.config["AUDIT_LOG"])

@@ -22,6 +22,7 @@ from classifiers.backends.registry import Backend, get_backend
 from classifiers.body_parts import ROUTER
 from classifiers.decoding import attach_dicom_metadata, check_single_study, decode_probed
 from classifiers.decoding.imaging import resize_image
+from classifiers.drift import DriftReference, read_drift_reference
 from classifiers.errors import ImageError, NoReadableView, NotARadiograph
 from classifiers.explain.explainers import Explainers
 from classifiers.explain.overlay import explain_view
@@ -44,7 +45,7 @@ class Pipeline:
 
     def __init__(self, repository: Path, manifest: Manifest, models: dict[str, LoadedModel],
                  settings: PipelineSettings, backend: Backend, device: str, load_seconds: float,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, drift_reference: DriftReference | None = None) -> None:
         self.repository = repository
         self.manifest = manifest
         self.models = models
@@ -58,6 +59,7 @@ class Pipeline:
         self.pixel_budget = PixelBudget(settings.pixel_budget)
         self.admission = Admission(settings.admission_limits, self.pixel_budget, self.refuse_if_late)
         self.gate = gate
+        self.drift_reference = drift_reference  # validation studies' figures the service's drift monitor compares with
         self.warnings: list[str] = [NO_MANIFEST_WARNING] if manifest.conventional else []
         if self.gate is None:
             self.warnings.append(NO_GATE_WARNING)
@@ -86,13 +88,15 @@ class Pipeline:
         configured = time.perf_counter()
         manifest = read_manifest(repository)
         gate = load_repository_gate(repository, dict(manifest.extra))
+        drift_reference = read_drift_reference(manifest.extra)
         read = time.perf_counter()
         models = load_models(repository, manifest, backend, settings, options)
         # Entries built from conventional names were completed from their models while loading.
         manifest = Manifest(router=models[ROUTER].entry,
                             experts={role: loaded.entry for role, loaded in models.items() if role != ROUTER},
                             format_version=manifest.format_version, extra=manifest.extra)
-        pipeline = cls(repository, manifest, models, settings, backend, device, time.perf_counter() - started, gate)
+        pipeline = cls(repository, manifest, models, settings, backend, device, time.perf_counter() - started, gate,
+                       drift_reference)
         pipeline.load_breakdown = {
             "runtime_import_and_devices": configured - started, "manifest_and_checksums": read - configured,
             "models_load": sum(loaded.seconds["load"] for loaded in models.values()),
@@ -121,6 +125,8 @@ class Pipeline:
         attach_dicom_metadata(result, views)
         result.unreadable = unreadable
         result.warnings += unreadable_warnings([(view.error, view.message) for view in unreadable])
+        if self.settings.on_study is not None:
+            self.settings.on_study(result)
         return result
 
     def predict_study(self, views: Sequence[ViewInput], body_part: str | None = None, aggregation: str = "mean",

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from classifiers.admission import AdmissionLimits
 from classifiers.backends.base import BackendOptions
 from classifiers.backends.registry import DEFAULT_BACKEND
 from classifiers.decoding.imaging import ImageLimits
+
+if TYPE_CHECKING:
+    from classifiers.results import StudyResult
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class PipelineSettings:
     pixel_budget: int = 160_000_000
     warmup: bool = True
     on_batch: Callable[[str, int, float], None] | None = None  # (model, views, seconds) per model call
+    # Called with every answered study (the service's drift monitor): every door's studies pass through it.
+    on_study: Callable[[StudyResult], None] | None = None
     # Speed settings (docs/PERFORMANCE.md): XLA compilation, and TensorFlow's CPU thread pools (0: default).
     jit_compile: bool = False
     intra_op_threads: int = 0

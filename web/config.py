@@ -60,6 +60,10 @@ DEFAULTS: dict[str, Any] = {
     "API_KEY_FILE": "",
     "AUDIT_LOG": "-",  # one JSON line per prediction: "-" stderr, a file path, or "" for none
     "AUDIT_SECRET": "",  # key of the audit line's study_uid_hash; "" draws a random one per process
+    # Drift (docs/MONITORING.md): the last this many studies per body part are compared with the repository's
+    # reference; no PSI is reported before a part's window holds DRIFT_MIN_STUDIES (classifiers/drift_monitor.py).
+    "DRIFT_WINDOW": 200,
+    "DRIFT_MIN_STUDIES": 100,
 }
 
 
@@ -103,6 +107,8 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TRIAGE_API_KEY_FILE": ("API_KEY_FILE", str),
     "TRIAGE_AUDIT_LOG": ("AUDIT_LOG", str),
     "TRIAGE_AUDIT_SECRET": ("AUDIT_SECRET", str),
+    "TRIAGE_DRIFT_WINDOW": ("DRIFT_WINDOW", int),
+    "TRIAGE_DRIFT_MIN_STUDIES": ("DRIFT_MIN_STUDIES", int),
 }
 
 
@@ -126,10 +132,14 @@ def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
 def check_limits(config: Mapping[str, Any]) -> None:
     """Raise ValueError naming the key when a limit is not a positive number."""
     for key in ("MAX_CONTENT_LENGTH", "MAX_VIEWS", "MAX_PIXELS", "MIN_SIDE", "MAX_BATCH_SIZE",
-                "MAX_QUEUE_VIEWS", "MAX_IN_FLIGHT", "MAX_STUDY_PIXELS", "PIXEL_BUDGET"):
+                "MAX_QUEUE_VIEWS", "MAX_IN_FLIGHT", "MAX_STUDY_PIXELS", "PIXEL_BUDGET", "DRIFT_WINDOW",
+                "DRIFT_MIN_STUDIES"):
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"config {key}={value!r} must be a positive integer")
+    if config["DRIFT_MIN_STUDIES"] > config["DRIFT_WINDOW"]:
+        raise ValueError(f"config DRIFT_MIN_STUDIES={config['DRIFT_MIN_STUDIES']!r} must not exceed"
+                         f" DRIFT_WINDOW={config['DRIFT_WINDOW']!r} (the window could never hold that many)")
     if not isinstance(config["MODEL_NICE"], int) or not 0 <= config["MODEL_NICE"] <= 19:
         raise ValueError(f"config MODEL_NICE={config['MODEL_NICE']!r} must be an integer from 0 to 19")
     for key in ("INTRA_OP_THREADS", "INTER_OP_THREADS"):

@@ -13,15 +13,18 @@ from flask import current_app
 
 from classifiers.backends.registry import DEFAULT_BACKEND
 from classifiers.decoding.imaging import ImageLimits
+from classifiers.drift_monitor import DriftMonitor
 from classifiers.errors import ModelRepositoryError
 from classifiers.pipeline import Pipeline, PipelineSettings
+from classifiers.results import StudyResult
 from web.errors import ApiError
 
 logger = logging.getLogger(__name__)
 
 
-def build_settings(config: Mapping[str, Any], on_batch: Callable[[str, int], None]) -> PipelineSettings:
-    """Translate the app config into PipelineSettings."""
+def build_settings(config: Mapping[str, Any], on_batch: Callable[[str, int], None],
+                   on_study: Callable[[StudyResult], None] | None = None) -> PipelineSettings:
+    """Translate the app config into PipelineSettings; `on_study` sees every answered study (the drift monitor)."""
     return PipelineSettings(
         max_batch_size=config["MAX_BATCH_SIZE"],
         max_wait_ms=config["MAX_WAIT_MS"],
@@ -38,6 +41,7 @@ def build_settings(config: Mapping[str, Any], on_batch: Callable[[str, int], Non
         preload_explainers=config["PRELOAD_EXPLAINERS"],
         reject_out_of_distribution=config["REJECT_OUT_OF_DISTRIBUTION"],
         on_batch=on_batch,
+        on_study=on_study,
     )
 
 
@@ -56,10 +60,12 @@ def lower_thread_priority(increment: int) -> None:
 class PipelineLoader:
     """Holds the app's pipeline, or why it is not there yet."""
 
-    def __init__(self, repository: Path, settings: PipelineSettings, model_nice: int = 0):
+    def __init__(self, repository: Path, settings: PipelineSettings, model_nice: int = 0,
+                 drift_monitor: DriftMonitor | None = None):
         self.repository = repository
         self.settings = settings
         self.model_nice = model_nice  # background loading: the model threads' nice value above the request threads'
+        self.drift_monitor = drift_monitor  # given the repository's drift reference once it is loaded
 
         self.pipeline: Pipeline | None = None
         self.failure: str | None = None
@@ -68,7 +74,11 @@ class PipelineLoader:
     def load(self) -> Pipeline:
         """Load and warm up every model; raises ModelRepositoryError with a message that says what to do."""
         try:
-            self.pipeline = Pipeline.load(self.repository, self.settings)
+            pipeline = Pipeline.load(self.repository, self.settings)
+            if self.drift_monitor is not None:  # before any study can reach the pipeline
+                self.drift_monitor.use_reference(pipeline.drift_reference,
+                                                 {role: loaded.version for role, loaded in pipeline.models.items()})
+            self.pipeline = pipeline
             log_loaded(self.pipeline)
         except ModelRepositoryError as error:
             # The message names the bad file; clients see it relative to the repository, not the server path.
@@ -123,6 +133,12 @@ def log_loaded(pipeline: Pipeline) -> None:
     for role, loaded in pipeline.models.items():
         logger.info("%-11s %s (%s backend, %s, %dx%d)", role, loaded.version, loaded.runner.backend,
                     loaded.runner.library, *loaded.input_size)
+    reference = pipeline.drift_reference
+    if reference is None:
+        logger.info("no drift reference in the repository: drift PSI figures are off (docs/MONITORING.md)")
+    else:
+        logger.info("drift reference of %d body parts (%s)", len(reference.parts),
+                    reference.computed_on.get("data", "data not recorded"))
     causes = ", ".join(f"{cause} {seconds:.1f} s" for cause, seconds in pipeline.load_breakdown.items())
     logger.info("%d models loaded from %s with the %s backend on %s in %.1f s (%s); ready", len(pipeline.models),
                 pipeline.repository, pipeline.backend.name, pipeline.device, pipeline.load_seconds, causes)

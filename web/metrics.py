@@ -10,6 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from classifiers.drift_monitor import PartDrift
+
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -29,6 +31,34 @@ class QueueDepthCollector(Collector):
         yield gauge
 
 
+class DriftCollector(Collector):
+    """Reads the drift monitor's figures at scrape time (docs/MONITORING.md)."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, PartDrift]]):
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Yield the PSI, window and out-of-distribution gauges; a figure not computed has no sample."""
+        psi = GaugeMetricFamily("triage_drift_psi", "Population stability index of the body part's recent studies"
+                                " against the repository's validation reference, per signal", labels=["body_part",
+                                                                                                      "signal"])
+        studies = GaugeMetricFamily("triage_drift_window_studies", "Studies in the body part's drift window",
+                                    labels=["body_part"])
+        ood = GaugeMetricFamily("triage_ood_rate", "Share of the window's studies with a view the out-of-domain"
+                                " gate flags", labels=["body_part"])
+        reference_ood = GaugeMetricFamily("triage_drift_reference_ood_rate", "The same share in the validation"
+                                          " reference", labels=["body_part"])
+        for part, figures in sorted(self.snapshot().items()):
+            studies.add_metric([part], float(figures.studies))
+            for signal, value in sorted(figures.psi.items()):
+                psi.add_metric([part, signal], value)
+            if figures.out_of_distribution_rate is not None:
+                ood.add_metric([part], figures.out_of_distribution_rate)
+            if figures.reference_out_of_distribution_rate is not None:
+                reference_ood.add_metric([part], figures.reference_out_of_distribution_rate)
+        yield from (psi, studies, ood, reference_ood)
+
+
 class Metrics:
     """The app's metrics: requests by endpoint and status, latency, batch sizes, queue depth."""
 
@@ -46,6 +76,10 @@ class Metrics:
     def watch_queues(self, queue_depths: Callable[[], dict[str, int]]) -> None:
         """Report the batchers' queue depths (read at every scrape)."""
         self.registry.register(QueueDepthCollector(queue_depths))
+
+    def watch_drift(self, snapshot: Callable[[], dict[str, PartDrift]]) -> None:
+        """Report the drift monitor's figures (read at every scrape)."""
+        self.registry.register(DriftCollector(snapshot))
 
     def observe_batch(self, model_name: str, batch_size: int, seconds: float) -> None:
         """Record one batched model call (PipelineSettings.on_batch): its views and its time."""

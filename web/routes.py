@@ -87,6 +87,7 @@ def dicom_instances_response(outputs: DicomOutputs) -> Response:
 def models() -> Response:
     """Describe what is loaded; the repository is named by its folder, never its server path."""
     description = dict(get_pipeline().describe())
+    description["drift"] = current_app.extensions["drift_monitor"].describe()
     if description.get("repository") is not None:
         description["repository"] = Path(str(description["repository"])).name
     return jsonify(description)

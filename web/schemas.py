@@ -203,6 +203,10 @@ class ModelsResponseSchema(Schema):
                                                   "calibration {method, temperature, bias, ece_before, ece_after},"
                                                   " each null where the manifest has none (warnings says so)."})
     manifest = fields.Dict(required=True, metadata={"description": "manifest.json as loaded."})
+    drift = fields.Dict(required=True, metadata={
+        "description": "Drift monitor (docs/MONITORING.md): reference (its computed_on, or null with a note when the"
+                       " repository has none), method, window, min_studies, thresholds, and per body part the"
+                       " window's studies, status, PSI per signal, out-of-distribution rate and the reference's."})
 
 
 class StatusSchema(Schema):
