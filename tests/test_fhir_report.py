@@ -93,3 +93,35 @@ def test_accept_fhir_json_for_a_png_study_is_406(client) -> None:
     response = client.post("/predict", data=png_bytes(PIXELS), content_type="image/png",
                            headers={"Accept": FHIR_JSON})
     assert response.status_code == 406 and response.get_json()["error"]["code"] == "not_acceptable"
+
+
+@pytest.mark.parametrize(("rule_out", "rule_in", "category"), [(0.0, 0.0, "flagged"), (0.0, 1.0, "indeterminate"),
+                                                               (1.0, 1.0, "low")])
+def test_report_carries_the_triage_category_and_operating_points(tiny_repository, tmp_path, rule_out, rule_in,
+                                                                 category) -> None:
+    from classifiers import Pipeline, PipelineSettings
+    from tests.support.triage_repository import triaged_copy
+
+    folder = triaged_copy(tiny_repository, tmp_path / "repository", rule_out, rule_in)
+    pipeline = Pipeline.load(folder, PipelineSettings(warmup=False))
+    try:
+        triaged = pipeline.predict_study([ViewInput(f"{index}.dcm", data) for index, data in enumerate(FILES)])
+    finally:
+        pipeline.close()
+    assert triaged.triage == category
+    report = json.loads(build_fhir_report(triaged).model_dump_json(exclude_none=True))
+    DiagnosticReport.model_validate(report)
+    resources = contained(report)
+    assert [member["reference"] for member in resources["study"]["hasMember"]] == [
+        "#body-part", "#abnormality", "#threshold", "#label", "#triage", "#rule-out", "#rule-in"]
+    coding = resources["triage"]["valueCodeableConcept"]["coding"][0]
+    assert (coding["system"], coding["code"]) == ("urn:x-radiograph-triage:99RADTRIAGE", category)
+    assert resources["triage"]["code"]["coding"][0]["code"] == "triage"
+    assert resources["rule-out"]["valueQuantity"]["value"] == rule_out
+    assert resources["rule-in"]["valueQuantity"]["value"] == rule_in
+    assert report["conclusion"].endswith(f"; triage {category}")
+
+
+def test_report_without_operating_points_has_no_triage_members(result) -> None:
+    resources = contained(json.loads(build_fhir_report(result).model_dump_json(exclude_none=True)))
+    assert result.triage is None and not {"triage", "rule-out", "rule-in"} & set(resources)

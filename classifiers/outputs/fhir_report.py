@@ -3,7 +3,9 @@
 Mapped as HL7's "DICOM SR to FHIR Resource Mapping" guide maps a TID 1500 Measurement Report: the report is
 the DiagnosticReport (code DCM 126000 "Imaging Measurement Report"), the study's measurement group an
 Observation (DCM 125007) whose members are the measurements: body part (SCT 363698007 Finding Site), abnormality
-probability (DCM 122157, UCUM "1"), threshold (DCM 122411), label (DCM 121402 Normality = SCT Abnormal/Normal).
+probability (DCM 122157, UCUM "1"), threshold (DCM 122411), label (DCM 121402 Normality = SCT Abnormal/Normal),
+and with the expert's operating points the triage category and the rule-out and rule-in thresholds (the SR's
+private 99RADTRIAGE codes, system urn:x-radiograph-triage:99RADTRIAGE).
 The algorithm is a contained Device (its name, the model versions, the Device UID of the SR's observer). The
 study is named by its identifiers only: ImagingStudy by Study Instance UID (urn:dicom:uid), the order by
 Accession Number (ACSN), the subject by Patient ID, each only when the input had it; no name, birth date or sex.
@@ -25,6 +27,10 @@ from classifiers.outputs.structured_report import (
     BODY_PART_CODES,
     LABEL_CODES,
     MANUFACTURER,
+    OPERATING_POINT_CODES,
+    SCHEME,
+    TRIAGE_CATEGORY,
+    TRIAGE_CODES,
     algorithm_device_uid,
 )
 from classifiers.results import StudyResult
@@ -34,7 +40,9 @@ DCM = "http://dicom.nema.org/resources/ontology/DCM"
 SCT = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
-SCHEMES = {"DCM": DCM, "SCT": SCT, "LN": LOINC}
+# The SR's private scheme (triage category, operating points) as a URI: FHIR codings name their system by one.
+TRIAGE_SYSTEM = f"urn:x-radiograph-triage:{SCHEME}"
+SCHEMES = {"DCM": DCM, "SCT": SCT, "LN": LOINC, SCHEME: TRIAGE_SYSTEM}
 STATUS = "preliminary"  # an unverified algorithm result, as the SR's VerificationFlag UNVERIFIED says
 
 
@@ -60,6 +68,7 @@ def build_fhir_report(result: StudyResult, backend: str | None = None) -> Diagno
                      valueQuantity=_unitless(result.threshold)),
         _observation("label", codes.DCM.Normality, common, bodySite=site,
                      valueCodeableConcept=_concept(LABEL_CODES[result.label])),
+        *_triage_members(result, common, site),
     ]
     notes = [*result.warnings, *(f"view {number}: out of distribution" for number, view
                                  in enumerate(result.images, start=1) if view.out_of_distribution)]
@@ -76,7 +85,8 @@ def build_fhir_report(result: StudyResult, backend: str | None = None) -> Diagno
         "issued": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "imagingStudy": [study], "result": [{"reference": "#study"}],
         "conclusion": f"{result.label} (abnormality probability {result.abnormality:.3f}, threshold"
-                      f" {result.threshold:.3f}, {result.body_part})",
+                      f" {result.threshold:.3f}, {result.body_part})"
+                      + (f"; triage {result.triage}" if result.triage else ""),
         "conclusionCode": [_concept(LABEL_CODES[result.label])],
         **subject,
     }
@@ -86,6 +96,18 @@ def build_fhir_report(result: StudyResult, backend: str | None = None) -> Diagno
             "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
             "value": accession}}]
     return DiagnosticReport.model_validate(report)
+
+
+def _triage_members(result: StudyResult, common: dict[str, Any], site: dict[str, Any]) -> list[dict[str, Any]]:
+    """The triage category and the two operating points it was read at, as the SR has them; none without them."""
+    if result.triage is None or result.operating_points is None:
+        return []
+    return [
+        _observation("triage", TRIAGE_CATEGORY, common, bodySite=site,
+                     valueCodeableConcept=_concept(TRIAGE_CODES[result.triage])),
+        *(_observation(key.replace("_", "-"), OPERATING_POINT_CODES[key], common, bodySite=site,
+                       valueQuantity=_unitless(result.operating_points[key])) for key in ("rule_out", "rule_in")),
+    ]
 
 
 def _device(result: StudyResult, backend: str | None) -> dict[str, Any]:
