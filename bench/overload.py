@@ -1,15 +1,16 @@
 """Overload and memory runs against a real gunicorn: load shedding, deadlines and the pixel budget, measured.
 
-    python -m bench.overload [--models DIR] [--peak-clients 4] [--load 4] [--seconds 30]
+    python -m bench.overload [--models DIR] [--peak-clients 4] [--load 4 | --rate STUDIES_PER_S] [--seconds 30]
                              [--queue-timeout-ms MS] [--threads N] [--out FILE] [--note TEXT]
     python -m bench.overload --memory [--models DIR] [--studies 8] [--side 6300] [--out FILE]
 
 Overload: `peak-clients` closed-loop clients posting 3-view studies measure the unloaded peak (accepted
 studies/s); then the same studies are sent at `load` times that rate for `seconds`, open loop (each sent
 once, on a schedule, whatever the answers: a 503 is shed load, not retried), while /healthz is probed every
-0.5 s. Printed and saved: every outcome (status codes and connection errors by name), the latency of
-accepted (200) and shed (503) studies, throughput against the peak, /healthz latency, the worker's peak RSS
-and the hardening targets. "One batch" is a full router batch plus a full expert batch (max batch size views
+0.5 s; `--rate` offers that many studies/s instead (backends compared at the same request rate). Printed
+and saved: every outcome (status codes and connection errors by name), the latency of accepted (200) and
+shed (503) studies, throughput against the peak, /healthz latency, the worker's peak RSS and the hardening
+targets. "One batch" is a full router batch plus a full expert batch (max batch size views
 each) at the seconds per view the models took under that load (the service's triage_batch_* metrics).
 
 Memory: `studies` requests at once, two rounds each of (a) 12 views of side x side 16-bit PNG, over the
@@ -184,15 +185,15 @@ def overload_targets(peak: dict, loaded: dict, queue_timeout_s: float) -> dict[s
 
 
 def measure_overload(server: Server, peak_clients: int, load: float, max_concurrent: int, seconds: float,
-                     queue_timeout_s: float) -> dict[str, object]:
-    """The unloaded peak, then `load` times its rate offered; both runs, the worker's peak RSS and the targets."""
+                     queue_timeout_s: float, rate: float | None = None) -> dict[str, object]:
+    """The unloaded peak, then `load` times its rate (or `rate`) offered; both runs, the worker's peak RSS, targets."""
     study = three_view_study()
     for _ in range(3):  # warm the worker's first requests out of the figures
         post_study(server.url, study)
     peak = run_clients(server, peak_clients, seconds, study)
     print("peak:", json.dumps(peak), flush=True)
     before = batch_totals(server.url)
-    loaded = run_open_loop(server, load * peak["accepted_studies_per_s"], seconds, study, max_concurrent)
+    loaded = run_open_loop(server, rate or load * peak["accepted_studies_per_s"], seconds, study, max_concurrent)
     loaded["one_batch_s"] = one_batch_seconds(before, batch_totals(server.url))
     print("loaded:", json.dumps(loaded), flush=True)
     return {"peak": peak, "loaded": loaded, "worker_peak_rss_mb": _worker_peak_rss_mb(server),
@@ -227,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=Path("h5"))
     parser.add_argument("--peak-clients", type=int, default=4, help="closed-loop clients in the unloaded peak run")
     parser.add_argument("--load", type=float, default=4.0, help="offered load of the loaded run, times the peak")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="studies/s offered in the loaded run instead of --load times the peak")
     parser.add_argument("--max-concurrent", type=int, default=256, help="most studies in flight from the load run")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each run")
     parser.add_argument("--queue-timeout-ms", type=float, default=None,
@@ -251,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             record["memory"] = measure_memory(server, args.studies, args.side)
         else:
             record.update(measure_overload(server, args.peak_clients, args.load, args.max_concurrent, args.seconds,
-                                           queue_timeout_ms / 1000))
+                                           queue_timeout_ms / 1000, args.rate))
     record["load_average_end"] = load_average()
     for name, target in dict(record.get("targets", {})).items():
         if "limit" in target:

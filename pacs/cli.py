@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pacs.client import RETRY_DELAYS_S, OrthancClient, OrthancError, OrthancUnauthorized, OrthancUnreachable
+from pacs.models import ModelsUnusable, load_pipeline
 from pacs.state import StateError, load_state, locked_state
 from pacs.worklist import format_worklist, worklist_rows
 
@@ -62,7 +63,7 @@ def _run_orthanc(arguments: argparse.Namespace) -> int:
                            RETRY_DELAYS_S[:arguments.retries])
     if arguments.once:
         client.get_json("/system")  # fail fast, before the models load
-    pipeline = _load_pipeline(arguments.models)
+    pipeline = load_pipeline(arguments.models)
     if arguments.once:
         return run_once(client, pipeline, arguments.state, arguments.heatmaps)
     poll(client, pipeline, arguments.state, arguments.poll_seconds, arguments.heatmaps)
@@ -82,28 +83,13 @@ def _run_dicomweb(arguments: argparse.Namespace, clock: Callable[[], datetime.da
     archive = DicomwebArchive(arguments.dicomweb, session, RETRY_DELAYS_S[:arguments.retries])
     if arguments.once:
         archive.check()  # fail fast, before the models load
-    pipeline = _load_pipeline(arguments.models)
+    pipeline = load_pipeline(arguments.models)
     if arguments.once:
         run_dicomweb_once(archive, pipeline, arguments.state, clock(), arguments.lookback_days, arguments.heatmaps)
         return EXIT_DONE
     poll_dicomweb(archive, pipeline, arguments.state, arguments.poll_seconds, arguments.lookback_days, clock,
                   heatmaps=arguments.heatmaps)
     return EXIT_DONE
-
-
-class ModelsUnusable(Exception):
-    """The model repository cannot be loaded."""
-
-
-def _load_pipeline(models: Path):
-    """Load the service's pipeline (TensorFlow is imported here, after the cheap checks)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from classifiers import ModelRepositoryError, Pipeline
-
-    try:
-        return Pipeline.load(models)
-    except ModelRepositoryError as error:
-        raise ModelsUnusable(f"cannot load the models in {models}: {error}") from None
 
 
 def run_once(client: OrthancClient, pipeline, state_path: Path, heatmaps: bool = False) -> int:

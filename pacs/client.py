@@ -8,14 +8,16 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 
 # Seconds slept before each retry of a request that found Orthanc unreachable or answering 5xx.
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 TIMEOUT_S = 60.0
+
+Result = TypeVar("Result")
 
 
 class OrthancError(Exception):
@@ -75,15 +77,7 @@ class OrthancClient:
             OrthancNotFound: 404.
             OrthancError: any other 4xx.
         """
-        for delay_s in (*self.retry_delays_s, None):
-            try:
-                return self._send(method, path, body, content_type)
-            except OrthancUnreachable as error:
-                if delay_s is None:
-                    raise
-                logger.debug("%s; retrying in %.1f s", error, delay_s)
-                time.sleep(delay_s)
-        raise AssertionError("unreachable")  # the loop returns or raises
+        return retried(lambda: self._send(method, path, body, content_type), self.retry_delays_s)
 
     def _send(self, method: str, path: str, body: bytes | None, content_type: str | None) -> bytes:
         """One attempt, HTTP errors turned into the typed errors of this module."""
@@ -105,6 +99,23 @@ class OrthancClient:
     def _route(self, path: str) -> str:
         """The path without its query, for messages."""
         return path.split("?", 1)[0]
+
+
+def retried(attempt: Callable[[], Result], delays_s: Sequence[float],
+            sleep: Callable[[float], None] = time.sleep) -> Result:
+    """Run `attempt`, again after each delay of `delays_s` while it raises OrthancUnreachable; the last one raises.
+
+    Orthanc's REST client and the DICOMweb archive (whose DicomwebUnreachable is an OrthancUnreachable) share it.
+    """
+    for delay_s in (*delays_s, None):
+        try:
+            return attempt()
+        except OrthancUnreachable as error:
+            if delay_s is None:
+                raise
+            logger.debug("%s; retrying in %.1f s", error, delay_s)
+            sleep(delay_s)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def _http_error(status: int, method: str, route: str) -> OrthancError:

@@ -20,10 +20,15 @@ import requests
 from dicomweb_client import DICOMwebClient
 
 from pacs.archive import IMAGE_MODALITIES, StudyContents
-from pacs.client import RETRY_DELAYS_S, OrthancError, OrthancNotFound, OrthancUnauthorized, OrthancUnreachable
+from pacs.client import (
+    RETRY_DELAYS_S,
+    OrthancError,
+    OrthancNotFound,
+    OrthancUnauthorized,
+    OrthancUnreachable,
+    retried,
+)
 from pacs.reports import is_worker_series
-
-logger = logging.getLogger(__name__)
 
 QUERY_MODALITIES = ("CR", "DX")  # one QIDO-RS query each: a list in one query is not matched by every archive
 PAGE_SIZE = 100
@@ -192,15 +197,7 @@ class DicomwebArchive:
 
     def _call(self, transaction: str, action: Callable[[], Result]) -> Result:
         """Run one dicomweb-client call, retried after each delay while unreachable or 5xx; typed errors out."""
-        for delay_s in (*self.retry_delays_s, None):
-            try:
-                return self._attempt(transaction, action)
-            except DicomwebUnreachable as error:
-                if delay_s is None:
-                    raise
-                logger.debug("%s; retrying in %.1f s", error, delay_s)
-                self.sleep(delay_s)
-        raise AssertionError("unreachable")  # the loop returns or raises
+        return retried(lambda: self._attempt(transaction, action), self.retry_delays_s, self.sleep)
 
     def _attempt(self, transaction: str, action: Callable[[], Result]) -> Result:
         """One attempt, requests' exceptions turned into the typed errors of this module."""

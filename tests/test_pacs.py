@@ -244,6 +244,37 @@ def test_unreadable_instance_is_named_and_the_study_scored_on_the_rest(orthanc, 
         assert marker not in caplog.text
 
 
+LYING_CASES = ("jpeg-baseline-huge", "jpeg-ls-huge", "jpeg2000-larger", "rle-segments")
+
+
+def test_lying_codestreams_are_each_that_views_error_and_the_study_scored_on_the_rest(
+        orthanc, tiny_repository, tmp_path, caplog, decode_calls):
+    """Frames whose own header claims another size (60000x60000, one row more) are refused before any codec runs."""
+    from fuzz.crafted import lying_datasets
+
+    caplog.set_level(logging.INFO)
+    study_uid = generate_uid()
+    pixels = np.round(synthetic_radiograph("XR_WRIST", seed=12) * 255).astype(np.uint8)
+    lying = {case: dataset for case, dataset in lying_datasets(pixels).items() if case in LYING_CASES}
+    good = radiograph_bytes(study_uid, 13)
+    patient_id = pydicom.dcmread(io.BytesIO(good)).PatientID  # Orthanc's study id is patient + study UID
+    for dataset in lying.values():
+        dataset.StudyInstanceUID, dataset.PatientID = study_uid, patient_id
+    study_id = upload_study(orthanc, [good, *(to_bytes(dataset) for dataset in lying.values())])
+    ids = {instance["MainDicomTags"]["SOPInstanceUID"]: instance["ID"]
+           for instance in orthanc.get(f"/studies/{study_id}/instances")}
+    state = tmp_path / "state.json"
+    assert run_worker(orthanc, tiny_repository, state) == EXIT_DONE
+    [report] = study_reports(orthanc, study_id)
+    assert referenced_instances(report) == {str(pydicom.dcmread(io.BytesIO(good)).SOPInstanceUID)}
+    for dataset in lying.values():
+        assert f"study {study_id}: instance left out, {ids[str(dataset.SOPInstanceUID)]}: the " in caplog.text
+    assert decode_calls == []  # the good view is native: no codec ran at all
+    record = load_state(state).studies[study_id]
+    assert record.skipped is None and record.sr_sop_instance_uid == str(report.SOPInstanceUID)
+    assert len(record.instances) == 1 + len(LYING_CASES)
+
+
 def test_study_failing_unexpectedly_is_logged_and_recorded_and_the_feed_goes_on(
         orthanc, tiny_repository, tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.INFO)

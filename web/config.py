@@ -41,7 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "FAIR_SHARE_RECENT_S": 5.0,
     "TRUSTED_PROXIES": "",
     # Loaded in the background (gunicorn), the model threads run this much nicer than the request threads
-    # (0: as nice; docs/PERFORMANCE.md, "Refusals on the TensorFlow backend": 5 did not measure better).
+    # (0: as nice; docs/PERFORMANCE.md, "Refusals on the TensorFlow backend": 10 made refusals faster but cut
+    # the accepted throughput under overload by a third or more, so it is the operator's choice).
     "MODEL_NICE": 0,
     "MEMORY_RELEASE": True,  # malloc_trim once idle after a large request; few malloc arenas (web/memory.py)
     "MAX_STUDY_PIXELS": 120_000_000,  # all views of one study together, from their headers

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from classifiers.logs import configure_logging
+from pacs.models import ModelsUnusable, load_pipeline
 from pacs.node.scp import ScpSettings, start_scp
 from pacs.node.sender import Destination
 from pacs.node.spool import Spool
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         return _fail(EXIT_SPOOL, f"cannot use the spool {arguments.spool}: {error.strerror}; check its permissions")
     try:
-        pipeline = _load_pipeline(arguments.models)
-    except RuntimeError as error:
+        pipeline = load_pipeline(arguments.models)
+    except ModelsUnusable as error:
         return _fail(EXIT_MODELS, str(error))
     from pacs.node.service import Node
 
@@ -69,17 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         pipeline.close()
     logger.info("DICOM node stopped")
     return EXIT_DONE
-
-
-def _load_pipeline(models: Path):
-    """Load the service's pipeline; RuntimeError saying what to fix when the repository is unusable."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from classifiers import ModelRepositoryError, Pipeline
-
-    try:
-        return Pipeline.load(models)
-    except ModelRepositoryError as error:
-        raise RuntimeError(f"cannot load the models in {models}: {error}") from None
 
 
 def _scp_settings(arguments: argparse.Namespace) -> ScpSettings:
