@@ -64,10 +64,13 @@ def _run_orthanc(arguments: argparse.Namespace) -> int:
     if arguments.once:
         client.get_json("/system")  # fail fast, before the models load
     pipeline = load_pipeline(arguments.models)
-    if arguments.once:
-        return run_once(client, pipeline, arguments.state, arguments.heatmaps)
-    poll(client, pipeline, arguments.state, arguments.poll_seconds, arguments.heatmaps)
-    return EXIT_DONE
+    try:
+        if arguments.once:
+            return run_once(client, pipeline, arguments.state, arguments.heatmaps)
+        poll(client, pipeline, arguments.state, arguments.poll_seconds, arguments.heatmaps)
+        return EXIT_DONE
+    finally:
+        pipeline.close()  # the batcher threads end with the command, also when it is run in-process
 
 
 def _run_dicomweb(arguments: argparse.Namespace, clock: Callable[[], datetime.datetime] | None) -> int:
@@ -84,12 +87,16 @@ def _run_dicomweb(arguments: argparse.Namespace, clock: Callable[[], datetime.da
     if arguments.once:
         archive.check()  # fail fast, before the models load
     pipeline = load_pipeline(arguments.models)
-    if arguments.once:
-        run_dicomweb_once(archive, pipeline, arguments.state, clock(), arguments.lookback_days, arguments.heatmaps)
+    try:
+        if arguments.once:
+            run_dicomweb_once(archive, pipeline, arguments.state, clock(), arguments.lookback_days,
+                              arguments.heatmaps)
+            return EXIT_DONE
+        poll_dicomweb(archive, pipeline, arguments.state, arguments.poll_seconds, arguments.lookback_days, clock,
+                      heatmaps=arguments.heatmaps)
         return EXIT_DONE
-    poll_dicomweb(archive, pipeline, arguments.state, arguments.poll_seconds, arguments.lookback_days, clock,
-                  heatmaps=arguments.heatmaps)
-    return EXIT_DONE
+    finally:
+        pipeline.close()
 
 
 def run_once(client: OrthancClient, pipeline, state_path: Path, heatmaps: bool = False) -> int:
