@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from pacs.client import RETRY_DELAYS_S, OrthancClient, OrthancError, OrthancUnauthorized, OrthancUnreachable
@@ -62,10 +63,10 @@ def _run_orthanc(arguments: argparse.Namespace) -> int:
                            RETRY_DELAYS_S[:arguments.retries])
     if arguments.once:
         client.get_json("/system")  # fail fast, before the models load
-    pipeline = _load_pipeline(arguments.models)
-    if arguments.once:
-        return run_once(client, pipeline, arguments.state, arguments.heatmaps)
-    poll(client, pipeline, arguments.state, arguments.poll_seconds, arguments.heatmaps)
+    with closing(_load_pipeline(arguments.models)) as pipeline:  # its batcher threads end with the run
+        if arguments.once:
+            return run_once(client, pipeline, arguments.state, arguments.heatmaps)
+        poll(client, pipeline, arguments.state, arguments.poll_seconds, arguments.heatmaps)
     return EXIT_DONE
 
 
@@ -82,12 +83,12 @@ def _run_dicomweb(arguments: argparse.Namespace, clock: Callable[[], datetime.da
     archive = DicomwebArchive(arguments.dicomweb, session, RETRY_DELAYS_S[:arguments.retries])
     if arguments.once:
         archive.check()  # fail fast, before the models load
-    pipeline = _load_pipeline(arguments.models)
-    if arguments.once:
-        run_dicomweb_once(archive, pipeline, arguments.state, clock(), arguments.lookback_days, arguments.heatmaps)
-        return EXIT_DONE
-    poll_dicomweb(archive, pipeline, arguments.state, arguments.poll_seconds, arguments.lookback_days, clock,
-                  heatmaps=arguments.heatmaps)
+    with closing(_load_pipeline(arguments.models)) as pipeline:  # its batcher threads end with the run
+        if arguments.once:
+            run_dicomweb_once(archive, pipeline, arguments.state, clock(), arguments.lookback_days, arguments.heatmaps)
+            return EXIT_DONE
+        poll_dicomweb(archive, pipeline, arguments.state, arguments.poll_seconds, arguments.lookback_days, clock,
+                      heatmaps=arguments.heatmaps)
     return EXIT_DONE
 
 
