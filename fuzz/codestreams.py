@@ -23,7 +23,9 @@ from pathlib import Path
 import atheris
 import numpy as np
 
-with atheris.instrument_imports():
+from fuzz import INSTRUMENTED_PACKAGES, NOT_INSTRUMENTED
+
+with atheris.instrument_imports(include=INSTRUMENTED_PACKAGES, exclude=NOT_INSTRUMENTED):
     from pydicom.encaps import encapsulate, generate_frames, get_frame
     from pydicom.pixels.decoders.base import DecodeRunner
     from pydicom.uid import (

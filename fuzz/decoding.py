@@ -18,7 +18,9 @@ import atheris
 import numpy as np
 from PIL import Image
 
-with atheris.instrument_imports():
+from fuzz import INSTRUMENTED_PACKAGES, NOT_INSTRUMENTED
+
+with atheris.instrument_imports(include=INSTRUMENTED_PACKAGES, exclude=NOT_INSTRUMENTED):
     from classifiers.decoding import decode_probed, probe_view
     from classifiers.decoding.imaging import ImageLimits
     from classifiers.errors import ClassifierError

@@ -82,7 +82,8 @@ def test_audit_line_holds_the_prediction_and_nothing_else(keyed_app):
     assert (record["key_id"], record["views"], record["body_part"], record["label"]) == (
         "ris", 1, study["body_part"], study["label"])
     assert record["abnormality"] == pytest.approx(study["abnormality"], abs=1e-4)
-    assert 0 < record["latency_ms"] < 60_000
+    # How long it took is bench's figure; the record only has to carry it as a number.
+    assert isinstance(record["latency_ms"], int | float) and record["latency_ms"] >= 0
     assert record["study_uid_hash"] is None  # set once DICOM views carry a StudyInstanceUID
 
 

@@ -23,9 +23,9 @@ STARTUP_TIMEOUT_S = 180
 
 
 @pytest.fixture
-def gunicorn_server(tiny_repository, tmp_path) -> Iterator[Server]:
-    """gunicorn over the tiny repository, no API keys, ready."""
-    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log") as server:
+def gunicorn_server(onnx_repository, tmp_path) -> Iterator[Server]:
+    """gunicorn over the tiny repository's ONNX export (ready in seconds), no API keys, ready."""
+    with running_gunicorn(onnx_repository, tmp_path / "gunicorn.log") as server:
         server.wait_until_ready(STARTUP_TIMEOUT_S)
         yield server
 
@@ -44,8 +44,16 @@ def raw_exchange(url: str, request_bytes: bytes) -> tuple[int, dict[str, str], b
     return int(status_line.split()[1]), headers, body
 
 
-def test_gunicorn_serves_a_two_view_study(gunicorn_server):
-    url, process, log_path = gunicorn_server.url, gunicorn_server.process, gunicorn_server.log_path
+@pytest.fixture
+def tensorflow_server(tiny_repository, tmp_path) -> Iterator[Server]:
+    """gunicorn over the tiny Keras repository: TensorFlow built in the worker after the fork, ready."""
+    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log") as server:
+        server.wait_until_ready(STARTUP_TIMEOUT_S)
+        yield server
+
+
+def test_gunicorn_serves_a_two_view_study(tensorflow_server):
+    url, process, log_path = tensorflow_server.url, tensorflow_server.process, tensorflow_server.log_path
     assert http_status(url + "/healthz") == 200
 
     body, content_type = encode_multipart([("frontal.png", make_radiograph(seed=21)),
@@ -109,9 +117,9 @@ def test_client_that_disconnects_mid_body_is_counted_as_such(gunicorn_server):
     assert 'status="400"' not in metrics_text
 
 
-def test_refused_request_with_a_large_body_gets_its_answer_not_a_reset(tiny_repository, tmp_path):
+def test_refused_request_with_a_large_body_gets_its_answer_not_a_reset(onnx_repository, tmp_path):
     key = "gunicorn-test-key-0123456789"
-    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log", {"TRIAGE_API_KEYS": f"t:{key}"}) as server:
+    with running_gunicorn(onnx_repository, tmp_path / "gunicorn.log", {"TRIAGE_API_KEYS": f"t:{key}"}) as server:
         server.wait_until_ready(STARTUP_TIMEOUT_S)
         url = server.url
         body = b"\x89PNG" + bytes(8_000_000)  # refused before the app reads it
@@ -124,11 +132,11 @@ def test_refused_request_with_a_large_body_gets_its_answer_not_a_reset(tiny_repo
             assert json.load(raised.value)["error"]["code"] == "unauthorized"
 
 
-def test_make_run_serves_with_gunicorn_on_host_port_and_models(tiny_repository, tmp_path):
+def test_make_run_serves_with_gunicorn_on_host_port_and_models(onnx_repository, tmp_path):
     port = free_port()
     log_path = tmp_path / "make-run.log"
     command = ["make", "--no-print-directory", "-o", "install", "run", f"VENV={sys.prefix}", "HOST=127.0.0.1",
-               f"PORT={port}", f"MODELS={tiny_repository}"]
+               f"PORT={port}", f"MODELS={onnx_repository}"]
     with log_path.open("wb") as log_file:  # its own session, so the stop below reaches make and gunicorn
         process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True)
@@ -137,7 +145,7 @@ def test_make_run_serves_with_gunicorn_on_host_port_and_models(tiny_repository, 
         server.wait_until_ready(STARTUP_TIMEOUT_S)
         with urllib.request.urlopen(server.url + "/models", timeout=30) as response:
             assert response.headers["Server"].startswith("gunicorn")
-            assert json.load(response)["repository"] == tiny_repository.name
+            assert json.load(response)["repository"] == onnx_repository.name
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
@@ -145,9 +153,9 @@ def test_make_run_serves_with_gunicorn_on_host_port_and_models(tiny_repository, 
     assert "Starting gunicorn" in output and "development server" not in output
 
 
-def test_a_chunked_body_over_the_limit_gets_413_as_soon_as_it_passes_the_limit(tiny_repository, tmp_path):
+def test_a_chunked_body_over_the_limit_gets_413_as_soon_as_it_passes_the_limit(onnx_repository, tmp_path):
     limit = 1 << 20
-    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log",
+    with running_gunicorn(onnx_repository, tmp_path / "gunicorn.log",
                           {"TRIAGE_MAX_REQUEST_BYTES": str(limit), "TRIAGE_AUDIT_LOG": ""}) as server:
         server.wait_until_ready(STARTUP_TIMEOUT_S)
         with open_chunked_upload(server.url) as connection:

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from bench.launch import Server, encode_multipart, free_port, http_status, running_gunicorn, running_nginx
+from tests.support.held_repository import HeldRepository
 from tests.support.helpers import make_radiograph, open_chunked_upload, read_answer, send_chunks
+from tests.support.timing import WAIT_LIMIT_S
 from tests.test_gunicorn import raw_exchange
 
 NUM_REQUESTS = 120
@@ -58,10 +60,10 @@ def _upstreams_answering(access_log: Path) -> list[tuple[str, str]]:
     return entries
 
 
-def _requests_while_loading(url: str, replica: Server, access_log: Path, limit_s: float = 120.0) -> list[int]:
+def _requests_while_loading(url: str, replica: Server, access_log: Path, limit_s: float = WAIT_LIMIT_S) -> list[int]:
     """Send studies one by one until nginx's log shows a 503 of `replica` retried with a 200 elsewhere.
 
-    Returns the statuses the client got; empty if the replica became ready before that was seen.
+    Returns the statuses the client got; empty if the replica became ready (or exited) before that was seen.
     """
     statuses: list[int] = []
     deadline = time.monotonic() + limit_s
@@ -76,11 +78,11 @@ def _requests_while_loading(url: str, replica: Server, access_log: Path, limit_s
     return []
 
 
-def test_a_replica_killed_under_load_loses_no_request_and_comes_back(tiny_repository: Path, tmp_path: Path) -> None:
+def test_a_replica_killed_under_load_loses_no_request_and_comes_back(onnx_repository: Path, tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
     with ExitStack() as stack:
         # Each replica sized to carry the whole load alone (8 threads: 4 predictions at once, 4 clients).
-        replicas = [stack.enter_context(running_gunicorn(tiny_repository, tmp_path / f"replica{index}.log",
+        replicas = [stack.enter_context(running_gunicorn(onnx_repository, tmp_path / f"replica{index}.log",
                                                          {"TRIAGE_AUDIT_LOG": ""}, threads=8, port=port))
                     for index, port in enumerate(ports)]
         for replica in replicas:
@@ -118,12 +120,15 @@ def test_a_replica_killed_under_load_loses_no_request_and_comes_back(tiny_reposi
         for body in answered:  # the same study gets the same answer from either replica
             assert body["study"]["abnormality"] == pytest.approx(expected["study"]["abnormality"], abs=1e-6)
 
-        # The killed replica comes back on its port and takes traffic again.
-        restarted = stack.enter_context(running_gunicorn(tiny_repository, tmp_path / "replica0-again.log",
+        # The killed replica comes back on its port and takes traffic again. Its models load only when the test
+        # lets them (a held repository), however fast this machine loads them.
+        held = HeldRepository(onnx_repository, tmp_path / "held-repository")
+        restarted = stack.enter_context(running_gunicorn(held.path, tmp_path / "replica0-again.log",
                                                          {"TRIAGE_AUDIT_LOG": ""}, threads=8, port=ports[0]))
         # While it loads its models it answers 503 not_ready: nginx sends those POSTs on to the live replica.
         while_loading = _requests_while_loading(nginx.url, restarted, tmp_path / "nginx" / "access.log")
         assert while_loading and set(while_loading) == {200}, while_loading
+        held.release()
         restarted.wait_until_ready()
         before = len(_upstreams_answering(tmp_path / "nginx" / "access.log"))
         assert all(_post_study(nginx.url)[0] == 200 for _ in range(12))
@@ -131,39 +136,41 @@ def test_a_replica_killed_under_load_loses_no_request_and_comes_back(tiny_reposi
         assert (f"127.0.0.1:{ports[0]}", "200") in recent, recent
 
 
-def test_nginx_refuses_a_body_over_the_service_limit_and_never_writes_one_to_disk(tiny_repository: Path,
+def test_nginx_refuses_a_body_over_the_service_limit_and_never_writes_one_to_disk(replica_behind_nginx,
                                                                                   tmp_path: Path) -> None:
-    port = free_port()
-    with running_gunicorn(tiny_repository, tmp_path / "replica.log", {"TRIAGE_AUDIT_LOG": ""}, port=port) as replica, \
-            running_nginx([f"127.0.0.1:{port}"], tmp_path / "nginx", max_body="4m") as nginx:
-        replica.wait_until_ready()
-        request = urllib.request.Request(nginx.url + "/predict", data=b"\x89PNG" + bytes(5_000_000), method="POST",
-                                         headers={"Content-Type": "image/png"})
-        with pytest.raises(urllib.error.HTTPError) as raised:
-            urllib.request.urlopen(request, timeout=30)
-        assert raised.value.code == 413 and raised.value.headers["Content-Type"] == "application/json"
-        assert json.load(raised.value)["error"]["code"] == "payload_too_large"
+    _, nginx = replica_behind_nginx
+    request = urllib.request.Request(nginx.url + "/predict", data=b"\x89PNG" + bytes(5_000_000), method="POST",
+                                     headers={"Content-Type": "image/png"})
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=30)
+    assert raised.value.code == 413 and raised.value.headers["Content-Type"] == "application/json"
+    assert json.load(raised.value)["error"]["code"] == "payload_too_large"
 
-        # Under the limit, the body goes to the replica (which judges it) from memory, not from a temporary file.
-        request = urllib.request.Request(nginx.url + "/predict", data=b"\x89PNG" + bytes(3_000_000), method="POST",
-                                         headers={"Content-Type": "image/png"})
-        with pytest.raises(urllib.error.HTTPError) as raised:
-            urllib.request.urlopen(request, timeout=30)
-        assert raised.value.code in (400, 415) and "error" in json.load(raised.value)
+    # Under the limit, the body goes to the replica (which judges it) from memory, not from a temporary file.
+    request = urllib.request.Request(nginx.url + "/predict", data=b"\x89PNG" + bytes(3_000_000), method="POST",
+                                     headers={"Content-Type": "image/png"})
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=30)
+    assert raised.value.code in (400, 415) and "error" in json.load(raised.value)
     error_log = (tmp_path / "nginx" / "error.log").read_text()
     assert "buffered to a temporary file" not in error_log
     assert '"POST /predict" 4' in (tmp_path / "nginx" / "access.log").read_text()  # the replica did answer
 
 
-@pytest.fixture
-def replica_behind_nginx(tiny_repository: Path, tmp_path: Path):
-    """One replica (4 MiB request limit) and nginx in front with the same limit: (replica, nginx)."""
-    port = free_port()
-    with running_gunicorn(tiny_repository, tmp_path / "replica.log",
-                          {"TRIAGE_AUDIT_LOG": "", "TRIAGE_MAX_REQUEST_BYTES": str(4 << 20)}, port=port) as replica, \
-            running_nginx([f"127.0.0.1:{port}"], tmp_path / "nginx", max_body="4m") as nginx:
+@pytest.fixture(scope="module")
+def limited_replica(onnx_repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One replica (4 MiB request limit) for the module's tests that need one behind a fresh nginx."""
+    with running_gunicorn(onnx_repository, tmp_path_factory.mktemp("replica") / "replica.log",
+                          {"TRIAGE_AUDIT_LOG": "", "TRIAGE_MAX_REQUEST_BYTES": str(4 << 20)}) as replica:
         replica.wait_until_ready()
-        yield replica, nginx
+        yield replica
+
+
+@pytest.fixture
+def replica_behind_nginx(limited_replica, tmp_path: Path):
+    """The module's replica and an nginx of this test's own in front, with the same limit: (replica, nginx)."""
+    with running_nginx([limited_replica.url.removeprefix("http://")], tmp_path / "nginx", max_body="4m") as nginx:
+        yield limited_replica, nginx
 
 
 def _json_error(status: int, headers: dict[str, str], body: bytes) -> dict:
@@ -203,15 +210,16 @@ def test_chunked_uploads_are_streamed_to_the_replica_and_never_written_to_disk(r
 
 
 def test_nginx_answers_its_own_errors_in_the_json_shape(replica_behind_nginx, tmp_path: Path) -> None:
-    replica, nginx = replica_behind_nginx
+    _, nginx = replica_behind_nginx
     with open_chunked_upload(nginx.url) as connection:  # a chunk size that is not hexadecimal
         connection.sendall(b"zz\r\nxx\r\n0\r\n\r\n")
         status, headers, body = read_answer(connection)
     assert status == 400 and _json_error(status, headers, body)["code"] == "bad_request"
     status, headers, body = raw_exchange(nginx.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
     assert status == 400 and _json_error(status, headers, body)["code"] == "bad_request"
-    replica.stop()  # no replica left: nginx's 502 becomes the API's 503 no_replica
-    status, headers, body = raw_exchange(nginx.url, b"GET /models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    # No replica answering (nothing listens on its port): nginx's 502 becomes the API's 503 no_replica.
+    with running_nginx([f"127.0.0.1:{free_port()}"], tmp_path / "nginx-alone") as alone:
+        status, headers, body = raw_exchange(alone.url, b"GET /models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status == 503 and _json_error(status, headers, body)["code"] == "no_replica"
     assert headers["retry-after"] == "5"
     # 500 (nginx's own failure) and 504 cannot be caused from outside: the configuration maps them too.

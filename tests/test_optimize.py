@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import shutil
@@ -57,12 +59,22 @@ def int8_repository(tiny_repository: Path, validation_folder: Path,
 
 
 @pytest.fixture(scope="module")
-def refused_repository(tiny_repository: Path, validation_folder: Path,
-                       tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Calibrated on a single view, the router's INT8 model clips most activations and fails the guard."""
+def refused_run(tiny_repository: Path, validation_folder: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The command calibrating on a single view: the router's INT8 model clips most activations and fails the
+    guard. The repository it wrote, and what it printed."""
     folder = Path(shutil.copytree(tiny_repository, tmp_path_factory.mktemp("refused") / "repository"))
-    optimize_repository(folder, int8=True, calibration=validation_folder, calibration_views=1, log=_quiet)
-    return folder
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exit_code = main([str(folder), "--int8", "--calibration", str(validation_folder), "--calibration-views", "1"])
+    assert exit_code == 0, printed.getvalue()
+    return folder, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def refused_repository(refused_run: tuple[Path, str]) -> Path:
+    """The repository of `refused_run` (read only)."""
+    return refused_run[0]
 
 
 def test_every_artefact_is_in_the_manifest_with_its_sha256(int8_repository: tuple[Path, dict]) -> None:
@@ -158,11 +170,8 @@ def test_a_refused_entry_keeps_fp32_and_auto_serves_it(refused_repository: Path)
         pipeline.close()
 
 
-def test_cli_says_which_entries_kept_fp32(tiny_repository: Path, validation_folder: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture) -> None:
-    folder = Path(shutil.copytree(tiny_repository, tmp_path / "repository"))
-    assert main([str(folder), "--int8", "--calibration", str(validation_folder), "--calibration-views", "1"]) == 0
-    output = capsys.readouterr().out
+def test_cli_says_which_entries_kept_fp32(refused_run: tuple[Path, str]) -> None:
+    output = refused_run[1]
     assert "router       INT8 refused by the accuracy guard (routing_agreement 0." in output
     assert "the accuracy guard kept fp32 ONNX for: router" in output
 

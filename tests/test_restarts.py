@@ -10,10 +10,10 @@ from bench.restarts import measure_sigterm
 CLEAN_REFUSALS = {"ConnectionRefusedError", "ConnectionResetError"}
 
 
-def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tiny_repository: Path, tmp_path: Path) -> None:
+def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(onnx_repository: Path, tmp_path: Path) -> None:
     # A wide batch window keeps studies in flight long enough for SIGTERM to land among them.
     environment = {"TRIAGE_AUDIT_LOG": "", "TRIAGE_MAX_WAIT_MS": "400"}
-    with running_gunicorn(tiny_repository, tmp_path / "gunicorn.log", environment, threads=8) as server:
+    with running_gunicorn(onnx_repository, tmp_path / "gunicorn.log", environment, threads=8) as server:
         server.wait_until_ready()
         figures = measure_sigterm(server, clients=4)  # within the in-flight cap of 8 threads
     assert figures["exit_code"] == 0  # it exited (within measure_sigterm's wait); how fast is bench.restarts's figure

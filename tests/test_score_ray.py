@@ -73,15 +73,16 @@ def test_ray_engine_gives_the_local_engine_rows(study_tree: Path, tiny_repositor
 
 
 def test_ray_engine_run_killed_midway_resumes_without_a_missing_or_doubled_study(
-        study_tree: Path, tiny_repository: Path, tmp_path: Path) -> None:
+        study_tree: Path, onnx_repository: Path, tmp_path: Path, local_ray, capsys: pytest.CaptureFixture) -> None:
     tree = tmp_path / "tree"
     for copy_index in range(6):  # 66 studies: enough batches that the kill lands mid-run
         for study in study_tree.glob("XR_*/patient*/study*"):
             shutil.copytree(study, tree / study.parent.parent.name / f"{study.parent.name}_{copy_index}" / study.name)
     num_studies = len(list(tree.glob("XR_*/patient*/study*")))
     out = tmp_path / "predictions.csv"
-    command = [sys.executable, "score.py", str(tree), "--out", str(out), "--models", str(tiny_repository),
-               "--engine", "ray", "--workers", "2", "--no-progress"]
+    arguments = [str(tree), "--out", str(out), "--models", str(onnx_repository), "--engine", "ray", "--workers", "2",
+                 "--no-progress"]
+    command = [sys.executable, "score.py", *arguments]
     environment = dict(os.environ)
     # Its own session: the kill takes the driver and the local Ray it started, as a lost machine would.
     process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,
@@ -95,30 +96,31 @@ def test_ray_engine_run_killed_midway_resumes_without_a_missing_or_doubled_study
     process.wait()
     rows_after_kill = len(read_predictions(out))
     assert 4 <= rows_after_kill < num_studies, "the kill must land mid-run for this test to mean anything"
-    finished = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600,
-                              start_new_session=True)
-    assert finished.returncode == 0, finished.stderr[-2000:]
-    assert f"{rows_after_kill} already in" in finished.stderr
+    # The rerun resumes in this process, on the module's Ray (a run starting its own Ray is the one killed above,
+    # and the error test's).
+    capsys.readouterr()
+    assert score.main(arguments) == 0
+    assert f"{rows_after_kill} already in" in capsys.readouterr().err
     study_ids = list(_read_rows(out))
     with open(out, encoding="utf-8") as handle:
         assert sum(1 for _ in handle) - 1 == num_studies == len(study_ids)
 
 
-def test_repository_that_does_not_load_in_the_actors_is_one_line(study_tree: Path, tiny_repository: Path,
+def test_repository_that_does_not_load_in_the_actors_is_one_line(study_tree: Path, onnx_repository: Path,
                                                                  tmp_path: Path) -> None:
-    models = Path(shutil.copytree(tiny_repository, tmp_path / "models"))
-    (models / "XR_HAND.weights.h5").write_bytes(b"not HDF5")  # checksum updated: only loading can tell
+    models = Path(shutil.copytree(onnx_repository, tmp_path / "models"))
+    (models / "XR_HAND.onnx").write_bytes(b"not ONNX")  # checksum updated: only loading can tell
     manifest = json.loads((models / "manifest.json").read_text())
     from classifiers.repository.manifest import sha256_file
 
-    manifest["experts"]["XR_HAND"]["sha256"]["XR_HAND.weights.h5"] = sha256_file(models / "XR_HAND.weights.h5")
+    manifest["experts"]["XR_HAND"]["sha256"]["XR_HAND.onnx"] = sha256_file(models / "XR_HAND.onnx")
     (models / "manifest.json").write_text(json.dumps(manifest))
     result = subprocess.run([sys.executable, "score.py", str(study_tree), "--out", str(tmp_path / "out.csv"),
                              "--models", str(models), "--engine", "ray", "--workers", "2", "--no-progress"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True)
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("score.py: error: the models in") and "XR_HAND.weights.h5" in lines[-1]
+    assert lines[-1].startswith("score.py: error: the models in") and "XR_HAND.onnx" in lines[-1]
     assert "Traceback" not in result.stderr and "ray" not in "\n".join(lines[1:-1]).lower()
 
 

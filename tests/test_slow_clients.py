@@ -17,9 +17,9 @@ SLOW_CLIENTS = 50
 REQUESTS = 30
 
 
-def test_fifty_slow_senders_leave_every_normal_request_answered_200(tiny_repository: Path, tmp_path: Path) -> None:
+def test_fifty_slow_senders_leave_every_normal_request_answered_200(onnx_repository: Path, tmp_path: Path) -> None:
     port = free_port()
-    with running_gunicorn(tiny_repository, tmp_path / "replica.log", {"TRIAGE_AUDIT_LOG": ""}, threads=8,
+    with running_gunicorn(onnx_repository, tmp_path / "replica.log", {"TRIAGE_AUDIT_LOG": ""}, threads=8,
                           port=port) as replica, running_nginx([f"127.0.0.1:{port}"], tmp_path / "nginx") as nginx:
         replica.wait_until_ready()
         assert post_study(nginx.url) == "200"

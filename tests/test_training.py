@@ -141,10 +141,23 @@ def _write_keras2_notop_file(path: Path, full_model: bool) -> None:
         backbone.save_weights(path)
 
 
+@pytest.fixture(scope="module")
+def keras2_notop_file(tmp_path_factory: pytest.TempPathFactory):
+    """Write each kind of Keras 2 notop file once per module (read only): full_model -> path."""
+    written: dict[bool, Path] = {}
+
+    def notop_file(full_model: bool) -> Path:
+        if full_model not in written:
+            written[full_model] = tmp_path_factory.mktemp("notop") / "mobilenet_notop.h5"
+            _write_keras2_notop_file(written[full_model], full_model)
+        return written[full_model]
+
+    return notop_file
+
+
 @pytest.mark.parametrize("full_model", [False, True], ids=["imagenet_weights_file", "radimagenet_model_file"])
-def test_notop_weights_file_is_loaded_by_layer_name(tmp_path: Path, full_model: bool) -> None:
-    path = tmp_path / "mobilenet_notop.h5"
-    _write_keras2_notop_file(path, full_model)
+def test_notop_weights_file_is_loaded_by_layer_name(keras2_notop_file, full_model: bool) -> None:
+    path = keras2_notop_file(full_model)
     with h5py.File(path, "r") as handle:
         group = handle["model_weights"] if full_model else handle
         stored_kernel = np.array(group["conv_pw_13"]["conv_pw_13"]["kernel:0"])
@@ -158,9 +171,8 @@ def test_notop_weights_file_is_loaded_by_layer_name(tmp_path: Path, full_model: 
     np.testing.assert_array_equal(loaded_kernel, stored_kernel)
 
 
-def test_notop_weights_for_another_backbone_are_refused(tmp_path: Path) -> None:
-    path = tmp_path / "mobilenet_notop.h5"
-    _write_keras2_notop_file(path, full_model=False)
+def test_notop_weights_for_another_backbone_are_refused(keras2_notop_file, tmp_path: Path) -> None:
+    path = keras2_notop_file(False)
     backbone = build_backbone("smallcnn", (64, 64, 3))
     with pytest.raises(ValueError, match="another architecture"):
         load_notop_weights(backbone, path)
