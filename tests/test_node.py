@@ -316,7 +316,7 @@ def test_each_study_gets_one_valid_sr_with_predicts_score_and_every_instance(tmp
         for paths, syntax in studies.values():
             completed = storescu(node.port, paths, syntax=syntax)
             assert completed.returncode == 0, completed.stderr
-        wait_until(lambda: len(archive.reports()) >= len(studies) and node.idle(), LIMIT_S, "one SR per study")
+        wait_until(lambda: len(archive.complete_reports()) >= len(studies) and node.idle(), LIMIT_S, "one SR per study")
         for paths, syntax in studies.values():  # the same images again: no second SR
             assert storescu(node.port, paths, syntax=syntax).returncode == 0
         wait_until(lambda: "received again" in caplog.text and node.idle(), LIMIT_S, "the repeats handled")
@@ -353,9 +353,9 @@ def test_more_images_after_the_sr_give_a_new_sr_that_supersedes_it(tmp_path, tin
     later = write_study(tmp_path / "in", "later", datasets[2:])
     with running_node(tmp_path / "spool", tiny_pipeline, destination_of(archive)) as node:
         assert storescu(node.port, first).returncode == 0
-        wait_until(lambda: len(archive.reports()) == 1 and node.idle(), LIMIT_S, "the first SR")
+        wait_until(lambda: len(archive.complete_reports()) == 1 and node.idle(), LIMIT_S, "the first SR")
         assert storescu(node.port, first + later).returncode == 0
-        wait_until(lambda: len(archive.reports()) == 2 and node.idle(), LIMIT_S, "the second SR")
+        wait_until(lambda: len(archive.complete_reports()) == 2 and node.idle(), LIMIT_S, "the second SR")
     earlier, newer = sorted(archive.reports(), key=lambda report: int(report.InstanceNumber))
     assert referenced_instances(newer) == sop_uids(first + later)
     predecessor = newer.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+import pydicom.errors
 
 from bench.launch import free_port
 
@@ -26,8 +27,18 @@ class Storescp:
     process: subprocess.Popen
 
     def reports(self) -> list[pydicom.Dataset]:
-        """Every SR received so far."""
+        """Every SR received, each file read strictly (call once the senders are done: no file is half written)."""
         datasets = [pydicom.dcmread(path) for path in sorted(self.folder.iterdir()) if path.is_file()]
+        return [dataset for dataset in datasets if dataset.Modality == "SR"]
+
+    def complete_reports(self) -> list[pydicom.Dataset]:
+        """The SRs received so far, for polling: a file storescp is still writing is left for a later poll."""
+        datasets = []
+        for path in sorted(self.folder.iterdir()):
+            try:
+                datasets.append(pydicom.dcmread(path))
+            except (pydicom.errors.InvalidDicomError, EOFError, OSError):
+                continue  # half written (storescp writes as the data arrives): complete by the next poll
         return [dataset for dataset in datasets if dataset.Modality == "SR"]
 
     def report_files(self) -> list[Path]:
