@@ -26,6 +26,7 @@ import numpy as np
 
 from classifiers.body_parts import BODY_PARTS
 from classifiers.errors import ModelRepositoryError
+from classifiers.repository.entries import is_probability
 
 if TYPE_CHECKING:
     from classifiers.results import StudyResult
@@ -202,7 +203,7 @@ def _parse_part(part: str, document: Any) -> PartReference:
     if not isinstance(studies, int) or isinstance(studies, bool) or studies < 1:
         _refuse(f"{part}.studies must be a positive integer; got {studies!r}")
     rate = document.get("out_of_distribution_rate")
-    if rate is not None and not _is_number_in(rate, 0.0, 1.0):
+    if rate is not None and not is_probability(rate):
         _refuse(f"{part}.out_of_distribution_rate must be null or a number in [0, 1]; got {rate!r}")
     histograms = {name: _parse_histogram(f"{part}.{name}", document.get(name)) for name in HISTOGRAM_SIGNALS}
     return PartReference(studies, histograms, None if rate is None else float(rate))
@@ -212,20 +213,14 @@ def _parse_histogram(where: str, document: Any) -> Histogram:
     """{"edges": [...], "proportions": [...]}: increasing edges in [0, 1], proportions in [0, 1] summing to 1."""
     edges = document.get("edges") if isinstance(document, dict) else None
     proportions = document.get("proportions") if isinstance(document, dict) else None
-    if not (isinstance(edges, list) and len(edges) >= 2 and all(_is_number_in(edge, 0.0, 1.0) for edge in edges)
+    if not (isinstance(edges, list) and len(edges) >= 2 and all(is_probability(edge) for edge in edges)
             and all(low < high for low, high in zip(edges, edges[1:], strict=False))):
         _refuse(f"{where}.edges must be at least two increasing numbers in [0, 1]")
     if not (isinstance(proportions, list) and len(proportions) == len(edges) - 1
-            and all(_is_number_in(value, 0.0, 1.0) for value in proportions)
+            and all(is_probability(value) for value in proportions)
             and math.isclose(sum(proportions), 1.0, abs_tol=1e-6)):
         _refuse(f"{where}.proportions must be one number in [0, 1] per bin ({len(edges) - 1}), summing to 1")
     return Histogram(tuple(float(edge) for edge in edges), tuple(float(value) for value in proportions))
-
-
-def _is_number_in(value: Any, low: float, high: float) -> bool:
-    """True for a finite int or float (not a bool) in [low, high]."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        and low <= value <= high
 
 
 def _refuse(problem: str) -> NoReturn:
