@@ -22,8 +22,13 @@ EPSILON = 1e-7
 
 def negative_log_likelihood(scores: np.ndarray, labels: np.ndarray) -> float:
     """Return the mean binary cross-entropy of scores (S,) in [0, 1] against labels (S,) 0/1."""
+    return float(_cross_entropy(np.asarray(scores, dtype=np.float64), labels))
+
+
+def _cross_entropy(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean binary cross-entropy over the last axis of scores (..., S) against labels (S,)."""
     clipped = np.clip(scores, EPSILON, 1 - EPSILON)
-    return float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log1p(-clipped)))
+    return -np.mean(labels * np.log(clipped) + (1 - labels) * np.log1p(-clipped), axis=-1)
 
 
 def fit_calibration(raw_scores: np.ndarray, labels: np.ndarray, method: str = "temperature") -> Calibration:
@@ -46,8 +51,7 @@ def fit_calibration(raw_scores: np.ndarray, labels: np.ndarray, method: str = "t
         biases = np.linspace(*bias_range, GRID_POINTS) if method == "platt" else np.zeros(1)
         # (T, B, S) calibrated scores of every grid point at once.
         scaled = logits[None, None, :] / np.exp(log_ts)[:, None, None] + biases[None, :, None]
-        calibrated = np.clip(1.0 / (1.0 + np.exp(-scaled)), EPSILON, 1 - EPSILON)
-        losses = -np.mean(labels * np.log(calibrated) + (1 - labels) * np.log1p(-calibrated), axis=2)
+        losses = _cross_entropy(1.0 / (1.0 + np.exp(-scaled)), labels)
         row, column = np.unravel_index(int(np.argmin(losses)), losses.shape)
         best = (float(log_ts[row]), float(biases[column]))
         log_step = (log_t_range[1] - log_t_range[0]) / (GRID_POINTS - 1)

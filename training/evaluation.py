@@ -63,16 +63,16 @@ def expert_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
     scores = np.asarray(scores).reshape(-1)
     predicted = (scores >= threshold).astype(np.int32)
     return {
-        "auroc": _rounded(roc_auc(labels, scores)),
-        "kappa": _rounded(cohen_kappa(labels, predicted)),
-        "accuracy": _rounded(accuracy(labels, predicted)),
-        "sensitivity": _rounded(sensitivity(labels, predicted)),
-        "specificity": _rounded(specificity(labels, predicted)),
+        "auroc": rounded_metric(roc_auc(labels, scores)),
+        "kappa": rounded_metric(cohen_kappa(labels, predicted)),
+        "accuracy": rounded_metric(accuracy(labels, predicted)),
+        "sensitivity": rounded_metric(sensitivity(labels, predicted)),
+        "specificity": rounded_metric(specificity(labels, predicted)),
         "num_studies": int(labels.size),
     }
 
 
-def _rounded(value: float) -> float | None:
+def rounded_metric(value: float) -> float | None:
     """Round a metric to 4 places; None where it is undefined (NaN is not valid JSON)."""
     return None if not np.isfinite(value) else round(float(value), 4)
 
@@ -80,7 +80,7 @@ def _rounded(value: float) -> float | None:
 def router_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """Return the study-level routing accuracy of router scores (S, 7)."""
     predicted = np.argmax(scores, axis=1)
-    return {"accuracy": _rounded(accuracy(labels, predicted)), "num_studies": int(labels.size)}
+    return {"accuracy": rounded_metric(accuracy(labels, predicted)), "num_studies": int(labels.size)}
 
 
 def plot_training_curves(csv_log: Path, out_folder: Path, role: str) -> list[Path]:

@@ -30,7 +30,7 @@ from mura.studies import find_studies
 from scoring.bootstrap import bootstrap_interval
 from training.calibration import fit_calibration, negative_log_likelihood
 from training.data import task_examples
-from training.evaluation import predict_study_scores, youden_threshold
+from training.evaluation import predict_study_scores, rounded_metric, youden_threshold
 
 OPERATING_POINTS_METHOD = "rule-out at target sensitivity, rule-in at target specificity, on calibrated study scores"
 
@@ -88,7 +88,7 @@ def point_figures(labels: np.ndarray, scores: np.ndarray, threshold: float, sett
     figures = {}
     for name, metric in (("sensitivity", sensitivity), ("specificity", specificity)):
         interval = bootstrap_interval(at_threshold(metric), (labels, scores), settings.replicates, settings.seed)
-        figures[name] = {key: _rounded(interval[key]) for key in ("value", "low", "high")}
+        figures[name] = {key: rounded_metric(interval[key]) for key in ("value", "low", "high")}
     return figures
 
 
@@ -121,10 +121,10 @@ def fit_expert(entry: ModelEntry, scores: StudyScores, settings: FitSettings, da
     calibration = dataclasses.replace(fitted, details={
         "fitted_on": data,
         "num_studies": int(scores.labels.size),
-        "ece_before": _rounded(expected_calibration_error(scores.labels, before)),
-        "ece_after": _rounded(expected_calibration_error(scores.labels, after)),
-        "nll_before": _rounded(negative_log_likelihood(before, scores.labels)),
-        "nll_after": _rounded(negative_log_likelihood(after, scores.labels)),
+        "ece_before": rounded_metric(expected_calibration_error(scores.labels, before)),
+        "ece_after": rounded_metric(expected_calibration_error(scores.labels, after)),
+        "nll_before": rounded_metric(negative_log_likelihood(before, scores.labels)),
+        "nll_after": rounded_metric(negative_log_likelihood(after, scores.labels)),
     })
     points = choose_operating_points(scores.labels, after, settings, data)
     threshold = youden_threshold(scores.labels, after)
@@ -154,15 +154,15 @@ def heldout_figures(entry: ModelEntry, scores: StudyScores, data: str) -> dict:
     figures = {
         "data": data,
         "num_studies": int(labels.size),
-        "ece_before": _rounded(expected_calibration_error(labels, before)),
-        "ece_after": _rounded(expected_calibration_error(labels, after)),
-        "auroc_before": _rounded(roc_auc(labels, before)),
-        "auroc_after": _rounded(roc_auc(labels, after)),
+        "ece_before": rounded_metric(expected_calibration_error(labels, before)),
+        "ece_after": rounded_metric(expected_calibration_error(labels, after)),
+        "auroc_before": rounded_metric(roc_auc(labels, before)),
+        "auroc_after": rounded_metric(roc_auc(labels, after)),
     }
     for name, threshold in (("rule_out", entry.operating_points.rule_out), ("rule_in", entry.operating_points.rule_in)):
         predicted = (after >= threshold).astype(np.int64)
-        figures[name] = {"sensitivity": _rounded(sensitivity(labels, predicted)),
-                         "specificity": _rounded(specificity(labels, predicted))}
+        figures[name] = {"sensitivity": rounded_metric(sensitivity(labels, predicted)),
+                         "specificity": rounded_metric(specificity(labels, predicted))}
     return figures
 
 
@@ -225,11 +225,6 @@ def describe_fit(entry: ModelEntry) -> str:
         line += (f"; held-out ECE {heldout['ece_before']} -> {heldout['ece_after']},"
                  f" AUROC {heldout['auroc_before']} -> {heldout['auroc_after']}")
     return line
-
-
-def _rounded(value: float) -> float | None:
-    """4 decimals; None where undefined (NaN is not valid JSON)."""
-    return None if value is None or not np.isfinite(value) else round(float(value), 4)
 
 
 def main(argv: list[str] | None = None) -> int:
