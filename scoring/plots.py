@@ -43,20 +43,20 @@ def plot_roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path
     figure.savefig(path, bbox_inches="tight")
 
 
-def plot_reliability(groups: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
-    """Draw the reliability diagram: per expert group, fraction abnormal against mean score in each non-empty bin."""
+def plot_reliability(calibration: dict[str, dict[str, Any]], path: Path) -> None:
+    """Draw the reliability diagram from the report's calibration section: per expert group, fraction abnormal
+    against mean score in each non-empty bin, its ECE and study count in the legend."""
     figure = Figure(figsize=(6, 6), dpi=100)
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="perfectly calibrated")
-    for group, (y_true, y_score) in groups.items():
-        bins = metrics.reliability_bins(y_true, y_score)
+    for group, figures in calibration.items():
+        bins = figures["bins"]
         if not bins:
             continue
-        ece = metrics.expected_calibration_error(y_true, y_score)
         title = group.removeprefix("XR_").capitalize()
         axes.plot([item["mean_score"] for item in bins], [item["fraction_positive"] for item in bins], marker="o",
                   linewidth=2.5 if group == "overall" else 1.2, markersize=4,
-                  label=f"{title} (ECE {ece:.3f}, n={y_true.size})")
+                  label=f"{title} (ECE {figures['ece']['value']:.3f}, n={figures['n_studies']})")
     axes.set(xlabel="Mean abnormality score in the bin", ylabel="Fraction of abnormal studies in the bin",
              title="Reliability diagram by expert", xlim=(0, 1), ylim=(0, 1.01))
     axes.legend(loc="upper left", fontsize="small")

@@ -20,7 +20,7 @@ from classifiers.body_parts import BODY_PARTS
 from mura import metrics
 from scoring.bootstrap import DEFAULT_REPLICATES, DEFAULT_SEED, bootstrap_interval
 from scoring.report_markdown import render_markdown
-from scoring.report_triage import calibration_metrics, reliability_inputs, triage_metrics
+from scoring.report_triage import calibration_metrics, triage_metrics
 
 if TYPE_CHECKING:
     from classifiers.repository.entries import Manifest
@@ -155,9 +155,8 @@ def write_report(folder: Path, rows: list[dict[str, str]], replicates: int = DEF
     if curves:
         plot_roc_curves(curves, folder / "roc_curves.png")
         report["plots"]["roc_curves"] = "roc_curves.png"
-    reliability = reliability_inputs(rows)
-    if reliability:
-        plot_reliability(reliability, folder / "reliability.png")
+    if report["calibration"]:
+        plot_reliability(report["calibration"], folder / "reliability.png")
         report["plots"]["reliability"] = "reliability.png"
     if report["routing"]["n_studies"]:
         plot_routing_confusion(report["routing"], folder / "routing_confusion.png")

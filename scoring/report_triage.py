@@ -61,7 +61,7 @@ def calibration_metrics(rows: list[dict[str, str]], manifest: Manifest | None, r
         result[group] = {
             "n_studies": len(members),
             "ece": bootstrap_interval(metrics.expected_calibration_error, (y_true, y_score), replicates, seed),
-            "bins": metrics.reliability_bins(y_true, y_score),
+            "bins": metrics.reliability_bins(y_true, y_score),  # the reliability diagram's points (scoring.plots)
             **_manifest_calibration(manifest, group),
         }
     return result
@@ -104,10 +104,3 @@ def triage_metrics(rows: list[dict[str, str]], manifest: Manifest | None, replic
                for point, positive in POSITIVE_AT.items()},
         }
     return result
-
-
-def reliability_inputs(rows: list[dict[str, str]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{expert group: (y_true, y_score)} of the labelled scored rows, for the reliability diagram."""
-    return {group: (np.array([int(row["true_label"]) for row in members]),
-                    np.array([float(row["abnormality"]) for row in members]))
-            for group, members in expert_groups(_labelled(rows)).items()}
