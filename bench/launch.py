@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from web.config import DEFAULTS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -115,9 +117,12 @@ NGINX_TEMPLATE = ROOT / "deploy" / "nginx.conf"
 
 
 def render_nginx_config(listen: str, upstreams: Sequence[str], run_dir: Path, max_body: str = "64m",
-                        user: str = "root") -> str:
-    """deploy/nginx.conf with its ${...} names filled in, as envsubst would (nginx's own $names kept)."""
-    servers = " ".join(f"server {address} max_fails=0;" for address in upstreams)
+                        user: str = "root", max_conns: int = DEFAULTS["MAX_IN_FLIGHT"]) -> str:
+    """deploy/nginx.conf with its ${...} names filled in, as envsubst would (nginx's own $names kept).
+
+    `max_conns`: requests each replica is given at once (its workers x in-flight predictions).
+    """
+    servers = " ".join(f"server {address} max_fails=0 max_conns={max_conns};" for address in upstreams)
     values = {"LISTEN": listen, "UPSTREAM_SERVERS": servers, "RUN_DIR": str(run_dir), "MAX_BODY": max_body,
               "NGINX_USER": user}
     return string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(values)
@@ -125,12 +130,12 @@ def render_nginx_config(listen: str, upstreams: Sequence[str], run_dir: Path, ma
 
 @contextmanager
 def running_nginx(upstreams: Sequence[str], run_dir: Path, max_body: str = "64m",
-                  port: int | None = None) -> Iterator[Server]:
+                  port: int | None = None, max_conns: int = DEFAULTS["MAX_IN_FLIGHT"]) -> Iterator[Server]:
     """Debian's nginx with deploy/nginx.conf in front of `upstreams` (host:port), on a free loopback port."""
     run_dir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{port or free_port()}"
     config = run_dir / "nginx.conf"
-    config.write_text(render_nginx_config(address, upstreams, run_dir, max_body))
+    config.write_text(render_nginx_config(address, upstreams, run_dir, max_body, max_conns=max_conns))
     log_path = run_dir / "nginx.out"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(config), "-p", str(run_dir),

@@ -1,7 +1,8 @@
 """Overload and memory runs against a real gunicorn: load shedding, deadlines and the pixel budget, measured.
 
     python -m bench.overload [--models DIR] [--peak-clients 4] [--load 4 | --rate STUDIES_PER_S] [--seconds 30]
-                             [--queue-timeout-ms MS] [--threads N] [--out FILE] [--note TEXT]
+                             [--queue-timeout-ms MS] [--threads N] [--front nginx [--max-conns N]]
+                             [--out FILE] [--note TEXT]
     python -m bench.overload --memory [--models DIR] [--studies 8] [--side 6300] [--out FILE]
 
 Overload: `peak-clients` closed-loop clients posting 3-view studies measure the unloaded peak (accepted
@@ -10,8 +11,11 @@ once, on a schedule, whatever the answers: a 503 is shed load, not retried), whi
 0.5 s; `--rate` offers that many studies/s instead (backends compared at the same request rate). Printed
 and saved: every outcome (status codes and connection errors by name), the latency of accepted (200) and
 shed (503) studies, throughput against the peak, /healthz latency, the worker's peak RSS and the hardening
-targets. "One batch" is a full router batch plus a full expert batch (max batch size views
-each) at the seconds per view the models took under that load (the service's triage_batch_* metrics).
+targets. With `--front nginx` the studies go through deploy/nginx.conf in front of the replica (its
+max_conns: `--max-conns`, default the replica's in-flight cap), sent from 64 loopback addresses so that the
+front's per-address limits do not refuse them. "One batch" is a full router batch plus a full expert
+batch (max batch size views each) at the seconds per view the models took under that load (the service's
+triage_batch_* metrics).
 
 Memory: `studies` requests at once, two rounds each of (a) 12 views of side x side 16-bit PNG, over the
 per-study pixel limit, and (b) 3 such views, the largest study under it; the worker's VmHWM (peak RSS)
@@ -31,19 +35,21 @@ import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.launch import Server, encode_multipart, http_status, running_gunicorn
+from bench.launch import Server, encode_multipart, http_status, running_gunicorn, running_nginx
 from bench.machine import describe_machine, load_average, process_peak_rss_mb
 from bench.restarts import Clients, post_study
 from bench.workload import make_view_bytes
-from web.config import DEFAULTS, GUNICORN_THREADS
+from web.config import DEFAULTS, GUNICORN_THREADS, in_flight_cap
 
 PROBE_INTERVAL_S = 0.5
+LOOPBACK_CLIENTS = tuple(f"127.0.0.{index}" for index in range(2, 66))  # 64 clients, as the front sees them
 
 
 def three_view_study() -> tuple[bytes, str]:
@@ -100,10 +106,11 @@ def run_clients(server: Server, count: int, seconds: float, study: tuple[bytes, 
 
 
 def run_open_loop(server: Server, rate: float, seconds: float, study: tuple[bytes, str],
-                  max_concurrent: int) -> dict[str, object]:
+                  max_concurrent: int, sources: Sequence[str | None] = (None,)) -> dict[str, object]:
     """Send studies at `rate` per second for `seconds` whatever the answers (open loop), /healthz probed meanwhile.
 
-    Each study is sent once: a 503 is shed load, not retried, so the offered load is exactly `rate`.
+    Each study is sent once: a 503 is shed load, not retried, so the offered load is exactly `rate`. Studies are
+    sent from each of `sources` (local addresses; None: the system's choice) in turn.
     """
     probe = HealthProbe(server.url)
     futures = []
@@ -111,14 +118,14 @@ def run_open_loop(server: Server, rate: float, seconds: float, study: tuple[byte
         started = time.monotonic()
         while (due := started + len(futures) / rate) < started + seconds:
             time.sleep(max(0.0, due - time.monotonic()))
-            futures.append(pool.submit(_timed_post, server.url, study))
+            futures.append(pool.submit(_timed_post, server.url, study, sources[len(futures) % len(sources)]))
         outcomes = [future.result() for future in futures]
     return summarise_run(outcomes, probe.stop(), seconds) | {"offered_studies_per_s": rate, "sent": len(futures)}
 
 
-def _timed_post(url: str, study: tuple[bytes, str]) -> tuple[float, str]:
+def _timed_post(url: str, study: tuple[bytes, str], source: str | None) -> tuple[float, str]:
     started = time.monotonic()
-    outcome = post_study(url, study)
+    outcome = post_study(url, study, source=source)
     return time.monotonic() - started, outcome
 
 
@@ -185,15 +192,21 @@ def overload_targets(peak: dict, loaded: dict, queue_timeout_s: float) -> dict[s
 
 
 def measure_overload(server: Server, peak_clients: int, load: float, max_concurrent: int, seconds: float,
-                     queue_timeout_s: float, rate: float | None = None) -> dict[str, object]:
-    """The unloaded peak, then `load` times its rate (or `rate`) offered; both runs, the worker's peak RSS, targets."""
+                     queue_timeout_s: float, rate: float | None = None,
+                     front: Server | None = None) -> dict[str, object]:
+    """The unloaded peak, then `load` times its rate (or `rate`) offered; both runs, the worker's peak RSS, targets.
+
+    With a `front` (nginx before `server`), the studies go through it, from many loopback addresses.
+    """
+    entry, sources = (front, LOOPBACK_CLIENTS) if front else (server, (None,))
     study = three_view_study()
     for _ in range(3):  # warm the worker's first requests out of the figures
-        post_study(server.url, study)
-    peak = run_clients(server, peak_clients, seconds, study)
+        post_study(entry.url, study)
+    peak = run_clients(entry, peak_clients, seconds, study)
     print("peak:", json.dumps(peak), flush=True)
     before = batch_totals(server.url)
-    loaded = run_open_loop(server, rate or load * peak["accepted_studies_per_s"], seconds, study, max_concurrent)
+    loaded = run_open_loop(entry, rate or load * peak["accepted_studies_per_s"], seconds, study, max_concurrent,
+                           sources)
     loaded["one_batch_s"] = one_batch_seconds(before, batch_totals(server.url))
     print("loaded:", json.dumps(loaded), flush=True)
     return {"peak": peak, "loaded": loaded, "worker_peak_rss_mb": _worker_peak_rss_mb(server),
@@ -235,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queue-timeout-ms", type=float, default=None,
                         help="TRIAGE_QUEUE_TIMEOUT_MS (default: the service's)")
     parser.add_argument("--threads", type=int, default=None, help="TRIAGE_THREADS (default: gunicorn.conf.py's)")
+    parser.add_argument("--front", choices=["nginx"], default=None,
+                        help="send the studies through deploy/nginx.conf in front of the replica")
+    parser.add_argument("--max-conns", type=int, default=None,
+                        help="the front's max_conns for the replica (default: its in-flight cap)")
     parser.add_argument("--memory", action="store_true", help="the memory run instead of the overload run")
     parser.add_argument("--studies", type=int, default=8, help="huge studies at once in the memory run")
     parser.add_argument("--side", type=int, default=6300, help="side of the memory run's 16-bit views")
@@ -246,15 +263,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = args.threads or GUNICORN_THREADS
     record: dict[str, object] = {"command": "python -m bench.overload " + " ".join(argv or sys.argv[1:]),
                                  "machine": describe_machine(), "note": args.note, "models": str(args.models),
-                                 "queue_timeout_ms": queue_timeout_ms, "threads": threads}
-    with tempfile.TemporaryDirectory() as folder, running_gunicorn(
-            args.models, Path(folder) / "gunicorn.log", environment, threads=threads) as server:
+                                 "queue_timeout_ms": queue_timeout_ms, "threads": threads, "front": args.front,
+                                 "max_conns": (args.max_conns or in_flight_cap(threads)) if args.front else None}
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        server = stack.enter_context(running_gunicorn(args.models, Path(folder) / "gunicorn.log", environment,
+                                                      threads=threads))
         record["seconds_to_ready"] = round(server.wait_until_ready(600), 2)
+        front = stack.enter_context(running_nginx([server.url.removeprefix("http://")], Path(folder) / "nginx",
+                                                  max_conns=record["max_conns"])) if args.front else None
         if args.memory:
             record["memory"] = measure_memory(server, args.studies, args.side)
         else:
             record.update(measure_overload(server, args.peak_clients, args.load, args.max_concurrent, args.seconds,
-                                           queue_timeout_ms / 1000, args.rate))
+                                           queue_timeout_ms / 1000, args.rate, front))
     record["load_average_end"] = load_average()
     for name, target in dict(record.get("targets", {})).items():
         if "limit" in target:

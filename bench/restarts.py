@@ -10,14 +10,14 @@ the master and counts what the requests in flight and the ones after got. Loopba
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import signal
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 
@@ -27,20 +27,24 @@ from bench.workload import make_view_bytes
 STUDY = encode_multipart([("a.png", make_view_bytes(1)), ("b.png", make_view_bytes(2))])
 
 
-def post_study(url: str, study: tuple[bytes, str] = STUDY, timeout_s: float = 60.0) -> str:
-    """POST one study (multipart body, content type); the outcome as a short word: the status, or the error's name."""
+def post_study(url: str, study: tuple[bytes, str] = STUDY, timeout_s: float = 60.0, source: str | None = None) -> str:
+    """POST one study (multipart body, content type); the outcome as a short word: the status, or the error's name.
+
+    `source`: the local address to send from (another loopback address is another client to the front).
+    """
     body, content_type = study
-    request = urllib.request.Request(url + "/predict", data=body, method="POST",
-                                     headers={"Content-Type": content_type})
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s,
+                                            source_address=(source, 0) if source else None)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            response.read()
-            return str(response.status)
-    except urllib.error.HTTPError as error:
-        return str(error.code)
-    except (urllib.error.URLError, ConnectionError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        return type(reason).__name__
+        connection.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+        response = connection.getresponse()
+        response.read()
+        return str(response.status)
+    except (http.client.HTTPException, OSError) as error:
+        return type(error).__name__
+    finally:
+        connection.close()
 
 
 class Clients:

@@ -209,6 +209,29 @@ def test_chunked_uploads_are_streamed_to_the_replica_and_never_written_to_disk(r
     assert (tmp_path / "nginx" / "access.log").read_text().count('"POST /predict" 415') == 2  # the replica answered
 
 
+def test_a_replica_holding_its_max_conns_gets_no_more_and_nginx_refuses_at_once(limited_replica,
+                                                                                tmp_path: Path) -> None:
+    # max_conns=1: one request in progress at the replica (a chunked upload streamed to it, held half-sent) is
+    # all it is given. A study sent meanwhile never waits in gunicorn's queue: nginx answers 503 itself.
+    with running_nginx([limited_replica.url.removeprefix("http://")], tmp_path / "nginx", max_body="4m",
+                       max_conns=1) as nginx:
+        assert _post_study(nginx.url)[0] == 200
+        with open_chunked_upload(nginx.url) as held:
+            send_chunks(held, make_radiograph(seed=34)[:1000], 500, last=False)
+            deadline = time.monotonic() + WAIT_LIMIT_S
+            while (outcome := _post_study(nginx.url))[0] == 200 and time.monotonic() < deadline:
+                time.sleep(0.05)  # until nginx has passed the held upload on to the replica
+            status, body, headers = outcome
+            assert status == 503 and body["error"]["code"] == "no_replica" and headers["Retry-After"] == "5"
+            assert headers["Content-Type"] == "application/json"
+            # The probes have their own connections to the replica: a full replica still answers them.
+            assert http_status(nginx.url + "/healthz") == 200 and http_status(nginx.url + "/readyz") == 200
+            send_chunks(held, make_radiograph(seed=34)[1000:], 500)
+            assert read_answer(held)[0] == 200
+        assert _post_study(nginx.url)[0] == 200  # the slot is free again
+    assert "no live upstreams" in (tmp_path / "nginx" / "error.log").read_text()
+
+
 def test_nginx_answers_its_own_errors_in_the_json_shape(replica_behind_nginx, tmp_path: Path) -> None:
     _, nginx = replica_behind_nginx
     with open_chunked_upload(nginx.url) as connection:  # a chunk size that is not hexadecimal
