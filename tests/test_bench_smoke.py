@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,35 @@ from bench.cli import main
 from bench.models import build_backbone, count_flops
 from bench.report import judge_targets
 from classifiers.body_parts import BODY_PARTS
+
+QUICK_ONNX_RUN = ["--quick", "--backbone", "tiny", "--input-size", "32", "--skip-xla", "--skip-service", "--studies",
+                  "4", "--naive-views", "3", "--compare-routers", "", "--backend", "onnx"]
+
+
+def _optimized_files(cache: Path) -> dict[Path, int]:
+    """The fp32 ONNX, INT8 model and INT8 weights files under `cache`, with their modification times."""
+    return {path: path.stat().st_mtime_ns for pattern in ("*.onnx", "*.int8.xml", "*.int8.bin")
+            for path in cache.rglob(pattern)}
+
+
+@pytest.fixture(scope="module")
+def onnx_quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One --backend onnx quick run on an empty cache (it builds and optimizes the tiny repository), once per module.
+
+    Returns its arguments, exit code, record and the optimized files it left; other tests run on copies of the cache.
+    """
+    folder = tmp_path_factory.mktemp("onnx_quick_run")
+    arguments = [*QUICK_ONNX_RUN, "--cache", str(folder / "models"), "--out", str(folder / "onnx.json")]
+    code = main(arguments)
+    record = json.loads((folder / "onnx.json").read_text()) if code == 0 else None
+    return {"arguments": arguments, "code": code, "record": record, "cache": folder / "models",
+            "optimized": _optimized_files(folder / "models")}
+
+
+@pytest.fixture
+def optimized_cache(onnx_quick_run: dict, tmp_path: Path) -> Path:
+    """A copy of the module's model cache, its tiny repository already exported to ONNX and INT8."""
+    return Path(shutil.copytree(onnx_quick_run["cache"], tmp_path / "models"))
 
 
 def test_count_flops_matches_a_hand_count():
@@ -44,9 +74,9 @@ def test_throughput_target_follows_the_machine_kind(simd, target, met):
     assert (verdict["target"], verdict["met"]) == (target, met)
 
 
-def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
+def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, optimized_cache, capsys):
     out = tmp_path / "run.json"
-    code = main(["--quick", "--backbone", "tiny", "--input-size", "32", "--cache", str(tmp_path / "models"),
+    code = main(["--quick", "--backbone", "tiny", "--input-size", "32", "--cache", str(optimized_cache),
                  "--out", str(out), "--skip-xla", "--studies", "4", "--naive-views", "3", "--single-views", "5",
                  "--compare-routers", "tiny"])
     assert code == 0
@@ -74,12 +104,12 @@ def test_quick_run_on_tiny_models_writes_a_complete_record(tmp_path, capsys):
 
 
 
-def test_single_view_comparison_runs_both_checkouts_alternately(tmp_path, capsys):
+def test_single_view_comparison_runs_both_checkouts_alternately(tmp_path, optimized_cache, capsys):
     from bench.launch import ROOT
     from bench.models import build_repository, prepare_repository
     from bench.single_view import main as single_view_main
 
-    repository = build_repository(tmp_path / "models", "tiny", "tiny", (32, 32))
+    repository = build_repository(optimized_cache, "tiny", "tiny", (32, 32))  # the cached one, already optimized
     prepare_repository(repository, log=lambda line: None)
     out = tmp_path / "single.json"
     # This checkout against itself as the "other": the harness runs each service in turn and keeps every run.
@@ -109,22 +139,14 @@ def test_xla_compiled_model_matches_tf_function_on_padded_batches(batch_size):
     assert [padded_batch_size(size) for size in (1, 2, 3, 5, 8, 9, 16)] == [1, 2, 4, 8, 8, 16, 16]
 
 
-def test_quick_onnx_run_optimizes_once_and_records_the_backend(tmp_path):
-    out = tmp_path / "onnx.json"
-    arguments = ["--quick", "--backbone", "tiny", "--input-size", "32", "--cache", str(tmp_path / "models"),
-                 "--out", str(out), "--skip-xla", "--skip-service", "--studies", "4", "--naive-views", "3",
-                 "--compare-routers", "", "--backend", "onnx"]
-    assert main(arguments) == 0
-    record = json.loads(out.read_text())
+def test_quick_onnx_run_optimizes_once_and_records_the_backend(onnx_quick_run):
+    assert onnx_quick_run["code"] == 0
+    record = onnx_quick_run["record"]
     assert record["settings"]["backend"] == "onnx" and record["service"] is None
     assert record["pipeline"]["concurrent"]["errors"] == 0 and record["naive"]["views"] == 3
-    def artefacts() -> dict[Path, int]:
-        return {path: path.stat().st_mtime_ns for pattern in ("*.onnx", "*.int8.xml", "*.int8.bin")
-                for path in (tmp_path / "models").rglob(pattern)}
-
-    exported = artefacts()
+    exported = onnx_quick_run["optimized"]
     assert len(exported) == 24  # fp32 ONNX, INT8 model and INT8 weights per model
     assert set(record["backends"]) == {"router", *BODY_PARTS}
     assert all(choice.startswith("onnx (") for choice in record["backends"].values())
-    assert main(arguments) == 0  # the second run reuses the files
-    assert artefacts() == exported
+    assert main(onnx_quick_run["arguments"]) == 0  # the second run reuses the files
+    assert _optimized_files(onnx_quick_run["cache"]) == exported

@@ -436,12 +436,12 @@ def test_dicom_over_tls_with_a_test_ca(tmp_path, tiny_pipeline):
 
 # --- a subprocess killed with -9 ----------------------------------------------------------------------------
 
-def start_node_process(tiny_repository: Path, spool: Path, port: int, archive: Storescp, stable_s: float,
+def start_node_process(models: Path, spool: Path, port: int, archive: Storescp, stable_s: float,
                        log_path: Path) -> subprocess.Popen:
-    """python -m pacs.node as its own process."""
+    """python -m pacs.node as its own process, on the repository `models`."""
     command = [sys.executable, "-m", "pacs.node", "--host", LOOPBACK, "--port", str(port), "--ae-title", NODE_AE,
                "--destination", f"{archive.ae_title}@{LOOPBACK}:{archive.port}", "--spool", str(spool),
-               "--models", str(tiny_repository), "--stable-seconds", str(stable_s), "--retry-seconds", "0.2"]
+               "--models", str(models), "--stable-seconds", str(stable_s), "--retry-seconds", "0.2"]
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -450,10 +450,11 @@ def start_node_process(tiny_repository: Path, spool: Path, port: int, archive: S
     return process
 
 
-def test_killed_before_sending_and_restarted_sends_exactly_one_sr(tmp_path, tiny_repository, archive):
+def test_killed_before_sending_and_restarted_sends_exactly_one_sr(tmp_path, onnx_repository, archive):
+    # The ONNX repository: each of the two node processes starts without importing TensorFlow.
     spool, port, log_path = tmp_path / "spool", free_port(), tmp_path / "node.log"
     paths = write_study(tmp_path / "in", "dx", wrist_datasets(3))
-    process = start_node_process(tiny_repository, spool, port, archive, 3600, log_path)
+    process = start_node_process(onnx_repository, spool, port, archive, 3600, log_path)
     try:
         assert storescu(port, paths).returncode == 0
         assert len(list(spool.glob("*/*.dcm"))) == 3  # on disk before the C-STORE was answered
@@ -461,7 +462,7 @@ def test_killed_before_sending_and_restarted_sends_exactly_one_sr(tmp_path, tiny
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     assert archive.reports() == []
-    process = start_node_process(tiny_repository, spool, port, archive, 0.5, log_path)
+    process = start_node_process(onnx_repository, spool, port, archive, 0.5, log_path)
     try:
         wait_until(lambda: len(archive.report_files()) == 1 and not list(spool.glob("*/*.dcm"))
                    and not list(spool.glob("*/outbox/*")), LIMIT_S, "the SR after restart")

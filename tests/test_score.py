@@ -220,13 +220,14 @@ def _copy_tree_with_many_studies(source: Path, target: Path, copies: int) -> int
     return count
 
 
-def test_resume_after_sigkill_leaves_no_study_missing_or_doubled(mura_root: Path, tiny_repository: Path,
+def test_resume_after_sigkill_leaves_no_study_missing_or_doubled(mura_root: Path, onnx_repository: Path,
                                                                  tmp_path: Path) -> None:
+    # The ONNX repository: both score.py processes start without importing TensorFlow.
     tree = tmp_path / "tree"
     num_studies = _copy_tree_with_many_studies(mura_root / "valid", tree, copies=25)
     out = tmp_path / "predictions.csv"
     command = [sys.executable, str(REPOSITORY_ROOT / "score.py"), str(tree), "--out", str(out), "--models",
-               str(tiny_repository), "--workers", "1", "--decode-workers", "1", "--no-progress"]
+               str(onnx_repository), "--workers", "1", "--decode-workers", "1", "--no-progress"]
     environment = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(command, cwd=REPOSITORY_ROOT, env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

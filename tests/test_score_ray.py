@@ -52,9 +52,10 @@ def local_ray():
     ray.shutdown()
 
 
-def test_ray_engine_gives_the_local_engine_rows(study_tree: Path, tiny_repository: Path, tmp_path: Path,
+def test_ray_engine_gives_the_local_engine_rows(study_tree: Path, onnx_repository: Path, tmp_path: Path,
                                                 local_ray) -> None:
-    common = [str(study_tree), "--models", str(tiny_repository), "--no-progress"]
+    # The ONNX repository: the engines are compared on the same models, and no actor imports TensorFlow.
+    common = [str(study_tree), "--models", str(onnx_repository), "--no-progress"]
     assert score.main([*common, "--out", str(tmp_path / "local.csv")]) == 0
     assert score.main([*common, "--out", str(tmp_path / "ray.csv"), "--engine", "ray", "--workers", "2"]) == 0
     local, distributed = _read_rows(tmp_path / "local.csv"), _read_rows(tmp_path / "ray.csv")
